@@ -1,0 +1,112 @@
+"""Helpers shared by every ``fleetml`` sub-command: settings, engine, timestamps, output files."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import pandas as pd
+
+from fleetml.config import Settings, get_settings
+
+
+def ctx_settings(ctx: click.Context | None = None) -> Settings:
+    """Settings for the running command, honouring the root group's ``--home``."""
+    ctx = ctx or click.get_current_context(silent=True)
+    home = None
+    while ctx is not None:
+        if isinstance(ctx.obj, dict) and ctx.obj.get("home"):
+            home = ctx.obj["home"]
+            break
+        ctx = ctx.parent
+    settings = get_settings(home)
+    settings.ensure_home()
+    return settings
+
+
+def open_engine(settings: Settings, *, migrate: bool = True):
+    """Engine for the configured store, migrated to the latest schema (the CLI always upgrades)."""
+    from fleetml.store.engine import get_engine
+    from fleetml.store.migrate import upgrade
+
+    engine = get_engine(settings)
+    if migrate:
+        upgrade(engine)
+    return engine
+
+
+def parse_ts(value: str | float | int | None) -> pd.Timestamp | None:
+    """Parse a CLI timestamp: ISO-8601 (naive means UTC) or epoch seconds. ``None`` passes through."""
+    if value is None or value == "":
+        return None
+    try:
+        num = float(value)
+    except (TypeError, ValueError):
+        num = None
+    if num is not None and math.isfinite(num):
+        return pd.Timestamp(num, unit="s", tz="UTC")
+    try:
+        ts = pd.Timestamp(str(value))
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(
+            f"{value!r} is not a timestamp; use ISO-8601 (2026-01-31T12:00:00Z) or epoch seconds"
+        ) from exc
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+class TimestampParam(click.ParamType):
+    name = "TS"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, pd.Timestamp):
+            return value
+        try:
+            return parse_ts(value)
+        except click.BadParameter as exc:
+            self.fail(str(exc.message), param, ctx)
+
+
+TIMESTAMP = TimestampParam()
+
+
+def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a frame as Parquet (``.parquet``/``.pq``) or CSV (anything else), chosen by extension."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        frame.to_parquet(path, index=False)
+    else:
+        frame.to_csv(path, index=False)
+    return path
+
+
+def read_frame(path: str | Path) -> pd.DataFrame:
+    """Read a CSV or Parquet file, chosen by extension."""
+    path = Path(path)
+    if path.suffix.lower() in {".parquet", ".pq"}:
+        return pd.read_parquet(path)
+    return pd.read_csv(path)
+
+
+def _json_default(obj: Any):
+    if isinstance(obj, pd.Timestamp | datetime):
+        return obj.isoformat()
+    if hasattr(obj, "item"):
+        return obj.item()
+    return str(obj)
+
+
+def print_result(obj: dict) -> None:
+    """Print the machine-readable result of a command: one JSON object alone on the last line."""
+    sys.stdout.flush()
+    click.echo(json.dumps(obj, default=_json_default, sort_keys=True))
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)

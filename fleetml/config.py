@@ -1,0 +1,107 @@
+"""Settings: one object, read through :func:`get_settings`, never built at import.
+
+Every piece of local state lives under one home folder (``FLEETML_HOME``, default ``./.fleetml``):
+the SQLite database, the MLflow store and caches. ``FLEETML_DATABASE_URL`` points the store at
+PostgreSQL instead, and ``MLFLOW_TRACKING_URI`` (when set) points MLflow at a remote server.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """All of fleetml's configuration. Environment variables use the ``FLEETML_`` prefix."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEETML_", extra="ignore")
+
+    home: Path = Field(default=Path(".fleetml"), description="Folder holding all local state.")
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the store; default is SQLite at <home>/fleetml.db.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; default MLFLOW_TRACKING_URI, else SQLite under home.",
+    )
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = Field(
+        default="FULL",
+        description="SQLite synchronous pragma. FULL makes every acknowledged write survive "
+        "power loss; NORMAL (WAL) survives a process crash only.",
+    )
+    max_batch_samples: int = Field(default=100_000, ge=10_000)
+    max_future_skew_s: float = Field(
+        default=300.0, description="Samples stamped further ahead of the server clock are rejected."
+    )
+    api_key_cache_s: float = Field(
+        default=10.0, description="How long a verified API key is trusted without a database read."
+    )
+    dask_scheduler: str | None = Field(
+        default=None, description="Address of a Dask scheduler; None runs jobs in local processes."
+    )
+    n_jobs: int = Field(default=2, description="Local worker processes for per-series jobs.")
+
+    @property
+    def home_path(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home_path / 'fleetml.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.db_url.startswith("sqlite")
+
+    @property
+    def tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri:
+            return self.mlflow_tracking_uri
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        if env:
+            return env
+        return f"sqlite:///{self.home_path / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str:
+        return (self.home_path / "mlartifacts").as_uri()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.home_path / "cache"
+
+    def ensure_home(self) -> Path:
+        """Create the home folder (and its cache) if missing; return its path."""
+        path = self.home_path
+        path.mkdir(parents=True, exist_ok=True)
+        self.cache_dir.mkdir(exist_ok=True)
+        return path
+
+
+@lru_cache(maxsize=8)
+def _cached(home: str | None) -> Settings:
+    if home is None:
+        return Settings()
+    return Settings(home=Path(home))
+
+
+def get_settings(home: str | Path | None = None) -> Settings:
+    """Return the settings, reading the environment once per distinct ``home``.
+
+    ``home`` overrides ``FLEETML_HOME`` (the CLI's ``--home``). Call
+    :func:`reset_settings` after changing the environment (tests do).
+    """
+    return _cached(str(home) if home is not None else None)
+
+
+def reset_settings() -> None:
+    """Forget cached settings so the next :func:`get_settings` reads the environment again."""
+    _cached.cache_clear()

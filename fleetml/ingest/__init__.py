@@ -1,0 +1,1 @@
+"""Validation and adapters that turn HTTP batches and files into stored samples and events."""

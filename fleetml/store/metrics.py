@@ -1,0 +1,332 @@
+"""Metric samples and metric kinds.
+
+Layout: one row per (account, ts) whose ``vals`` column is a JSON object ``{metric: value}``.
+Writes are upserts that merge objects, so a replayed batch stores nothing twice and a later value
+for the same (account, ts, metric) replaces the earlier one. Reads extract the requested metrics
+in SQL and build the wide frame from plain numeric tuples (no per-row pandas work).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from fleetml.errors import InvalidInput
+from fleetml.store import audit
+from fleetml.store.accounts import account_pks
+from fleetml.store.audit import connect, now_ms
+from fleetml.store.tables import metric_kinds as metric_kinds_table
+from fleetml.store.tables import samples
+from fleetml.vocab import METRIC_NAME_RE, MetricKind, default_metric_kind
+
+SampleRow = tuple[int, int, str]  # (account_pk, ts in epoch ms, JSON object of metric values)
+
+_SQLITE_UPSERT = (
+    "INSERT INTO samples (account_pk, ts, vals) VALUES (?, ?, ?) "
+    "ON CONFLICT(account_pk, ts) DO UPDATE SET vals = json_patch(samples.vals, excluded.vals)"
+)
+_PG_STAGE = (
+    "CREATE TEMP TABLE IF NOT EXISTS _fleetml_stage_samples "
+    "(account_pk integer, ts bigint, vals jsonb) ON COMMIT DELETE ROWS"
+)
+_PG_MERGE = (
+    "INSERT INTO samples (account_pk, ts, vals) "
+    "SELECT account_pk, ts, vals FROM _fleetml_stage_samples "
+    "ON CONFLICT (account_pk, ts) DO UPDATE SET vals = samples.vals || excluded.vals"
+)
+
+_KIND_CACHE: dict[str, dict[str, str]] = {}
+_KIND_LOCK = threading.Lock()
+
+
+def _cache_key(conn) -> str:
+    return conn.engine.url.render_as_string(hide_password=True)
+
+
+def _dedupe(rows: Sequence[SampleRow]) -> list[SampleRow]:
+    """Merge rows sharing (account, ts), later values winning (PostgreSQL cannot upsert a key twice)."""
+    seen: dict[tuple[int, int], int] = {}
+    out: list[SampleRow] = []
+    for row in rows:
+        key = (row[0], row[1])
+        pos = seen.get(key)
+        if pos is None:
+            seen[key] = len(out)
+            out.append(row)
+        else:
+            merged = {**orjson.loads(out[pos][2]), **orjson.loads(row[2])}
+            out[pos] = (row[0], row[1], orjson.dumps(merged).decode())
+    return out
+
+
+def write_samples(conn: sa.Connection, rows: Sequence[SampleRow]) -> int:
+    """Upsert sample rows inside the caller's transaction. Returns the number of rows written.
+
+    Each row is ``(account_pk, ts_ms, values_json)``; ``values_json`` holds only finite numbers
+    (validation happens before, in :mod:`fleetml.ingest`). Metric names must already be known
+    (:func:`ensure_metric_kinds`).
+    """
+    if not rows:
+        return 0
+    if conn.dialect.name == "postgresql":
+        rows = _dedupe(rows)
+        dbapi = conn.connection.driver_connection
+        with dbapi.cursor() as cur:
+            cur.execute(_PG_STAGE)
+            with cur.copy("COPY _fleetml_stage_samples (account_pk, ts, vals) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cur.execute(_PG_MERGE)
+            cur.execute("TRUNCATE _fleetml_stage_samples")
+        return len(rows)
+    cursor = conn.connection.driver_connection.cursor()
+    try:
+        cursor.executemany(_SQLITE_UPSERT, rows)
+    finally:
+        cursor.close()
+    return len(rows)
+
+
+# --- metric kinds -------------------------------------------------------------------------
+
+
+def metric_kinds(bind) -> dict[str, str]:
+    """Every known metric name and its kind (``gauge`` or ``counter``)."""
+    with connect(bind) as conn:
+        rows = conn.execute(
+            sa.select(metric_kinds_table.c.name, metric_kinds_table.c.kind).order_by(
+                metric_kinds_table.c.name
+            )
+        )
+        kinds = dict(rows.all())
+    with _KIND_LOCK:
+        _KIND_CACHE[_cache_key(conn)] = dict(kinds)
+    return kinds
+
+
+def known_metric_kinds(conn: sa.Connection) -> dict[str, str]:
+    """Cached :func:`metric_kinds` (names are only ever added, so the cache only grows)."""
+    with _KIND_LOCK:
+        cached = _KIND_CACHE.get(_cache_key(conn))
+    return dict(cached) if cached is not None else metric_kinds(conn)
+
+
+def _insert_kinds(conn: sa.Connection, kinds: Mapping[str, str]) -> None:
+    rows = [{"name": n, "kind": k, "updated_at": now_ms()} for n, k in kinds.items()]
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(metric_kinds_table).on_conflict_do_nothing(), rows)
+
+
+def ensure_metric_kinds(
+    conn: sa.Connection, names: Iterable[str], declared: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Register metric names not yet known, with their declared kind or the default rule.
+
+    Already known names keep their kind (change it with :func:`declare_metric_kinds`).
+    Returns the kinds of all known metrics.
+    """
+    declared = dict(declared or {})
+    known = known_metric_kinds(conn)
+    missing = [n for n in dict.fromkeys(names) if n not in known]
+    if missing:
+        bad = [n for n in missing if not METRIC_NAME_RE.match(n)]
+        if bad:
+            raise InvalidInput(f"invalid metric names: {', '.join(map(repr, bad[:10]))}")
+        new = {n: str(declared.get(n) or default_metric_kind(n)) for n in missing}
+        _insert_kinds(conn, new)
+        known = metric_kinds(conn)
+    return known
+
+
+def declare_metric_kinds(conn: sa.Connection, kinds: Mapping[str, str], *, actor: str) -> dict:
+    """Declare (or change) the kind of metrics; every change is audited. Returns all kinds."""
+    allowed = {k.value for k in MetricKind}
+    bad_names = [n for n in kinds if not METRIC_NAME_RE.match(str(n))]
+    bad_kinds = {n: k for n, k in kinds.items() if k not in allowed}
+    if bad_names:
+        raise InvalidInput(f"invalid metric names: {', '.join(map(repr, bad_names[:10]))}")
+    if bad_kinds:
+        raise InvalidInput(
+            "metric kind must be 'gauge' or 'counter': "
+            + ", ".join(f"{n}={k!r}" for n, k in list(bad_kinds.items())[:10])
+        )
+    known = metric_kinds(conn)
+    _insert_kinds(conn, {n: k for n, k in kinds.items() if n not in known})
+    changes = []
+    for name, kind in kinds.items():
+        before = known.get(name)
+        if before == kind:
+            continue
+        if before is not None:
+            conn.execute(
+                metric_kinds_table.update()
+                .where(metric_kinds_table.c.name == name)
+                .values(kind=kind, updated_at=now_ms())
+            )
+        changes.append(
+            {
+                "actor": actor,
+                "action": "metric.kind",
+                "entity_type": "metric",
+                "entity_id": name,
+                "before": None if before is None else {"kind": before},
+                "after": {"kind": kind},
+            }
+        )
+    audit.record_many(conn, changes)
+    return metric_kinds(conn)
+
+
+def forget_metric_cache() -> None:
+    with _KIND_LOCK:
+        _KIND_CACHE.clear()
+
+
+# --- reads --------------------------------------------------------------------------------
+
+
+def to_ms(ts) -> int | None:
+    """A timestamp (str, datetime, pandas Timestamp, epoch seconds) as epoch milliseconds."""
+    if ts is None:
+        return None
+    if isinstance(ts, int | float | np.integer | np.floating):
+        return int(round(float(ts) * 1000))
+    stamp = pd.Timestamp(ts)
+    if stamp.tzinfo is None:
+        stamp = stamp.tz_localize("UTC")
+    return int(stamp.value // 1_000_000)
+
+
+def read_metrics(
+    bind,
+    *,
+    accounts: Iterable[str] | None = None,
+    metrics: Iterable[str] | None = None,
+    start=None,
+    end=None,
+) -> pd.DataFrame:
+    """Read samples into the canonical wide frame (``ts``, ``account_id``, one column per metric).
+
+    ``start`` and ``end`` are inclusive; ``accounts`` and ``metrics`` default to all. Rows are
+    sorted by (account_id, ts); a metric the sample did not carry is ``NaN``.
+    """
+    with connect(bind) as conn:
+        known = metric_kinds(conn)
+        names = list(known) if metrics is None else list(dict.fromkeys(metrics))
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise InvalidInput(f"unknown metrics: {', '.join(unknown)}")
+        pk_map = account_pks(conn, None if accounts is None else list(accounts))
+        if accounts is not None:
+            missing = [a for a in dict.fromkeys(accounts) if a not in pk_map]
+            if missing:
+                raise InvalidInput(f"unknown accounts: {', '.join(missing[:20])}")
+            if not pk_map:
+                return _wide_frame(np.empty(0, "int64"), np.empty(0, "int64"), [], names, {})
+        postgres = conn.dialect.name == "postgresql"
+        mark = "%s" if postgres else "?"
+        where, params = [], []
+        if accounts is not None:
+            where.append("account_pk IN (" + ", ".join(str(int(p)) for p in pk_map.values()) + ")")
+        if start is not None:
+            where.append(f"ts >= {mark}")
+            params.append(to_ms(start))
+        if end is not None:
+            where.append(f"ts <= {mark}")
+            params.append(to_ms(end))
+        sql = "SELECT account_pk, ts, " + ("vals::text" if postgres else "vals") + " FROM samples"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY account_pk, ts"
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        finally:
+            cursor.close()
+    n = len(rows)
+    pks = np.fromiter((r[0] for r in rows), dtype="int64", count=n)
+    ts = np.fromiter((r[1] for r in rows), dtype="int64", count=n)
+    texts = [r[2] for r in rows]
+    del rows
+    return _wide_frame(pks, ts, texts, names, {pk: aid for aid, pk in pk_map.items()})
+
+
+def _parse_values(texts: list[str], names: list[str]) -> np.ndarray:
+    """Parse JSON value objects into an (n, len(names)) float array with Arrow's C JSON reader."""
+    if not texts or not names:
+        return np.full((len(texts), len(names)), np.nan)
+    import io
+
+    import pyarrow as pa
+    import pyarrow.json as pa_json
+
+    schema = pa.schema([(name, pa.float64()) for name in names])
+    table = pa_json.read_json(
+        io.BytesIO("\n".join(texts).encode()),
+        read_options=pa_json.ReadOptions(block_size=1 << 24),
+        parse_options=pa_json.ParseOptions(
+            explicit_schema=schema, unexpected_field_behavior="ignore"
+        ),
+    )
+    out = np.empty((len(texts), len(names)), dtype="float64")
+    for j, name in enumerate(names):
+        out[:, j] = table.column(name).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _wide_frame(pks, ts, texts, names: list[str], id_of_pk: Mapping[int, str]) -> pd.DataFrame:
+    values = _parse_values(texts, names)
+    uniq, inverse = np.unique(pks, return_inverse=True)
+    ids = np.array([id_of_pk.get(int(p), str(p)) for p in uniq], dtype=object)[inverse]
+    frame = pd.DataFrame(
+        {
+            "ts": pd.to_datetime(ts, unit="ms", utc=True).astype("datetime64[ms, UTC]"),
+            "account_id": pd.array(ids, dtype="str"),
+        }
+    )
+    for i, name in enumerate(names):
+        frame[name] = values[:, i]
+    if len(frame) and not _sorted_by_id(ids, uniq, id_of_pk):
+        frame = frame.sort_values(["account_id", "ts"], kind="stable", ignore_index=True)
+    return frame
+
+
+def _sorted_by_id(ids, uniq, id_of_pk) -> bool:
+    names = [id_of_pk.get(int(p), str(p)) for p in uniq]
+    return names == sorted(names)
+
+
+def count_samples(bind) -> int:
+    """Number of stored (account, ts) rows."""
+    with connect(bind) as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(samples)).scalar())
+
+
+def time_range(bind) -> tuple[pd.Timestamp | None, pd.Timestamp | None]:
+    """The first and last stored sample times."""
+    with connect(bind) as conn:
+        lo, hi = conn.execute(sa.select(sa.func.min(samples.c.ts), sa.func.max(samples.c.ts))).one()
+    conv = lambda v: None if v is None else pd.Timestamp(int(v), unit="ms", tz="UTC")  # noqa: E731
+    return conv(lo), conv(hi)
+
+
+__all__ = [
+    "count_samples",
+    "declare_metric_kinds",
+    "ensure_metric_kinds",
+    "metric_kinds",
+    "read_metrics",
+    "time_range",
+    "write_samples",
+]

@@ -1,0 +1,163 @@
+"""File import and export: wide metrics, events, registry; rejections, duplicates, atomicity."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fleetml.cli import cli
+from fleetml.errors import InvalidBatch, InvalidInput
+from fleetml.ingest import files
+from fleetml.store import accounts, audit, events, metrics
+
+
+def _write(path, text):
+    path.write_text(text.strip() + "\n")
+    return path
+
+
+def test_import_metrics_any_order_duplicates_and_formats(engine, tmp_path):
+    csv = _write(
+        tmp_path / "m.csv",
+        """
+ts,account_id,cpu_pct,msgs_sent
+2026-01-01T00:02:00,a,3,30
+2026-01-01T00:00:00Z,a,1,10
+1767225660,a,2,20
+2026-01-01T00:00:00+00:00,a,1.5,
+2026-01-01T00:00:00,b,,
+""",
+    )
+    report = files.import_metrics(engine, [csv], counters=["msgs_sent"], progress=False)
+    assert (report.rows_read, report.rows_stored, report.duplicates, report.rejected) == (5, 3, 1, 0)
+    assert report.empty == 1 and report.accounts_registered == 2
+    frame = metrics.read_metrics(engine)
+    a = frame[frame.account_id == "a"]
+    assert a["ts"].dt.strftime("%H:%M").tolist() == ["00:00", "00:01", "00:02"]
+    # the later duplicate wins metric by metric: cpu from it, msgs_sent kept from the earlier row
+    assert a["cpu_pct"].tolist() == [1.5, 2.0, 3.0]
+    assert a["msgs_sent"].tolist() == [10.0, 20.0, 30.0]
+    assert metrics.metric_kinds(engine)["msgs_sent"] == "counter"
+
+
+def test_import_rejects_bad_rows_with_line_and_reason(engine, tmp_path):
+    csv = _write(
+        tmp_path / "bad.csv",
+        """
+ts,account_id,cpu_pct
+2026-01-01T00:00:00,a,1
+not-a-time,a,2
+2026-01-01T00:02:00,a,high
+2026-01-01T00:03:00,a,inf
+2999-01-01T00:00:00,a,5
+2026-01-01T00:04:00,bad id,6
+""",
+    )
+    report = files.import_metrics(engine, [csv], progress=False)
+    assert report.rows_stored == 1 and report.rejected == 5
+    by_line = {e.index: (e.field, e.reason) for e in report.errors}
+    assert by_line[3][0] == "ts" and "unparseable" in by_line[3][1]
+    assert by_line[4] == ("cpu_pct", "not a number: 'high'")
+    assert by_line[5] == ("cpu_pct", "not a finite number")
+    assert "future" in by_line[6][1]
+    assert by_line[7][0] == "account_id"
+
+
+def test_strict_import_stores_nothing(engine, tmp_path):
+    csv = _write(tmp_path / "m.csv", "ts,account_id,cpu_pct\n2026-01-01,a,1\n2026-01-01T00:01,a,x\n")
+    with pytest.raises(InvalidBatch) as err:
+        files.import_metrics(engine, [csv], strict=True, progress=False)
+    assert err.value.errors[0].index == 3
+    assert metrics.count_samples(engine) == 0
+    assert accounts.list_accounts(engine) == []
+
+
+def test_bad_columns_and_unknown_accounts(engine, tmp_path):
+    no_ts = _write(tmp_path / "x.csv", "time,account_id,cpu\n1,a,1\n")
+    with pytest.raises(InvalidInput, match="missing column"):
+        files.import_metrics(engine, [no_ts], progress=False)
+    bad_name = _write(tmp_path / "y.csv", "ts,account_id,cpu load\n1,a,1\n")
+    with pytest.raises(InvalidInput, match="invalid metric column"):
+        files.import_metrics(engine, [bad_name], progress=False)
+    ok = _write(tmp_path / "z.csv", "ts,account_id,cpu\n1767225600,ghost,1\n")
+    report = files.import_metrics(engine, [ok], register=False, progress=False)
+    assert report.rejected == 1 and "unknown account" in report.errors[0].reason
+
+
+def test_chunked_import_counts_cross_chunk_duplicates(engine, tmp_path):
+    ts = pd.date_range("2026-01-01", periods=50, freq="min", tz="UTC")
+    frame = pd.DataFrame({"ts": ts.append(ts[:10]), "account_id": "a", "cpu": range(60)})
+    path = tmp_path / "m.parquet"
+    frame.to_parquet(path)
+    report = files.import_metrics(engine, [path], progress=False, chunk_rows=7)
+    assert (report.rows_read, report.rows_stored, report.duplicates) == (60, 50, 10)
+    stored = metrics.read_metrics(engine)
+    assert stored["cpu"].iloc[:10].tolist() == list(range(50, 60))  # later duplicates won
+
+
+def test_export_roundtrip(engine, tmp_path):
+    src = _write(tmp_path / "m.csv", "ts,account_id,cpu,mem\n2026-01-01T00:00:00,a,1,\n2026-01-01T00:01:00,b,2,3\n")
+    files.import_metrics(engine, [src], progress=False)
+    for name in ("out.csv", "out.parquet"):
+        out = tmp_path / name
+        assert files.export_metrics(engine, out) == 2
+        back = pd.read_parquet(out) if name.endswith("parquet") else pd.read_csv(out)
+        assert back["account_id"].tolist() == ["a", "b"]
+        assert back["cpu"].tolist() == [1.0, 2.0] and pd.isna(back["mem"].iloc[0])
+        assert pd.to_datetime(back["ts"], utc=True).dt.minute.tolist() == [0, 1]
+
+
+def test_import_events_validates_vocabulary(engine, tmp_path):
+    path = _write(
+        tmp_path / "e.csv",
+        "ts,account_id,kind,detail\n2026-01-01T00:00:00,a,crash,oom\n2026-01-01T00:01:00,a,explosion,\n",
+    )
+    report = files.import_events(engine, [path])
+    assert report.rows_stored == 1 and report.rejected == 1
+    assert "unknown event kind" in report.errors[0].reason
+    assert events.read_events(engine)["detail"].tolist() == ["oom"]
+
+
+def test_import_accounts_creates_updates_and_is_atomic(engine, tmp_path):
+    path = _write(
+        tmp_path / "a.csv",
+        "account_id,role,master_id,group,capacity\ns1,servant,m1,eu,30\nm1,master,,eu,60\n",
+    )
+    report = files.import_accounts(engine, [path])
+    assert report.extra == {"created": 2, "updated": 0}
+    again = _write(tmp_path / "b.csv", "account_id,role,master_id,group,capacity\nm1,master,,us,60\n")
+    assert files.import_accounts(engine, [again]).extra == {"created": 0, "updated": 1}
+    assert accounts.get_account(engine, "m1")["group"] == "us"
+    bad = _write(
+        tmp_path / "c.csv",
+        "account_id,role,master_id,group\nm2,master,,eu\ns9,servant,ghost,eu\n",
+    )
+    with pytest.raises(InvalidBatch) as err:
+        files.import_accounts(engine, [bad])
+    assert err.value.errors[0].index == 3
+    assert accounts.get_account(engine, "m2") is None  # nothing of the bad file was kept
+    actions = [e["action"] for e in audit.read_audit(engine, entity_type="account")]
+    assert actions.count("account.create") == 2 and actions.count("account.update") == 1
+
+
+def test_cli_import_export_and_keys(sqlite_settings, tmp_path):
+    runner = CliRunner()
+    src = _write(tmp_path / "m.csv", "ts,account_id,cpu\n2026-01-01T00:00:00,a,1\n2026-01-01T00:01:00,a,zz\n")
+    result = runner.invoke(cli, ["import", "metrics", str(src), "--rejects", str(tmp_path / "rej.csv")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["rows_stored"] == 1 and summary["rejected"] == 1
+    assert "zz" in (tmp_path / "rej.csv").read_text()
+    strict = runner.invoke(cli, ["import", "metrics", str(src), "--strict"])
+    assert strict.exit_code != 0 and "strict mode stored nothing" in strict.output
+    out = tmp_path / "o.parquet"
+    assert runner.invoke(cli, ["export", "metrics", "--out", str(out)]).exit_code == 0
+    assert len(pd.read_parquet(out)) == 1
+    created = runner.invoke(cli, ["keys", "create", "--role", "ops", "--name", "dash"])
+    assert created.exit_code == 0
+    assert created.stdout.strip().splitlines()[-1].startswith("fml_")
+    listed = runner.invoke(cli, ["keys", "list"])
+    assert "dash" in listed.output and created.stdout.strip().splitlines()[-1] not in listed.output
