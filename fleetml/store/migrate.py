@@ -51,6 +51,9 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
         if current_revision(engine) != head_revision() or revision != "head":
             cfg = _config(engine)
             with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    # Several API replicas may start at once: one migrates, the others wait.
+                    conn.exec_driver_sql("SELECT pg_advisory_xact_lock(727274)")
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, revision)
         if revision == "head":
