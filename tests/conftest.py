@@ -28,9 +28,6 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.setenv("FLEETML_HOME", str(tmp_path / "home"))
     reset_settings()
-    from fleetml.store import metrics
-
-    metrics.forget_metric_cache()
     yield
     reset_settings()
 

@@ -8,7 +8,6 @@ in SQL and build the wide frame from plain numeric tuples (no per-row pandas wor
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
@@ -39,14 +38,6 @@ _PG_MERGE = (
     "SELECT account_pk, ts, vals FROM _fleetml_stage_samples "
     "ON CONFLICT (account_pk, ts) DO UPDATE SET vals = samples.vals || excluded.vals"
 )
-
-_KIND_CACHE: dict[str, dict[str, str]] = {}
-_KIND_LOCK = threading.Lock()
-
-
-def _cache_key(conn) -> str:
-    return conn.engine.url.render_as_string(hide_password=True)
-
 
 def _dedupe(rows: Sequence[SampleRow]) -> list[SampleRow]:
     """Merge rows sharing (account, ts), later values winning (PostgreSQL cannot upsert a key twice)."""
@@ -95,25 +86,15 @@ def write_samples(conn: sa.Connection, rows: Sequence[SampleRow]) -> int:
 # --- metric kinds -------------------------------------------------------------------------
 
 
-def metric_kinds(bind) -> dict[str, str]:
-    """Every known metric name and its kind (``gauge`` or ``counter``)."""
+def metric_kinds(bind, names: Iterable[str] | None = None) -> dict[str, str]:
+    """Known metric names and their kind (``gauge`` or ``counter``); all, or only ``names``."""
+    query = sa.select(metric_kinds_table.c.name, metric_kinds_table.c.kind).order_by(
+        metric_kinds_table.c.name
+    )
+    if names is not None:
+        query = query.where(metric_kinds_table.c.name.in_(list(names)))
     with connect(bind) as conn:
-        rows = conn.execute(
-            sa.select(metric_kinds_table.c.name, metric_kinds_table.c.kind).order_by(
-                metric_kinds_table.c.name
-            )
-        )
-        kinds = dict(rows.all())
-    with _KIND_LOCK:
-        _KIND_CACHE[_cache_key(conn)] = dict(kinds)
-    return kinds
-
-
-def known_metric_kinds(conn: sa.Connection) -> dict[str, str]:
-    """Cached :func:`metric_kinds` (names are only ever added, so the cache only grows)."""
-    with _KIND_LOCK:
-        cached = _KIND_CACHE.get(_cache_key(conn))
-    return dict(cached) if cached is not None else metric_kinds(conn)
+        return dict(conn.execute(query).all())
 
 
 def _insert_kinds(conn: sa.Connection, kinds: Mapping[str, str]) -> None:
@@ -133,18 +114,21 @@ def ensure_metric_kinds(
     """Register metric names not yet known, with their declared kind or the default rule.
 
     Already known names keep their kind (change it with :func:`declare_metric_kinds`).
-    Returns the kinds of all known metrics.
+    Returns the kinds of the given names.
     """
+    # No process-wide cache on purpose: a name cached inside a transaction that later rolled back
+    # would hide its samples from every read. One indexed lookup per batch is cheap.
     declared = dict(declared or {})
-    known = known_metric_kinds(conn)
-    missing = [n for n in dict.fromkeys(names) if n not in known]
+    wanted = list(dict.fromkeys(names))
+    known = metric_kinds(conn, wanted)
+    missing = [n for n in wanted if n not in known]
     if missing:
         bad = [n for n in missing if not METRIC_NAME_RE.match(n)]
         if bad:
             raise InvalidInput(f"invalid metric names: {', '.join(map(repr, bad[:10]))}")
         new = {n: str(declared.get(n) or default_metric_kind(n)) for n in missing}
         _insert_kinds(conn, new)
-        known = metric_kinds(conn)
+        known.update(new)
     return known
 
 
@@ -185,11 +169,6 @@ def declare_metric_kinds(conn: sa.Connection, kinds: Mapping[str, str], *, actor
         )
     audit.record_many(conn, changes)
     return metric_kinds(conn)
-
-
-def forget_metric_cache() -> None:
-    with _KIND_LOCK:
-        _KIND_CACHE.clear()
 
 
 # --- reads --------------------------------------------------------------------------------
@@ -247,7 +226,6 @@ def read_metrics(
         sql = "SELECT account_pk, ts, " + ("vals::text" if postgres else "vals") + " FROM samples"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY account_pk, ts"
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             cursor.execute(sql, params)
@@ -288,7 +266,13 @@ def _parse_values(texts: list[str], names: list[str]) -> np.ndarray:
 def _wide_frame(pks, ts, texts, names: list[str], id_of_pk: Mapping[int, str]) -> pd.DataFrame:
     values = _parse_values(texts, names)
     uniq, inverse = np.unique(pks, return_inverse=True)
-    ids = np.array([id_of_pk.get(int(p), str(p)) for p in uniq], dtype=object)[inverse]
+    uniq_ids = np.array([id_of_pk.get(int(p), str(p)) for p in uniq], dtype=object)
+    # Sort rows by (account_id, ts) without comparing strings per row: rank the distinct ids.
+    rank = np.empty(len(uniq_ids), dtype="int64")
+    rank[np.argsort(uniq_ids.astype(str), kind="stable")] = np.arange(len(uniq_ids))
+    order = np.lexsort((ts, rank[inverse]))
+    ts, values, inverse = ts[order], values[order], inverse[order]
+    ids = uniq_ids[inverse]
     frame = pd.DataFrame(
         {
             "ts": pd.to_datetime(ts, unit="ms", utc=True).astype("datetime64[ms, UTC]"),
@@ -297,14 +281,7 @@ def _wide_frame(pks, ts, texts, names: list[str], id_of_pk: Mapping[int, str]) -
     )
     for i, name in enumerate(names):
         frame[name] = values[:, i]
-    if len(frame) and not _sorted_by_id(ids, uniq, id_of_pk):
-        frame = frame.sort_values(["account_id", "ts"], kind="stable", ignore_index=True)
     return frame
-
-
-def _sorted_by_id(ids, uniq, id_of_pk) -> bool:
-    names = [id_of_pk.get(int(p), str(p)) for p in uniq]
-    return names == sorted(names)
 
 
 def count_samples(bind) -> int:

@@ -5,6 +5,12 @@ carried in one JSON object. That keeps a sample of 8 metrics to one row (bulk in
 row rate of the database, not eight times slower), lets any metric name appear without DDL, and
 still answers range reads per metric: the reader extracts the requested metrics in SQL.
 Idempotence on (account, ts, metric) is an upsert that merges the JSON objects.
+
+The primary key is (ts, account_pk): the runtime pushes the whole fleet's samples time after
+time, so a batch lands at the end of the B-tree and a commit writes a handful of pages. Keyed by
+account first, the same batch of 200 accounts dirtied 200 pages and committed 3.5x slower on
+SQLite. Reads are time-bounded (latest windows, training ranges); PostgreSQL additionally keeps
+an (account_pk, ts) index.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ samples = sa.Table(
     sa.Column("account_pk", sa.Integer, nullable=False),
     sa.Column("ts", sa.BigInteger, nullable=False),
     sa.Column("vals", JSONType, nullable=False),
-    sa.PrimaryKeyConstraint("account_pk", "ts", name="pk_samples"),
+    sa.PrimaryKeyConstraint("ts", "account_pk", name="pk_samples"),
     sqlite_with_rowid=False,
 )
 

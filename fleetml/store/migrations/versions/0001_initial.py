@@ -47,9 +47,13 @@ def upgrade() -> None:
         sa.Column("account_pk", sa.Integer, nullable=False),
         sa.Column("ts", sa.BigInteger, nullable=False),
         sa.Column("vals", JSONType, nullable=False),
-        sa.PrimaryKeyConstraint("account_pk", "ts", name="pk_samples"),
+        sa.PrimaryKeyConstraint("ts", "account_pk", name="pk_samples"),
         sqlite_with_rowid=False,
     )
+    if op.get_bind().dialect.name == "postgresql":
+        # PostgreSQL's WAL logs rows, not pages, so a per-account index is cheap to keep there;
+        # on SQLite it would make every commit rewrite one page per account (about 2x slower).
+        op.create_index("ix_samples_account_ts", "samples", ["account_pk", "ts"])
     op.create_table(
         "events",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),

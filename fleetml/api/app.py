@@ -1,0 +1,66 @@
+"""The application factory.
+
+``create_app(settings)`` builds the app over one store; ``uvicorn --factory
+fleetml.api.app:create_app`` (what ``fleetml serve`` runs) builds it from the environment.
+Migrations are not run here: ``fleetml serve`` upgrades before starting, and ``/readyz`` answers
+503 while the schema is behind.
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from fleetml.api.auth import KeyCache
+from fleetml.api.deps import ApiState
+from fleetml.api.errors import install_error_handlers
+from fleetml.api.openapi import openapi_builder
+from fleetml.api.prometheus import ApiMetrics, PrometheusMiddleware, WriterCollector
+from fleetml.config import Settings, get_settings
+from fleetml.ingest.batch import BatchIngestor
+
+
+def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
+    """Build the API over the store of ``settings`` (default: from the environment)."""
+    from fleetml.api.routers import accounts, audit, events, health, keys, metrics
+    from fleetml.store.engine import get_engine
+
+    settings = settings or get_settings()
+    engine = engine or get_engine(settings)
+    api_metrics = ApiMetrics()
+    ingestor = BatchIngestor(
+        engine,
+        max_batch=settings.max_batch_samples,
+        max_future_skew_s=settings.max_future_skew_s,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        yield
+        ingestor.close()  # commit what is queued, then stop the writer thread
+
+    api_metrics.registry.register(WriterCollector(ingestor.writer))
+
+    app = FastAPI(
+        lifespan=lifespan,
+        title="fleetml",
+        version="0.1.0",
+        description="Predictive operations for fleets of messaging-bot accounts. Every /v1 call "
+        "needs 'Authorization: Bearer KEY' (roles: runtime, ops, admin).",
+    )
+    app.state.fleetml = ApiState(
+        settings=settings,
+        engine=engine,
+        keys=KeyCache(settings.api_key_cache_s),
+        metrics=api_metrics,
+        ingestor=ingestor,
+    )
+    install_error_handlers(app)
+    # Routers carry their own /v1 prefix so every route's path is its full template (what the
+    # Prometheus labels and the 403 messages show), however FastAPI nests included routers.
+    for module in (health, metrics, events, accounts, keys, audit):
+        app.include_router(module.router)
+    app.add_middleware(PrometheusMiddleware, metrics=api_metrics)
+    app.openapi = openapi_builder(app)
+    return app

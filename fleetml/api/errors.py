@@ -1,0 +1,80 @@
+"""Exception handlers: every error answer is ``{"detail": "...", "errors": [...]}``."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from fleetml.errors import Conflict, InvalidBatch, InvalidInput, NotFound
+
+log = logging.getLogger("fleetml.api")
+
+
+def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", request.url.path)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(InvalidBatch)
+    async def invalid_batch(request: Request, exc: InvalidBatch):
+        status = getattr(exc, "status_code", 422)
+        request.app.state.fleetml.metrics.rejected_batches.labels(
+            _route(request), str(status)
+        ).inc()
+        # Big rejections (every sample of 100k bad) are serialised with orjson, not json.
+        return _OrjsonResponse(exc.as_dict(), status_code=status)
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput):
+        return _json(422, {"detail": str(exc), "errors": []})
+
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound):
+        return _json(404, {"detail": str(exc), "errors": []})
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict):
+        return _json(409, {"detail": str(exc), "errors": []})
+
+    @app.exception_handler(RequestValidationError)
+    async def request_invalid(request: Request, exc: RequestValidationError):
+        errors = []
+        for err in exc.errors():
+            loc = [str(p) for p in err.get("loc", ())]
+            errors.append({"index": None, "field": ".".join(loc), "reason": err.get("msg", "")})
+        summary = "; ".join(f"{e['field']}: {e['reason']}" for e in errors[:5])
+        return _json(422, {"detail": f"invalid request: {summary}", "errors": errors})
+
+    @app.exception_handler(SQLAlchemyError)
+    async def database_error(request: Request, exc: SQLAlchemyError):
+        request.app.state.fleetml.metrics.db_errors.labels(type(exc).__name__).inc()
+        log.exception("database error on %s %s", request.method, request.url.path)
+        if isinstance(exc, OperationalError):
+            return _json(
+                503,
+                {
+                    "detail": "the database is unavailable or busy; "
+                    "nothing was stored, retry later",
+                    "errors": [],
+                },
+                headers={"Retry-After": "1"},
+            )
+        return _json(
+            500,
+            {"detail": f"database error ({type(exc).__name__}); nothing was stored", "errors": []},
+        )
+
+
+class _OrjsonResponse(JSONResponse):
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
