@@ -64,6 +64,31 @@ def ensure_sample_data(
     return paths
 
 
+def load_sample_into_store(settings=None, *, path: str | Path | None = None):
+    """Load the sample dataset into the store of ``settings`` (once) and return its engine.
+
+    Notebooks and tutorials start here: an empty store gets the sample's accounts, metrics
+    (counters declared) and events; a store that already holds samples is left as it is.
+    """
+    from fleetml.config import get_settings
+    from fleetml.ingest.files import import_accounts, import_events, import_metrics
+    from fleetml.simulate.config import COUNTERS
+    from fleetml.store.engine import get_engine
+    from fleetml.store.metrics import count_samples
+    from fleetml.store.migrate import upgrade
+
+    settings = settings or get_settings()
+    settings.ensure_home()
+    engine = get_engine(settings)
+    upgrade(engine)
+    if count_samples(engine) == 0:
+        paths = ensure_sample_data(path)
+        import_accounts(engine, [paths["accounts"]], actor="sample")
+        import_metrics(engine, [paths["metrics"]], counters=COUNTERS, actor="sample", progress=False)
+        import_events(engine, [paths["events"]], actor="sample")
+    return engine
+
+
 def main() -> None:  # python -m fleetml.simulate.sample [DIR]
     import sys
 
