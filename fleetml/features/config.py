@@ -1,0 +1,140 @@
+"""The knobs of the feature builder, in one dataclass stored with every trained model."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+
+#: Cross-metric ratios built when both metrics exist: (numerator, denominator) base names. A
+#: base name matches a column of that name or the same name with the counter suffix ``_total``.
+DEFAULT_RATIOS: tuple[tuple[str, str], ...] = (
+    ("send_failures", "msgs_sent"),
+    ("rate_limit_hits", "msgs_sent"),
+    ("user_blocks", "msgs_delivered"),
+    ("msgs_delivered", "msgs_sent"),
+)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """What :func:`fleetml.features.build_features` computes.
+
+    The defaults (windows 15 min to 24 h, 12 features a metric) suit samples every few minutes;
+    they are kept lean because the output has one float64 column per feature for every input row.
+    Every window is a duration (pandas offset string such as ``"15min"``, ``"1h"``, ``"24h"``),
+    never a row count, so gaps and irregular sampling shorten a window's sample count instead of
+    stretching it over time.
+
+    Parameters
+    ----------
+    mean_windows, std_windows, slope_windows
+        Trailing windows ``(t - w, t]`` for the level (mean), dispersion (sample standard
+        deviation) and trend (least-squares slope per hour) of each metric.
+    z_windows
+        ``(level - mean_w) / std_w``: how unusual the current level is for this account lately
+        (trees cannot divide features by each other, so the ratio is given to them). Off by
+        default: it did not help the risk model on simulator data.
+    roc_windows
+        Rate of change: ``(value(t) - value(t - w)) / hours`` using the last sample at or before
+        ``t - w`` (no older than ``4 w``).
+    ratios, ratio_windows
+        Cross-metric ratios ``sum(numerator) / sum(denominator)`` over each window, named
+        ``<num>_per_<den>__<window>``; built only when both metrics are present.
+    seasonal
+        Residual against the account's own seasonal baseline: the mean of the values at the same
+        time of day on the previous ``seasonal_days`` days, or at the same time of week on the
+        previous ``seasonal_weeks`` weeks once at least ``seasonal_min_weeks`` of those exist.
+        A past sample counts when it lies within ``seasonal_tolerance`` of the exact lag (default:
+        half the sampling step inferred from the data).
+    peers, peer_bucket, peer_min_accounts
+        Robust z-score of the account's level against the median of its group at the same
+        (bucketed) time; ``peer_bucket=None`` infers the sampling step from the data.
+    chunk_rows
+        Per-account features are built over chunks of whole accounts of about this many rows
+        (bounded temporary memory; the result does not depend on it).
+    n_jobs, dask_address, parallel_min_rows
+        Large frames are split into a few chunks of whole accounts and built through
+        :func:`fleetml.parallel.run_parallel` when ``n_jobs != 1`` or a Dask address is given and
+        the frame has at least ``parallel_min_rows`` rows; otherwise one vectorised pass.
+    """
+
+    mean_windows: tuple[str, ...] = ("1h", "6h", "24h")
+    std_windows: tuple[str, ...] = ("1h", "24h")
+    slope_windows: tuple[str, ...] = ("1h", "6h")
+    z_windows: tuple[str, ...] = ()
+    roc_windows: tuple[str, ...] = ("15min", "1h")
+    ratios: tuple[tuple[str, str], ...] = DEFAULT_RATIOS
+    ratio_windows: tuple[str, ...] = ("1h", "6h")
+    seasonal: bool = True
+    seasonal_days: int = 7
+    seasonal_weeks: int = 3
+    seasonal_min_weeks: int = 2
+    seasonal_tolerance: str | None = None
+    peers: bool = True
+    peer_bucket: str | None = None
+    peer_min_accounts: int = 2
+    n_jobs: int | None = 1
+    dask_address: str | None = None
+    parallel_min_rows: int = 2_000_000
+    chunk_rows: int = 500_000
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def windows(self) -> tuple[str, ...]:
+        """Every distinct window used, shortest first."""
+        all_w = set(self.mean_windows) | set(self.std_windows) | set(self.slope_windows)
+        all_w |= set(self.z_windows)
+        all_w |= set(self.roc_windows) | set(self.ratio_windows)
+        return tuple(sorted(all_w, key=window_ms))
+
+    def lookback_ms(self) -> int:
+        """How far back a feature at ``t`` may look (windows, rate of change, seasonal lags)."""
+        longest = max([window_ms(w) for w in self.windows] or [0])
+        roc = max([4 * window_ms(w) for w in self.roc_windows] or [0])
+        seasonal = 0
+        if self.seasonal:
+            day = DAY_MS
+            seasonal = max(self.seasonal_days * day, self.seasonal_weeks * 7 * day)
+            seasonal += window_ms(self.seasonal_tolerance) if self.seasonal_tolerance else DAY_MS
+        return max(longest, roc, seasonal)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able form (stored with models so scoring rebuilds the same features)."""
+        out = asdict(self)
+        out["ratios"] = [list(p) for p in self.ratios]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> FeatureConfig:
+        data = dict(data)
+        for key in (
+            "mean_windows",
+            "std_windows",
+            "slope_windows",
+            "z_windows",
+            "roc_windows",
+            "ratio_windows",
+        ):
+            if key in data:
+                data[key] = tuple(data[key])
+        if "ratios" in data:
+            data["ratios"] = tuple(tuple(p) for p in data["ratios"])
+        return cls(**data)
+
+
+DAY_MS = 86_400_000
+
+
+def window_ms(window: str) -> int:
+    """Length of a duration string in milliseconds; a clear error when it is not a duration."""
+    try:
+        td = pd.Timedelta(window)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(
+            f"feature window {window!r} is not a duration; use e.g. '15min', '1h', '24h'"
+        ) from exc
+    ms = int(td / pd.Timedelta(milliseconds=1))
+    if ms <= 0:
+        raise ValueError(f"feature window {window!r} must be positive")
+    return ms

@@ -1,0 +1,1 @@
+"""Estimators (scikit-learn contract): anomaly, risk, forecast. Import submodules directly."""

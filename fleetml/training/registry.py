@@ -1,0 +1,461 @@
+"""MLflow glue shared by every model family (anomaly, risk, forecast).
+
+One *bundle* per model family travels through MLflow: a plain picklable Python object that holds
+everything serving needs (estimator, calibrator, threshold, feature list, ...) and exposes
+``predict(frame) -> DataFrame``. :func:`log_bundle` stores it as a joblib artifact inside an MLflow
+``pyfunc`` model whose wrapper (:class:`BundleModel`) simply calls ``bundle.predict``, so whatever
+loads the model (:func:`load_bundle`, ``mlflow.pyfunc.load_model``, ``mlflow models serve``) runs
+exactly the code used in training.
+
+Versions are tracked with aliases and tags, never stages (deprecated in MLflow 3):
+
+* every registered version gets the alias ``challenger`` (:func:`register_version`);
+* :func:`promote` moves the alias ``champion`` to a version and tags the previous champion;
+* :func:`get_champion_version` answers "what serves now?".
+
+Typical use from a training pipeline::
+
+    from fleetml.training import registry
+
+    with registry.start_run("fleetml-anomaly", settings=settings, run_name="train") as run:
+        registry.log_params({"n_estimators": 100})
+        registry.log_metrics({"f1": 0.8})
+        info = registry.log_bundle(bundle, pip_requirements=registry.default_pip_requirements())
+        version = registry.register_version(
+            "fleetml-anomaly", info.model_uri, run_id=run.info.run_id
+        )
+    if gate_passed or registry.get_champion_version("fleetml-anomaly") is None:
+        registry.promote("fleetml-anomaly", version)
+    bundle = registry.load_bundle("fleetml-anomaly")  # the champion
+
+mlflow is imported inside functions only: importing it costs about a second and most ``fleetml``
+commands never need it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fleetml.config import Settings
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+BUNDLE_FILE = "bundle.joblib"
+#: Packages a serving environment needs for every fleetml bundle.
+BASE_REQUIREMENTS = ("numpy", "pandas", "scikit-learn", "joblib", "cloudpickle")
+
+_configured: dict[str, str] = {}
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def configure_mlflow(settings: Settings | None = None) -> str:
+    """Point MLflow at the tracking/registry store of ``settings`` and return its URI.
+
+    The URI is ``settings.tracking_uri``: ``FLEETML_MLFLOW_TRACKING_URI``, else
+    ``MLFLOW_TRACKING_URI``, else SQLite at ``<home>/mlflow.db`` (MLflow 3 refuses the file store).
+    Telemetry is disabled unless the user already chose otherwise.
+    """
+    from fleetml.config import get_settings
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # progress bars would interleave with the CLI's one-JSON-line output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    import mlflow
+
+    settings = settings or get_settings()
+    if settings.tracking_uri.startswith("sqlite"):
+        settings.ensure_home()
+    uri = settings.tracking_uri
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    _configured["uri"] = uri
+    _configured["artifact_location"] = settings.artifact_location
+    return uri
+
+
+def _client(settings: Settings | None = None):
+    from mlflow import MlflowClient
+
+    if settings is not None or "uri" not in _configured:
+        configure_mlflow(settings)
+    return MlflowClient(tracking_uri=_configured["uri"], registry_uri=_configured["uri"])
+
+
+def ensure_experiment(name: str, *, settings: Settings | None = None) -> str:
+    """Return the id of experiment ``name``, creating it with the configured artifact location.
+
+    With a local (SQLite) store the artifacts go under ``<home>/mlartifacts``; with a remote
+    tracking server the server decides (its default artifact root or proxied artifacts).
+    """
+    client = _client(settings)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    location = None
+    if _configured["uri"].startswith("sqlite"):
+        location = _configured["artifact_location"]
+    return client.create_experiment(name, artifact_location=location)
+
+
+@contextlib.contextmanager
+def start_run(
+    experiment: str,
+    *,
+    settings: Settings | None = None,
+    run_name: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+) -> Iterator[Any]:
+    """Start an MLflow run in ``experiment`` (created when missing); yields the active run.
+
+    The run ends FAILED if the block raises, FINISHED otherwise.
+    """
+    import mlflow
+
+    configure_mlflow(settings)
+    exp_id = ensure_experiment(experiment)
+    str_tags = {k: _tag_value(v) for k, v in (tags or {}).items()}
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, tags=str_tags) as run:
+        yield run
+
+
+def _tag_value(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return json.dumps(value, default=str)
+
+
+# --------------------------------------------------------------------------- logging helpers
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    """Log parameters of the active run (values turned into strings; long ones truncated)."""
+    import mlflow
+
+    mlflow.log_params({k: _tag_value(v)[:6000] for k, v in params.items()})
+
+
+def log_metrics(metrics: Mapping[str, Any], *, prefix: str = "") -> None:
+    """Log the finite numeric entries of ``metrics`` to the active run (others are skipped)."""
+    import math
+
+    import mlflow
+
+    clean = {}
+    for key, value in metrics.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(number):
+            clean[f"{prefix}{key}"] = number
+    if clean:
+        mlflow.log_metrics(clean)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Set tags on the active run (data range, feature count, ...)."""
+    import mlflow
+
+    mlflow.set_tags({k: _tag_value(v) for k, v in tags.items()})
+
+
+def log_dict(obj: Any, artifact_file: str) -> None:
+    """Log a JSON/YAML-serialisable object as an artifact of the active run."""
+    import mlflow
+
+    mlflow.log_dict(json.loads(json.dumps(obj, default=str)), artifact_file)
+
+
+def log_text(text: str, artifact_file: str) -> None:
+    """Log a text artifact (e.g. a summary) to the active run."""
+    import mlflow
+
+    mlflow.log_text(text, artifact_file)
+
+
+def log_figure(figure: Any, artifact_file: str) -> None:
+    """Log a matplotlib figure as an image artifact of the active run, then close it."""
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(figure, artifact_file)
+    plt.close(figure)
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def default_pip_requirements(extra: tuple[str, ...] = ()) -> list[str]:
+    """Pinned pip requirements for a bundle, from the versions installed here.
+
+    Passing requirements explicitly skips MLflow's slow dependency inference (several seconds).
+    """
+    reqs = []
+    for pkg in (*BASE_REQUIREMENTS, *extra, "mlflow"):
+        try:
+            reqs.append(f"{pkg}=={metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            reqs.append(pkg)
+    try:
+        reqs.append(f"fleetml=={metadata.version('fleetml')}")
+    except metadata.PackageNotFoundError:
+        pass  # running from a checkout: the serving side must have fleetml on its path
+    return reqs
+
+
+def _bundle_model_class():
+    """Build (once) the pyfunc wrapper class; it subclasses an mlflow class, hence the laziness."""
+    cls = globals().get("_BundleModelClass")
+    if cls is not None:
+        return cls
+    import mlflow.pyfunc
+
+    class BundleModel(mlflow.pyfunc.PythonModel):
+        """MLflow pyfunc wrapper around a fleetml bundle: ``predict`` calls ``bundle.predict``."""
+
+        def __init__(self):
+            self.bundle = None
+
+        def load_context(self, context):
+            import joblib
+
+            self.bundle = joblib.load(context.artifacts["bundle"])
+
+        def predict(self, context, model_input, params=None):
+            return self.bundle.predict(model_input)
+
+    BundleModel.__module__ = __name__
+    BundleModel.__qualname__ = "BundleModel"
+    globals()["_BundleModelClass"] = BundleModel
+    return BundleModel
+
+
+def __getattr__(name: str):
+    # Lets pickle (and users) find ``fleetml.training.registry.BundleModel`` without importing
+    # mlflow when this module is imported.
+    if name == "BundleModel":
+        return _bundle_model_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def log_bundle(
+    bundle: Any,
+    *,
+    name: str = "model",
+    pip_requirements: list[str] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> Any:
+    """Log ``bundle`` as a pyfunc model of the active run and return MLflow's ``ModelInfo``.
+
+    ``bundle`` must be picklable and have ``predict(frame)``. ``info.model_uri`` is what
+    :func:`register_version` takes.
+    """
+    import joblib
+    import mlflow.pyfunc
+
+    wrapper = _bundle_model_class()()
+    with tempfile.TemporaryDirectory(prefix="fleetml-bundle-") as tmp:
+        path = Path(tmp) / BUNDLE_FILE
+        joblib.dump(bundle, path, compress=3)
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=wrapper,
+            artifacts={"bundle": str(path)},
+            pip_requirements=pip_requirements or default_pip_requirements(),
+            metadata=dict(metadata or {}),
+        )
+
+
+def register_version(
+    name: str,
+    model_uri: str,
+    *,
+    run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    description: str | None = None,
+    alias: str | None = CHALLENGER,
+    settings: Settings | None = None,
+) -> int:
+    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it.
+
+    Creates the registered model when missing. Returns the new version number.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(
+            name, description=f"fleetml {name}: see docs; aliases champion/challenger."
+        )
+    mv = client.create_model_version(
+        name,
+        source=model_uri,
+        run_id=run_id,
+        tags={k: _tag_value(v) for k, v in (tags or {}).items()},
+        description=description,
+    )
+    if alias:
+        client.set_registered_model_alias(name, alias, mv.version)
+    return int(mv.version)
+
+
+def set_version_tags(
+    name: str, version: int, tags: Mapping[str, Any], *, settings: Settings | None = None
+) -> None:
+    """Set tags on a registered model version (metrics, gate outcome, data range)."""
+    client = _client(settings)
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(version), key, _tag_value(value))
+
+
+def get_alias_version(name: str, alias: str, *, settings: Settings | None = None) -> int | None:
+    """Version number behind ``name@alias``, or ``None`` when the model or alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    try:
+        return int(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def get_champion_version(name: str, *, settings: Settings | None = None) -> int | None:
+    """Version number of ``name@champion``, or ``None`` when nothing is champion yet."""
+    return get_alias_version(name, CHAMPION, settings=settings)
+
+
+def promote(
+    name: str, version: int, *, reason: str = "", settings: Settings | None = None
+) -> int | None:
+    """Move the ``champion`` alias of ``name`` to ``version``; return the previous champion.
+
+    The new champion is tagged ``promoted_at`` / ``promotion_reason``; the one it replaces is
+    tagged ``retired_at`` (aliases, not stages, carry the state).
+    """
+    import datetime as dt
+
+    client = _client(settings)
+    previous = get_champion_version(name)
+    now = dt.datetime.now(dt.UTC).isoformat()
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_model_version_tag(name, str(version), "promoted_at", now)
+    client.set_model_version_tag(name, str(version), "promotion_reason", reason or "manual")
+    if previous is not None and previous != int(version):
+        client.set_model_version_tag(name, str(previous), "retired_at", now)
+    return previous
+
+
+def version_info(name: str, version: int, *, settings: Settings | None = None) -> dict[str, Any]:
+    """Version, run id, source, tags and aliases of one registered version, as a dict."""
+    mv = _client(settings).get_model_version(name, str(version))
+    return {
+        "name": name,
+        "version": int(mv.version),
+        "run_id": mv.run_id,
+        "source": mv.source,
+        "tags": dict(mv.tags or {}),
+        "aliases": list(getattr(mv, "aliases", []) or []),
+    }
+
+
+def model_uri(name: str, *, version: int | None = None, alias: str = CHAMPION) -> str:
+    """``models:/name/version`` when a version is given, else ``models:/name@alias``."""
+    if version is not None:
+        return f"models:/{name}/{int(version)}"
+    return f"models:/{name}@{alias}"
+
+
+def resolve_version(
+    name: str,
+    *,
+    version: int | None = None,
+    alias: str = CHAMPION,
+    settings: Settings | None = None,
+) -> int:
+    """The version to use: ``version`` if given (checked to exist), else the one behind ``alias``.
+
+    Raises ``LookupError`` with advice when there is none.
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = _client(settings)
+    if version is not None:
+        try:
+            client.get_model_version(name, str(int(version)))
+        except MlflowException as exc:
+            raise LookupError(
+                f"model {name!r} has no version {version}; list versions in the MLflow UI "
+                f"(tracking URI {_configured['uri']})"
+            ) from exc
+        return int(version)
+    found = get_alias_version(name, alias)
+    if found is None:
+        raise LookupError(
+            f"model {name!r} has no {alias!r} version in {_configured['uri']}; "
+            f"train one first (e.g. `fleetml train {name.removeprefix('fleetml-')}`)"
+        )
+    return found
+
+
+_bundle_cache: dict[tuple[str, str, int], Any] = {}
+
+
+def load_bundle(
+    name: str,
+    *,
+    version: int | None = None,
+    alias: str = CHAMPION,
+    settings: Settings | None = None,
+    use_pyfunc: bool = False,
+) -> Any:
+    """Load the bundle of ``name`` at ``version`` (or ``@alias``, default champion).
+
+    By default the bundle artifact is downloaded and unpickled directly (fast, cached per process
+    by tracking URI and version); ``use_pyfunc=True`` goes through ``mlflow.pyfunc.load_model``
+    like an external server would. The bundle gains ``registered_version`` for reporting.
+    """
+    resolved = resolve_version(name, version=version, alias=alias, settings=settings)
+    key = (_configured["uri"], name, resolved)
+    if key in _bundle_cache and not use_pyfunc:
+        return _bundle_cache[key]
+    uri = model_uri(name, version=resolved)
+    if use_pyfunc:
+        import mlflow.pyfunc
+
+        bundle = mlflow.pyfunc.load_model(uri).unwrap_python_model().bundle
+    else:
+        import joblib
+        import mlflow.artifacts
+
+        with tempfile.TemporaryDirectory(prefix="fleetml-load-") as tmp:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            matches = list(local.rglob(BUNDLE_FILE))
+            if not matches:
+                raise LookupError(f"{uri} holds no {BUNDLE_FILE}; was it logged with log_bundle?")
+            bundle = joblib.load(matches[0])
+    try:
+        bundle.registered_version = resolved
+    except AttributeError:
+        pass
+    _bundle_cache[key] = bundle
+    return bundle
+
+
+def clear_cache() -> None:
+    """Forget loaded bundles and the configured URI (tests switching homes call this)."""
+    _bundle_cache.clear()
+    _configured.clear()

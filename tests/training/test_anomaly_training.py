@@ -1,0 +1,160 @@
+"""Anomaly training, registry round trip, promotion gate, scoring and the causal backtest."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from fleetml.cli import cli
+from fleetml.training.anomaly import (
+    AnomalyTrainConfig,
+    backtest_anomaly,
+    promotion_decision,
+)
+
+
+def last_json(output: str) -> dict:
+    def strict(token):
+        raise AssertionError(f"{token} in the printed JSON")
+
+    return json.loads(output.strip().splitlines()[-1], parse_constant=strict)
+
+
+def invoke(*args: str) -> dict:
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return last_json(result.stdout)
+
+
+# ------------------------------------------------------------------ promotion gate (pure)
+
+
+def test_gate_needs_labels_and_beats_baseline_and_champion():
+    good = {"f1": 0.8, "alert_rate": 0.01}
+    assert promotion_decision(good, baseline={"f1": 0.5}, champion={"f1": 0.7})[0]
+    assert promotion_decision(good, baseline={"f1": 0.5}, champion=None)[0]
+    ok, why = promotion_decision(good, baseline={"f1": 0.9}, champion=None)
+    assert not ok and "baseline" in why
+    ok, why = promotion_decision(good, baseline={"f1": 0.5}, champion={"f1": 0.85})
+    assert not ok and "champion" in why
+    assert promotion_decision(good, baseline={"f1": 0.5}, champion={"f1": 0.85}, tolerance=0.1)[0]
+    ok, why = promotion_decision({"f1": float("nan")}, baseline=None, champion=None)
+    assert not ok and "labelled" in why
+    ok, why = promotion_decision({"f1": 0.9, "alert_rate": 0.2}, baseline=None, champion=None)
+    assert not ok and "alert rate" in why
+    ok, why = promotion_decision({"f1": 0.0}, baseline={"f1": 0.0}, champion=None)
+    assert not ok and "F1 = 0" in why
+
+
+# ------------------------------------------------------------------ MLflow round trip
+
+
+@pytest.mark.slow
+def test_train_register_promote_load_champion_and_score(stored_fleet, tmp_path):
+    settings, engine, frame, events = stored_fleet
+    from fleetml.training import registry
+
+    first = invoke("train", "anomaly")
+    assert {"run_id", "model", "version", "test_f1", "test_pr_auc", "baseline_f1"} <= set(first)
+    assert first["model"] == "fleetml-anomaly" and first["version"] == 1
+    assert first["champion"] == 1 and first["promoted"]  # first version becomes champion
+    assert first["test_n_windows"] >= 1
+    assert registry.get_champion_version("fleetml-anomaly", settings=settings) == 1
+
+    out = tmp_path / "scores.csv"
+    scored = invoke("score", "anomaly", "--out", str(out))
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["ts", "account_id", "anomaly_score", "is_anomaly", "top_metrics"]
+    assert len(table) == len(frame) == scored["rows"]
+    assert table["anomaly_score"].between(0, 1).all()
+    flagged = table[table["is_anomaly"]]
+    assert len(flagged) and flagged["top_metrics"].notna().all()
+    assert set(";".join(flagged["top_metrics"]).split(";")) <= {"reply_latency_ms", "send_failures"}
+
+    # the registered pyfunc (what an external server loads) gives the same scores
+    bundle = registry.load_bundle("fleetml-anomaly", use_pyfunc=True, settings=settings)
+    direct = bundle.predict(frame)
+    np.testing.assert_allclose(
+        direct["anomaly_score"].to_numpy(), table["anomaly_score"], atol=1e-9
+    )
+
+    second = invoke("train", "anomaly", "--promote", "--seed", "1")
+    assert second["version"] == 2 and second["champion"] == 2
+    assert second["previous_champion"] == 1
+    info = registry.version_info("fleetml-anomaly", 2, settings=settings)
+    assert set(info["aliases"]) == {"champion", "challenger"}
+    assert "retired_at" in registry.version_info("fleetml-anomaly", 1, settings=settings)["tags"]
+    # --version picks an older version explicitly; a missing one is a clear error
+    invoke("score", "anomaly", "--version", "1", "--out", str(tmp_path / "v1.parquet"))
+    assert len(pd.read_parquet(tmp_path / "v1.parquet")) == len(frame)
+    bad = CliRunner().invoke(cli, ["score", "anomaly", "--version", "9", "--out", "x.csv"])
+    assert bad.exit_code != 0 and "no version 9" in bad.output
+
+
+@pytest.mark.slow
+def test_score_without_a_model_explains_what_to_do(stored_fleet, tmp_path):
+    result = CliRunner().invoke(cli, ["score", "anomaly", "--out", str(tmp_path / "s.csv")])
+    assert result.exit_code != 0 and "train one first" in result.output
+
+
+def test_tracking_uri_honours_mlflow_tracking_uri(monkeypatch, tmp_path, sqlite_settings):
+    from fleetml.config import get_settings, reset_settings
+    from fleetml.training import registry
+
+    uri = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    reset_settings()
+    registry.clear_cache()
+    assert registry.configure_mlflow(get_settings()) == uri
+    registry.clear_cache()
+
+
+# ------------------------------------------------------------------ backtest
+
+
+def test_backtest_is_causal_and_one_row_per_sample(make_fleet):
+    frame, _ = make_fleet(n_accounts=1, hours=48)
+    config = AnomalyTrainConfig(n_estimators=20)
+    base = backtest_anomaly(frame, config=config, warmup=0.2, refit_every=100)
+    assert len(base) == len(frame)
+    warm = int(0.2 * len(frame))
+    assert base["anomaly_score"].iloc[:warm].isna().all()
+    assert base["anomaly_score"].iloc[warm:].between(0, 1).all()
+
+    cut = int(0.7 * len(frame))
+    changed = frame.copy()
+    rng = np.random.default_rng(9)
+    changed.loc[cut:, "reply_latency_ms"] = rng.normal(1e4, 1e3, len(frame) - cut)
+    other = backtest_anomaly(changed, config=config, warmup=0.2, refit_every=100)
+    np.testing.assert_array_equal(
+        other["anomaly_score"].iloc[:cut].to_numpy(), base["anomaly_score"].iloc[:cut].to_numpy()
+    )
+    np.testing.assert_array_equal(other["is_anomaly"].iloc[:cut], base["is_anomaly"].iloc[:cut])
+    assert not np.array_equal(other["anomaly_score"].iloc[cut:], base["anomaly_score"].iloc[cut:])
+
+
+def test_backtest_warmup_max_caps_the_training_only_prefix(make_fleet):
+    frame, _ = make_fleet(n_accounts=1, hours=48)
+    out = backtest_anomaly(
+        frame,
+        config=AnomalyTrainConfig(n_estimators=10),
+        warmup=0.5,
+        warmup_max=60,
+        refit_every=400,
+    )
+    assert out["anomaly_score"].isna().sum() == 60
+
+
+@pytest.mark.slow
+def test_backtest_cli_writes_scores_and_summary(stored_fleet, tmp_path):
+    settings, engine, frame, events = stored_fleet
+    out = tmp_path / "bt.parquet"
+    summary = invoke("backtest", "anomaly", "--out", str(out), "--refit-every", "200")
+    table = pd.read_parquet(out)
+    assert len(table) == len(frame) == summary["rows"]
+    assert summary["scored_rows"] == table["anomaly_score"].notna().sum()
+    assert summary["recall"] > 0  # the injected incidents are found
