@@ -52,84 +52,36 @@ _MAX_POINTS = click.option(
 
 
 def _load_history(settings, *, metrics, accounts, group, start, end):
-    """Wide frame, metric kinds and the account -> group map for the requested series."""
-    from fleetml.store.accounts import accounts_frame
-    from fleetml.store.metrics import metric_kinds, read_metrics
+    from fleetml.errors import FleetmlError
+    from fleetml.services.forecasting import load_history
 
-    engine = open_engine(settings)
-    kinds = metric_kinds(engine)
-    if not kinds:
-        raise click.ClickException("the store holds no metrics yet; import or ingest samples first")
-    metrics = list(metrics) or sorted(kinds)
-    unknown = [m for m in metrics if m not in kinds]
-    if unknown:
-        raise click.ClickException(
-            f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(sorted(kinds))}"
-        )
-    registry = accounts_frame(engine)
-    groups = {
-        str(a): g
-        for a, g in zip(registry["account_id"], registry["group"], strict=True)
-        if isinstance(g, str) and g
-    }
-    if group is not None:
-        members = sorted(a for a, g in groups.items() if g == group)
-        if not members:
-            known = ", ".join(sorted(set(groups.values()))) or "none"
-            raise click.ClickException(f"group {group!r} has no accounts; known groups: {known}")
-        accounts = tuple(members)
     try:
-        frame = read_metrics(
-            engine, accounts=list(accounts) or None, metrics=metrics, start=start, end=end
+        h = load_history(
+            open_engine(settings), metrics=metrics, accounts=accounts, group=group,
+            start=start, end=end,
         )
-    except Exception as exc:  # the store's InvalidInput names what was wrong
+    except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
-    if frame.empty:
-        raise click.ClickException(
-            "no samples match the selection; check --from/--to, --account, --group and --metric"
-        )
-    return frame, kinds, metrics, groups
+    return h.frame, h.kinds, h.metrics, h.groups
 
 
 def _jobs(frame, kinds, metrics, groups, *, group, scope, horizon, max_points, method_for):
-    """One :class:`SeriesJob` per (series, metric), plus the forecast step and horizon in steps."""
-    from fleetml.models.forecast import (
-        SeriesJob,
-        account_series,
-        fleet_step,
-        group_series,
-        parse_horizon,
-    )
+    from fleetml.errors import FleetmlError
+    from fleetml.services.forecasting import History, build_jobs
 
-    step = fleet_step(frame, max_points=max_points)
-    steps = parse_horizon(horizon, step)
-    jobs = []
-    for metric in metrics:
-        per_account = account_series(frame, metric, kind=kinds.get(metric, "gauge"), step=step)
-        if scope == "group":
-            wanted = {a: groups[a] for a in per_account if a in groups}
-            series = group_series(per_account, wanted)
-            if group is not None:
-                series = {k: v for k, v in series.items() if k == group}
-        else:
-            series = per_account
-        for key, s in series.items():
-            jobs.append(
-                SeriesJob.from_choice(key, metric, s, steps, method_for(scope, key, metric))
-            )
-    if not jobs:
-        raise click.ClickException("no series has at least two usable samples to forecast from")
-    return jobs, step, steps
+    try:
+        return build_jobs(
+            History(frame, kinds, list(metrics), groups), group=group, scope=scope,
+            horizon=horizon, max_points=max_points, method_for=method_for,
+        )
+    except FleetmlError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 def _champion_bundle(settings):
-    """The champion ``fleetml-forecast`` bundle, or ``None`` when nothing was trained yet."""
-    try:
-        from fleetml.training import registry
+    from fleetml.services.forecasting import champion_bundle
 
-        return registry.load_bundle(MODEL_NAME, settings=settings)
-    except LookupError:
-        return None
+    return champion_bundle(settings)
 
 
 # --- fleetml forecast ---------------------------------------------------------------------
@@ -176,41 +128,22 @@ def forecast(
 
     Writes one row per (series, time, level) and prints the predicted peaks of each series.
     """
-    from fleetml.models.forecast import forecast_job, long_forecast_frame
-    from fleetml.parallel import run_parallel
+    from fleetml.errors import FleetmlError
+    from fleetml.services.forecasting import forecast_store
 
     if group and accounts:
         raise click.UsageError("use either --account or --group, not both")
     settings = ctx_settings()
-    frame, kinds, metrics, groups = _load_history(
-        settings, metrics=metrics, accounts=accounts, group=group, start=start, end=end
-    )
     bundle = None if no_champion else _champion_bundle(settings)
-    scope = "group" if group else "account"
-    method_for = bundle.method_for if bundle is not None else (lambda *_: {"method": "auto"})
     try:
-        jobs, step, steps = _jobs(
-            frame,
-            kinds,
-            metrics,
-            groups,
-            group=group,
-            scope=scope,
-            horizon=horizon,
-            max_points=max_points,
-            method_for=method_for,
+        run = forecast_store(
+            open_engine(settings), metrics=metrics, accounts=accounts, group=group,
+            horizon=horizon, start=start, end=end, max_points=max_points, bundle=bundle,
+            n_jobs=n_jobs or settings.n_jobs, dask_address=dask_address,
         )
-    except ValueError as exc:
+    except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
-    results = run_parallel(
-        forecast_job,
-        jobs,
-        n_jobs=n_jobs or settings.n_jobs,
-        dask_address=dask_address,
-        desc="forecast",
-    )
-    key_column = "group" if group else "account_id"
-    table = long_forecast_frame(results, key_column=key_column)
+    table, results, step, steps = run.table, run.results, run.step, run.horizon_steps
     path = write_frame(table, out)
     _echo_peaks(results)
     failed = [r for r in results if r["error"]]
