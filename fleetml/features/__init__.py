@@ -13,13 +13,17 @@ from fleetml.features.builder import (
     planned_columns,
 )
 from fleetml.features.config import DEFAULT_RATIOS, FeatureConfig
+from fleetml.features.latest import FeatureState, LatestMatrix, latest_matrix
 
 __all__ = [
     "DEFAULT_RATIOS",
     "FeatureConfig",
+    "FeatureState",
+    "LatestMatrix",
     "build_features",
     "feature_columns",
     "latest_features",
+    "latest_matrix",
     "metric_columns",
     "metric_of_feature",
     "planned_columns",

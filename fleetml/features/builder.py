@@ -9,7 +9,7 @@ import pandas as pd
 
 from fleetml.features.config import FeatureConfig, window_ms
 from fleetml.features.counters import counter_rate
-from fleetml.features.layout import DAY_MS, Layout, ts_to_ms
+from fleetml.features.layout import Layout, ts_to_ms
 from fleetml.features.peers import peer_z
 from fleetml.features.seasonal import SeasonalLags
 from fleetml.features.windows import WindowStats, rate_of_change, window_ratios
@@ -345,42 +345,13 @@ def latest_features(
 ) -> pd.DataFrame:
     """Features of each account's last row only: the fast path for scoring "now".
 
-    Keeps only the rows the last row can depend on (the longest window plus the neighbourhoods of
-    the seasonal lags), builds features on them with :func:`build_features` (so the values are
-    identical to a full build) evaluated at each account's last row only, and returns one row per
-    account, ordered by account. Cost grows with the rows kept, not with the rows scored.
+    Equal to the last row per account of :func:`build_features` on the same frame (same columns,
+    same values up to floating-point rounding), computed by :func:`fleetml.features.latest.
+    latest_rows` from each account's tail (its longest window), the samples at its seasonal lags
+    and its peers' samples at the same time, with segment reductions across all accounts at once.
+    Returns one row per account, ordered by account. Cost grows with the number of accounts and
+    the rows in their windows, not with the history kept.
     """
-    config = config or FeatureConfig()
-    if len(frame) == 0:
-        return build_features(frame, kinds=kinds, groups=groups, config=config)
-    ts_ms = ts_to_ms(frame["ts"])
-    account_id = frame["account_id"].astype(str).to_numpy()
-    last = pd.Series(ts_ms).groupby(account_id).transform("max").to_numpy()
-    age = last - ts_ms
-    # Windows need (t - w, t]; rate of change looks up to 4 w back; a counter's rate needs the
-    # sample before, so keep a margin of a few sampling steps on every range.
-    steps = np.diff(ts_ms)
-    steps = steps[(account_id[1:] == account_id[:-1]) & (steps > 0)]
-    layout_step = 3 * int(np.median(steps)) if len(steps) else 3_600_000
-    longest = max(
-        [
-            window_ms(w)
-            for w in config.mean_windows
-            + config.std_windows
-            + config.slope_windows
-            + config.z_windows
-        ]
-        + [window_ms(w) for w in config.ratio_windows]
-        + [4 * window_ms(w) for w in config.roc_windows]
-        + [0]
-    )
-    keep = age <= longest + layout_step
-    if config.seasonal:
-        tol = window_ms(config.seasonal_tolerance) if config.seasonal_tolerance else layout_step
-        lags = [k * DAY_MS for k in range(1, config.seasonal_days + 1)]
-        lags += [k * 7 * DAY_MS for k in range(1, config.seasonal_weeks + 1)]
-        for lag in set(lags):
-            keep |= np.abs(age - lag) <= tol + layout_step
-    sub = frame.loc[keep].reset_index(drop=True)
-    out = _build(sub, kinds=kinds, groups=groups, config=config, last_rows_only=True)
-    return out.sort_values(["account_id", "ts"]).reset_index(drop=True)
+    from fleetml.features.latest import latest_rows
+
+    return latest_rows(frame, kinds=kinds, groups=groups, config=config)
