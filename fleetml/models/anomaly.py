@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import ndtr, ndtri
 from sklearn.base import BaseEstimator
 from sklearn.ensemble import IsolationForest
 from sklearn.utils.validation import check_is_fitted, check_random_state, validate_data
@@ -55,6 +56,36 @@ def _average_path_length(n: np.ndarray) -> np.ndarray:
 MAX_STATS_ROWS = 2048
 #: Rows (drawn at random) the forest is grown from: 100 trees x 256 samples never need more.
 MAX_FIT_ROWS = 50_000
+#: Training rows scored in-sample to learn the per-account likelihood statistics (the most recent
+#: ``likelihood_window`` rows of each account, shortened evenly when the total exceeds this).
+MAX_LIKELIHOOD_ROWS = 200_000
+#: Likelihood scores are ``log(Q) / log(LIKELIHOOD_FLOOR)``: 1 means a tail probability of 1e-10.
+LIKELIHOOD_FLOOR = 1e-10
+#: Smallest standard deviation of the averaged score (probit units): a perfectly regular account
+#: still needs a visible change before its likelihood moves.
+MIN_LIKELIHOOD_STD = 1e-3
+CALIBRATIONS = ("likelihood", "cdf")
+
+
+def rolling_mean_by_group(
+    values: np.ndarray, new_series: np.ndarray, window: int, *, return_counts: bool = False
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Trailing mean over the last ``window`` rows of each series (fewer at a series' start).
+
+    Rows are grouped by series in time order; ``new_series`` marks each series' first row.
+    Vectorised with cumulative sums, so it is causal and costs O(n). With ``return_counts`` also
+    returns how many rows each mean covers.
+    """
+    n = values.size
+    if n == 0:
+        return (np.zeros(0), np.zeros(0, dtype=np.intp)) if return_counts else np.zeros(0)
+    idx = np.arange(n)
+    start = np.maximum.accumulate(np.where(new_series, idx, 0))
+    lo = np.maximum(idx - int(window) + 1, start)
+    csum = np.concatenate([[0.0], np.cumsum(values)])
+    counts = idx + 1 - lo
+    mean = (csum[idx + 1] - csum[lo]) / counts
+    return (mean, counts) if return_counts else mean
 
 
 def _nanmedian_columns(block: np.ndarray) -> np.ndarray:
@@ -189,6 +220,29 @@ class IsolationForestDetector(BaseEstimator):
         beyond it an exponential tail fitted to the exceedances keeps extremes distinguishable.
     n_calibration : int, default=20_000
         Training rows (drawn at random when there are more) used to fit the calibration.
+    calibration : {"likelihood", "cdf"}, default="likelihood"
+        ``"cdf"``: the calibrated score is the training CDF above (every account has the same
+        share of rows above any threshold). ``"likelihood"`` (an anomaly likelihood in the spirit
+        of Numenta's): the CDF score is turned into a normal quantile (0 at or below the median),
+        averaged over the account's last ``short_window`` rows of the batch, and compared with the
+        mean and standard deviation that this average had over the account's last
+        ``likelihood_window`` training rows (a wider spread for averages over fewer rows); the
+        score is ``log(Q) / log(1e-10)`` of the Gaussian tail probability ``Q``, clipped to [0, 1].
+        A regular account then rarely scores high, and a change that is surprising *for this
+        account* stands out. Rows of one account must come in time order; a row's score depends on
+        the ``short_window - 1`` rows before it in the same call (so score a context of earlier
+        rows with it when scoring in blocks).
+    short_window : int, default=10
+        Rows in the short moving average of the likelihood calibration.
+    likelihood_window : int, default=4000
+        Most recent training rows of an account whose averaged scores give its mean and spread.
+    range_columns : list of int or str, or None, default=None
+        Level features (indices or names) checked against the account's training range: a row
+        whose value leaves ``[min - tol * range, max + tol * range]`` of that account's training
+        rows gets calibrated score 1 (a metric at a level never seen before is surprising whatever
+        the forest says). ``None`` disables the check.
+    range_tolerance : float, default=0.05
+        ``tol`` above, as a fraction of the account's training range.
     random_state : int, RandomState instance or None, default=None
         Seeds tree construction and the calibration sample.
 
@@ -216,8 +270,9 @@ class IsolationForestDetector(BaseEstimator):
     >>> rng = np.random.default_rng(0)
     >>> X = rng.normal(size=(500, 3))
     >>> det = IsolationForestDetector(random_state=0).fit(X, groups=np.repeat(["a", "b"], 250))
-    >>> det.anomaly_score([[6.0, -6.0, 6.0], [0.0, 0.0, 0.0]], groups=["a", "a"]).round(3)
-    array([1., 0.])
+    >>> rows = [[0.0, 0.0, 0.0]] * 3 + [[6.0, -6.0, 6.0]] * 3  # a lasting change, in time order
+    >>> det.anomaly_score(rows, groups=["a"] * 6).round(2)
+    array([0.01, 0.01, 0.  , 0.2 , 0.69, 1.  ])
     """
 
     def __init__(
@@ -229,6 +284,11 @@ class IsolationForestDetector(BaseEstimator):
         min_group_samples: int = 10,
         tail_quantile: float = 0.99,
         n_calibration: int = 20_000,
+        calibration: str = "likelihood",
+        short_window: int = 10,
+        likelihood_window: int = 4000,
+        range_columns=None,
+        range_tolerance: float = 0.05,
         random_state=None,
     ):
         self.n_estimators = n_estimators
@@ -238,6 +298,11 @@ class IsolationForestDetector(BaseEstimator):
         self.min_group_samples = min_group_samples
         self.tail_quantile = tail_quantile
         self.n_calibration = n_calibration
+        self.calibration = calibration
+        self.short_window = short_window
+        self.likelihood_window = likelihood_window
+        self.range_columns = range_columns
+        self.range_tolerance = range_tolerance
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
@@ -261,12 +326,21 @@ class IsolationForestDetector(BaseEstimator):
             raise ValueError(f"normalize must be 'robust' or 'none', got {self.normalize!r}")
         if not 0.5 <= self.tail_quantile < 1.0:
             raise ValueError(f"tail_quantile must be in [0.5, 1), got {self.tail_quantile!r}")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        if int(self.short_window) < 1 or int(self.likelihood_window) < 2:
+            raise ValueError(
+                "short_window must be >= 1 and likelihood_window >= 2, got "
+                f"{self.short_window!r} and {self.likelihood_window!r}"
+            )
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
         groups = self._check_groups(groups, X.shape[0])
         rng = check_random_state(self.random_state)
 
         self.__dict__.pop("_code_of", None)
         self._fit_normalisation(X, groups)
+        self._fit_range(X, groups)
+        X_all, groups_all = X, groups
         if X.shape[0] > MAX_FIT_ROWS:
             rows = np.sort(rng.choice(X.shape[0], MAX_FIT_ROWS, replace=False))
             X, groups = X[rows], groups[rows]
@@ -287,6 +361,8 @@ class IsolationForestDetector(BaseEstimator):
         if Z.shape[0] > self.n_calibration:
             Z = Z[rng.choice(Z.shape[0], self.n_calibration, replace=False)]
         self._fit_calibration(self.packed_.score(Z))
+        if self.calibration == "likelihood":
+            self._fit_likelihood(X_all, groups_all)
         return self
 
     @staticmethod
@@ -331,6 +407,84 @@ class IsolationForestDetector(BaseEstimator):
         self.scale_ = self._robust_scale(
             np.vstack([*mads, pooled[1]]), np.vstack([*stds, pooled[2]])
         )
+
+    def _range_indices(self) -> np.ndarray:
+        cols = [] if self.range_columns is None else list(self.range_columns)
+        names = list(getattr(self, "feature_names_in_", []))
+        out = []
+        for c in cols:
+            if isinstance(c, str):
+                if c not in names:
+                    raise ValueError(f"range column {c!r} is not a feature; features: {names}")
+                out.append(names.index(c))
+            else:
+                if not 0 <= int(c) < self.n_features_in_:
+                    raise ValueError(f"range column {c!r} out of range ({self.n_features_in_})")
+                out.append(int(c))
+        return np.asarray(out, dtype=np.intp)
+
+    def _group_blocks(self, groups: np.ndarray):
+        """(code in ``groups_``, row indices in original order) per known account."""
+        codes = self._group_codes(groups, groups.size)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(self.groups_) + 1))
+        for g in range(len(self.groups_)):
+            yield g, order[bounds[g] : bounds[g + 1]]
+
+    def _fit_range(self, X: np.ndarray, groups: np.ndarray) -> None:
+        self.range_index_ = self._range_indices()
+        k = self.range_index_.size
+        low = np.full((len(self.groups_) + 1, k), -np.inf)  # pooled row: no range check
+        high = np.full((len(self.groups_) + 1, k), np.inf)
+        if k:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN: no check
+                for g, rows in self._group_blocks(groups):
+                    block = X[np.ix_(rows, self.range_index_)]
+                    lo, hi = np.nanmin(block, axis=0), np.nanmax(block, axis=0)
+                    pad = self.range_tolerance * (hi - lo)
+                    low[g] = np.where(np.isfinite(lo), lo - pad, -np.inf)
+                    high[g] = np.where(np.isfinite(hi), hi + pad, np.inf)
+        self.range_low_, self.range_high_ = low, high
+
+    def _fit_likelihood(self, X: np.ndarray, groups: np.ndarray) -> None:
+        """Per-account mean and spread of the short-averaged probit score over recent rows."""
+        n_groups = len(self.groups_)
+        tail = int(self.likelihood_window)
+        if n_groups and n_groups * tail > MAX_LIKELIHOOD_ROWS:
+            tail = max(MAX_LIKELIHOOD_ROWS // n_groups, 10 * int(self.short_window))
+        blocks = [(g, rows[-tail:]) for g, rows in self._group_blocks(groups) if rows.size]
+        mean = np.zeros(n_groups + 1)
+        std = np.ones(n_groups + 1)
+        std_row = np.ones(n_groups + 1)  # of single rows: for averages over fewer rows
+        if blocks:
+            rows = np.concatenate([r for _, r in blocks])
+            new_series = np.zeros(rows.size, dtype=bool)
+            new_series[np.cumsum([0] + [r.size for _, r in blocks[:-1]])] = True
+            probit = self._probit(self.packed_.score(self._normalise(X[rows], groups[rows])))
+            avg = rolling_mean_by_group(probit, new_series, self.short_window)
+            pos = 0
+            for g, r in blocks:
+                part, single = avg[pos : pos + r.size], probit[pos : pos + r.size]
+                pos += r.size
+                mean[g] = part.mean()
+                std[g] = part.std() if part.size > 1 else 1.0
+                std_row[g] = single.std() if part.size > 1 else 1.0
+            # Unknown accounts: typical values over the known ones.
+            known = [g for g, _ in blocks]
+            mean[-1], std[-1] = np.median(mean[known]), np.median(std[known])
+            std_row[-1] = np.median(std_row[known])
+        elif X.shape[0]:  # no account has its own statistics: pool the most recent rows
+            rows = np.arange(max(X.shape[0] - MAX_LIKELIHOOD_ROWS, 0), X.shape[0])
+            probit = self._probit(self.packed_.score(self._normalise(X[rows], groups[rows])))
+            new_series = np.zeros(rows.size, dtype=bool)
+            new_series[0] = True
+            avg = rolling_mean_by_group(probit, new_series, self.short_window)
+            mean[-1], std[-1] = avg.mean(), avg.std() if avg.size > 1 else 1.0
+            std_row[-1] = probit.std() if probit.size > 1 else 1.0
+        self.likelihood_mean_ = mean
+        self.likelihood_std_ = np.maximum(std, MIN_LIKELIHOOD_STD)
+        self.likelihood_row_std_ = np.maximum(std_row, self.likelihood_std_)
 
     @staticmethod
     def _robust_scale(mad: np.ndarray, std: np.ndarray) -> np.ndarray:
@@ -397,11 +551,57 @@ class IsolationForestDetector(BaseEstimator):
         ``X`` must hold the training feature columns in order (NaN allowed). Use
         :meth:`anomaly_score` unless the per-call validation cost (~0.3 ms) matters.
         """
-        return self.calibrate(self.packed_.score(self._normalise(np.asarray(X, float), groups)))
+        X = np.asarray(X, float)
+        return self.calibrate(self.packed_.score(self._normalise(X, groups)), groups, X=X)
 
-    def calibrate(self, raw) -> np.ndarray:
-        """Map raw scores to calibrated scores in [0, 1] (monotone, training-CDF based)."""
+    def calibrate(self, raw, groups=None, *, X=None) -> np.ndarray:
+        """Map raw scores to calibrated scores in [0, 1].
+
+        With ``calibration="cdf"`` a monotone map through the training CDF. With
+        ``"likelihood"`` the anomaly likelihood of each row given the account's recent past in
+        this call (rows of one account in time order); ``X`` (the features) adds the range check.
+        """
         check_is_fitted(self)
+        cdf = self._cdf(raw)
+        # models pickled before the likelihood existed have no ``calibration``: they were "cdf"
+        if getattr(self, "calibration", "cdf") == "cdf":
+            return cdf
+        n = cdf.size
+        codes = self._group_codes(groups, n)
+        new_series = np.ones(n, dtype=bool)
+        new_series[1:] = codes[1:] != codes[:-1]
+        if groups is not None and n > 1:
+            g = np.asarray(groups, dtype=object)
+            new_series[1:] |= g[1:] != g[:-1]  # unknown accounts share the pooled code
+        k = int(self.short_window)
+        avg, count = rolling_mean_by_group(
+            self._probit_of_cdf(cdf), new_series, k, return_counts=True
+        )
+        # An average over fewer rows (an account's first rows in this call, e.g. on-demand
+        # scoring of its latest row) spreads more: widen towards the single-row spread.
+        spread = np.minimum(
+            self.likelihood_std_[codes] * np.sqrt(k / count), self.likelihood_row_std_[codes]
+        )
+        z = (avg - self.likelihood_mean_[codes]) / spread
+        score = np.log(ndtr(-z) + LIKELIHOOD_FLOOR) / np.log(LIKELIHOOD_FLOOR)
+        score = np.clip(score, 0.0, 1.0)
+        if X is not None and self.range_index_.size:
+            levels = np.asarray(X, dtype=float)[:, self.range_index_]
+            with np.errstate(invalid="ignore"):
+                outside = (levels < self.range_low_[codes]) | (levels > self.range_high_[codes])
+            score = np.where(outside.any(axis=1), 1.0, score)
+        return score
+
+    @staticmethod
+    def _probit_of_cdf(cdf: np.ndarray) -> np.ndarray:
+        # Rows below the median are just typical: they count as 0, not as evidence against an
+        # anomaly (else one very ordinary row would cancel an unusual one in the short average).
+        return ndtri(np.clip(cdf, 0.5, 1.0 - 1e-6))
+
+    def _probit(self, raw: np.ndarray) -> np.ndarray:
+        return self._probit_of_cdf(self._cdf(raw))
+
+    def _cdf(self, raw) -> np.ndarray:
         raw = np.asarray(raw, dtype=float)
         body = np.interp(raw, self.calibration_scores_, self.calibration_probs_, left=0.0)
         tail_mass = 1.0 - self.tail_quantile
@@ -409,8 +609,13 @@ class IsolationForestDetector(BaseEstimator):
         return np.clip(np.where(raw > self.tail_start_, tail, body), 0.0, 1.0)
 
     def anomaly_score(self, X, groups=None) -> np.ndarray:
-        """Calibrated anomaly score in [0, 1], comparable across accounts and model versions."""
-        return self.calibrate(self.score_samples(X, groups))
+        """Calibrated anomaly score in [0, 1], comparable across accounts and model versions.
+
+        With the likelihood calibration, rows of one account must be in time order (see
+        ``calibration``).
+        """
+        X = self._validated(X)
+        return self.calibrate(self.packed_.score(self._normalise(X, groups)), groups, X=X)
 
     def top_features(
         self, X, groups=None, *, k: int = 3, by_metric: bool = True
@@ -597,7 +802,9 @@ class RobustZBaseline(BaseEstimator):
     def fit(self, X, y=None, groups=None):
         """Learn per-account medians and robust scales, then calibrate the max |z| score."""
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
-        self.detector_ = IsolationForestDetector(tail_quantile=self.tail_quantile)
+        self.detector_ = IsolationForestDetector(
+            tail_quantile=self.tail_quantile, calibration="cdf"
+        )
         self.detector_.n_features_in_ = X.shape[1]
         groups = self.detector_._check_groups(groups, X.shape[0])
         self.detector_._fit_normalisation(X, groups)

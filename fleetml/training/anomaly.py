@@ -37,6 +37,8 @@ from fleetml.models.anomaly import (
 
 MODEL_NAME = "fleetml-anomaly"
 EXPERIMENT = "fleetml-anomaly"
+#: Feature holding a metric's current level (``<metric>__value``): the range-checked features.
+LEVEL_SUFFIX = "__value"
 RESULT_COLUMNS = ["ts", "account_id", "anomaly_score", "is_anomaly", "top_metrics"]
 
 
@@ -47,14 +49,26 @@ class AnomalyTrainConfig:
     The promotion gate (:func:`promotion_decision`) compares event-wise F1 on the held-out period:
     the challenger must beat the baseline, not fall more than ``gate_tolerance`` below the
     champion, and alert on at most ``max_alert_rate`` of the held-out rows.
+
+    ``calibration``, ``short_window``, ``likelihood_window`` and ``range_tolerance`` go to the
+    detector (see :class:`~fleetml.models.anomaly.IsolationForestDetector`); ``range_check``
+    range-checks every ``<metric>__value`` feature. ``threshold`` is on the calibrated score
+    (0.5: a tail probability of 1e-5 under the likelihood calibration); the CDF-calibrated
+    baseline is judged at ``baseline_threshold``.
     """
 
     n_estimators: int = 100
     max_samples: int = 256
     max_features: float = 1.0
     tail_quantile: float = 0.99
+    calibration: str = "likelihood"
+    short_window: int = 10
+    likelihood_window: int = 4000
+    range_check: bool = True
+    range_tolerance: float = 0.05
     random_state: int = 0
-    threshold: float = 0.995
+    threshold: float = 0.5
+    baseline_threshold: float = 0.995  # the baseline keeps the CDF calibration
     min_duration: int = 2
     suppression: int = 12
     test_fraction: float = 0.25
@@ -66,14 +80,26 @@ class AnomalyTrainConfig:
     feature_config: Any = None  # fleetml.features.FeatureConfig; None uses its defaults
     extra: dict = field(default_factory=dict)
 
-    def detector(self) -> IsolationForestDetector:
+    def detector(self, columns: list[str] | None = None) -> IsolationForestDetector:
+        """The unfitted detector; ``columns`` (feature names) selects the range-checked levels."""
+        levels = [c for c in columns or [] if str(c).endswith(LEVEL_SUFFIX)]
         return IsolationForestDetector(
             n_estimators=self.n_estimators,
             max_samples=self.max_samples,
             max_features=self.max_features,
             tail_quantile=self.tail_quantile,
+            calibration=self.calibration,
+            short_window=self.short_window,
+            likelihood_window=self.likelihood_window,
+            range_columns=levels if self.range_check and levels else None,
+            range_tolerance=self.range_tolerance,
             random_state=self.random_state,
         )
+
+    @property
+    def context_rows(self) -> int:
+        """Earlier rows a block must be scored with (the likelihood's short average)."""
+        return self.short_window - 1 if self.calibration == "likelihood" else 0
 
     def rule(self) -> AlertRule:
         return AlertRule(
@@ -167,7 +193,7 @@ def fit_model(
 ) -> AnomalyModel:
     """Fit the detector on a feature frame and bundle it with the rule and the feature list."""
     X = feats[columns]
-    detector = config.detector().fit(X, groups=feats["account_id"].to_numpy(dtype=object))
+    detector = config.detector(columns).fit(X, groups=feats["account_id"].to_numpy(dtype=object))
     return AnomalyModel(
         detector=detector,
         rule=config.rule(),
@@ -259,7 +285,9 @@ def _baseline_scores(feats_train, feats_test, columns, config) -> pd.DataFrame:
     scores = base.anomaly_score(
         feats_test[columns], groups=feats_test["account_id"].to_numpy(dtype=object)
     )
-    flags = config.rule().apply(scores, feats_test["account_id"].to_numpy(dtype=object))
+    rule = config.rule()
+    rule.threshold = config.baseline_threshold
+    flags = rule.apply(scores, feats_test["account_id"].to_numpy(dtype=object))
     return pd.DataFrame(
         {
             "ts": feats_test["ts"].to_numpy(),
@@ -539,11 +567,15 @@ def backtest_series(
     )
     X_frame = pd.DataFrame(X, columns=columns)
     for seg in segments:
-        detector = config.detector().fit(X_frame.iloc[: seg.fit_end], groups=groups[: seg.fit_end])
-        block = X_frame.iloc[seg.start : seg.stop]
-        scores[seg.start : seg.stop] = detector.anomaly_score(
-            block, groups=groups[seg.start : seg.stop]
+        detector = config.detector(columns).fit(
+            X_frame.iloc[: seg.fit_end], groups=groups[: seg.fit_end]
         )
+        block = X_frame.iloc[seg.start : seg.stop]
+        # the likelihood averages over the last rows: score the block after a few earlier rows
+        ctx = min(config.context_rows, seg.start)
+        scores[seg.start : seg.stop] = detector.anomaly_score(
+            X_frame.iloc[seg.start - ctx : seg.stop], groups=groups[seg.start - ctx : seg.stop]
+        )[ctx:]
         # Only rows at or above the threshold can be flagged: explain just those.
         hot = np.flatnonzero(scores[seg.start : seg.stop] >= config.threshold)
         if hot.size:

@@ -13,6 +13,7 @@ from fleetml.models.anomaly import (
     IsolationForestDetector,
     PackedForest,
     RobustZBaseline,
+    rolling_mean_by_group,
 )
 
 
@@ -40,7 +41,7 @@ def test_packed_forest_matches_sklearn_scores():
 
 def test_calibrated_score_stays_in_unit_interval_even_for_extremes(two_accounts):
     X, groups = two_accounts
-    det = IsolationForestDetector(random_state=0).fit(X, groups=groups)
+    det = IsolationForestDetector(calibration="cdf", random_state=0).fit(X, groups=groups)
     probe = np.vstack([X[:50], np.full((3, 3), 1e9), np.full((3, 3), -1e9), np.zeros((3, 3))])
     scores = det.anomaly_score(probe, groups=["a"] * len(probe))
     assert np.all((scores >= 0.0) & (scores <= 1.0))
@@ -52,11 +53,70 @@ def test_calibrated_score_stays_in_unit_interval_even_for_extremes(two_accounts)
 
 def test_per_account_normalisation_makes_levels_comparable(two_accounts):
     X, groups = two_accounts
-    det = IsolationForestDetector(random_state=0).fit(X, groups=groups)
+    det = IsolationForestDetector(calibration="cdf", random_state=0).fit(X, groups=groups)
     normal_b = det.anomaly_score([[500.0, 500.0, 500.0]], groups=["b"])[0]
     same_point_as_a = det.anomaly_score([[500.0, 500.0, 500.0]], groups=["a"])[0]
     assert normal_b < 0.9
     assert same_point_as_a > 0.99
+
+
+def test_rolling_mean_restarts_per_series():
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0, 20.0, 30.0])
+    new_series = np.array([True, False, False, False, True, False, False])
+    got = rolling_mean_by_group(values, new_series, 2)
+    np.testing.assert_allclose(got, [1.0, 1.5, 2.5, 3.5, 10.0, 15.0, 25.0])
+
+
+def test_likelihood_is_quiet_on_normal_rows_and_high_on_a_sustained_change(two_accounts):
+    X, groups = two_accounts
+    det = IsolationForestDetector(random_state=0).fit(X, groups=groups)
+    rng = np.random.default_rng(7)
+    normal = rng.normal(10.0, 1.0, size=(200, 3))
+    shifted = normal[:40] + np.array([4.0, -4.0, 0.0])  # 4 sigma off in two metrics
+    scores = det.anomaly_score(np.vstack([normal, shifted]), groups=["a"] * 240)
+    assert np.all((scores >= 0.0) & (scores <= 1.0))
+    # a regular account stays quiet: far fewer rows above 0.5 than the CDF's top 1 %
+    assert np.mean(scores[:200] >= 0.5) < 0.01
+    # a change that lasts is very surprising once the short average has seen it
+    assert np.median(scores[210:]) > 0.9
+
+
+def test_likelihood_of_single_rows_is_not_inflated(two_accounts):
+    X, groups = two_accounts
+    det = IsolationForestDetector(random_state=0).fit(X, groups=groups)
+    rows = np.random.default_rng(3).normal(10.0, 1.0, size=(300, 3))
+    # on-demand scoring, one row a call: no short average, yet no more alarms than in a batch
+    one_by_one = np.array([det.anomaly_score(r[None, :], groups=["a"])[0] for r in rows])
+    assert np.mean(one_by_one >= 0.5) < 0.02
+    # a lone 20-sigma row still outranks every ordinary row (one row is weaker evidence than a
+    # lasting change; the range check is what pages on a single never-seen level)
+    assert det.anomaly_score([[30.0, 30.0, 30.0]], groups=["a"])[0] > one_by_one.max()
+
+
+def test_likelihood_of_a_row_depends_only_on_earlier_rows(two_accounts):
+    X, groups = two_accounts
+    det = IsolationForestDetector(short_window=5, random_state=0).fit(X, groups=groups)
+    rows = X[:60].copy()
+    before = det.anomaly_score(rows, groups=["a"] * 60)
+    rows[40:] = 1e6
+    after = det.anomaly_score(rows, groups=["a"] * 60)
+    np.testing.assert_array_equal(before[:40], after[:40])
+    # once the short average is full of the extreme rows, they are as surprising as it gets
+    assert after[44:].min() > 0.99 > before[40:].max()
+
+
+def test_range_check_scores_a_never_seen_level_as_one(two_accounts):
+    X, groups = two_accounts
+    names = ["cpu__value", "cpu__mean_1h", "latency_ms__value"]
+    frame = pd.DataFrame(X, columns=names)
+    checked = IsolationForestDetector(range_columns=["cpu__value"], random_state=0)
+    checked.fit(frame, groups=groups)
+    probe = pd.DataFrame([[10.0, 10.0, 10.0], [30.0, 10.0, 10.0]], columns=names)
+    scores = checked.anomaly_score(probe, groups=["a", "b"])
+    # 10 is typical for account a; 30 lies below everything account b has shown (~300..700)
+    assert scores[0] < 1.0 and scores[1] == 1.0
+    with pytest.raises(ValueError, match="not a feature"):
+        IsolationForestDetector(range_columns=["nope"]).fit(frame, groups=groups)
 
 
 def test_same_seed_same_scores_and_top_metrics_named_after_metrics(two_accounts):
