@@ -5,6 +5,7 @@
 """
 
 from fleetml.features.builder import (
+    build_feature_matrix,
     build_features,
     feature_columns,
     latest_features,
@@ -20,6 +21,7 @@ __all__ = [
     "FeatureConfig",
     "FeatureState",
     "LatestMatrix",
+    "build_feature_matrix",
     "build_features",
     "feature_columns",
     "latest_features",

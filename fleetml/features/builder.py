@@ -214,9 +214,28 @@ def build_features(
     return _build(frame, kinds=kinds, groups=groups, config=config, rows=rows)
 
 
+def build_feature_matrix(
+    frame: pd.DataFrame,
+    *,
+    kinds: Mapping[str, str] | None = None,
+    groups: Mapping[str, str] | None = None,
+    config: FeatureConfig | None = None,
+    rows: np.ndarray | pd.Series | None = None,
+) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """:func:`build_features` as ``(ids, columns, X)`` without copying the values into a frame:
+    ``ids`` holds ``ts`` and ``account_id``, ``X`` is the float64 matrix (training on large
+    fleets uses it to keep one copy of the features in memory)."""
+    if rows is not None:
+        rows = np.asarray(rows)
+        if rows.dtype == bool:
+            rows = np.flatnonzero(rows)
+        rows = rows.astype(np.int64)
+    return _build(frame, kinds=kinds, groups=groups, config=config, rows=rows, as_matrix=True)
+
+
 def _build(
-    frame, *, kinds, groups, config, last_rows_only: bool = False, rows=None
-) -> pd.DataFrame:
+    frame, *, kinds, groups, config, last_rows_only: bool = False, rows=None, as_matrix=False
+):
     """:func:`build_features`, optionally evaluated at some rows (``rows``: input positions) or
     at each account's last row only."""
     config = config or FeatureConfig()
@@ -265,10 +284,14 @@ def _build(
         inverse[order] = np.arange(n)
         out = out[inverse]
         frame = frame.iloc[inverse]
+    ts = pd.DatetimeIndex(frame["ts"]).as_unit("ms")
+    ts = ts if ts.tz is not None else ts.tz_localize("UTC")
+    if as_matrix:
+        ids = pd.DataFrame({"ts": ts, "account_id": frame["account_id"].astype(str).to_numpy()})
+        return ids, names, out
     result = pd.DataFrame(out, columns=names, copy=False)
     result.insert(0, "account_id", frame["account_id"].astype(str).to_numpy())
-    ts = pd.DatetimeIndex(frame["ts"]).as_unit("ms")
-    result.insert(0, "ts", ts if ts.tz is not None else ts.tz_localize("UTC"))
+    result.insert(0, "ts", ts)
     return result
 
 

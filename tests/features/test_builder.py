@@ -235,3 +235,12 @@ def test_parallel_chunks_match_the_single_process_build(frame):
     par = build_features(frame, config=FeatureConfig(n_jobs=2, parallel_min_rows=0))
     cols = feature_columns(one)
     np.testing.assert_allclose(one[cols].to_numpy(), par[cols].to_numpy(), rtol=1e-9, atol=1e-9)
+
+
+def test_feature_matrix_matches_the_frame(frame):
+    from fleetml.features import build_feature_matrix
+
+    full = build_features(frame, rows=[3, 1, 2])
+    ids, cols, X = build_feature_matrix(frame, rows=[3, 1, 2])
+    assert cols == feature_columns(full) and list(ids.columns) == ["ts", "account_id"]
+    np.testing.assert_array_equal(X, full[cols].to_numpy())
