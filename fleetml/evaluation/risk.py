@@ -54,11 +54,16 @@ def precision_recall_at(y_true, prob, threshold: float) -> dict[str, float]:
     }
 
 
+#: When the target precision is out of reach, the fallback threshold must still catch this share.
+MIN_FALLBACK_RECALL = 0.05
+
+
 def threshold_for_precision(y_true, prob, target: float) -> tuple[float, str]:
     """Lowest threshold whose precision reaches ``target`` (highest recall at that precision).
 
-    Falls back to the F1-maximising threshold, with a reason saying so, when no threshold reaches
-    the target; to 1.0 (alert never) when there are no positives.
+    When no threshold reaches the target, falls back to the most precise threshold that still
+    recalls at least 5 % of the positives, with a reason saying so; to 1.0 (alert never) when
+    there are no positives.
     """
     from sklearn.metrics import precision_recall_curve
 
@@ -74,13 +79,18 @@ def threshold_for_precision(y_true, prob, target: float) -> tuple[float, str]:
         return float(
             thresholds[i]
         ), f"precision {precision[i]:.3f} >= target {target} on validation"
-    with np.errstate(divide="ignore", invalid="ignore"):
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    i = int(np.argmax(f1))
+    # The target cannot be met. Flagging whatever maximises F1 can flag most of the fleet when a
+    # calibrated model is flat (isotonic plateaus), and at_risk drives pre-emptive failover, so
+    # be conservative: the most precise threshold that still catches some faults.
+    useful = recall >= MIN_FALLBACK_RECALL
+    candidates = np.flatnonzero(useful) if useful.any() else np.arange(len(precision))
+    best = candidates[precision[candidates] == precision[candidates].max()]
+    i = int(best[np.argmax(recall[best])])
     return (
         float(thresholds[i]),
         f"target precision {target} unreachable on validation (max {precision.max():.3f}); "
-        f"F1-best threshold used",
+        f"most precise threshold with recall >= {MIN_FALLBACK_RECALL} used "
+        f"(precision {precision[i]:.3f}, recall {recall[i]:.3f})",
     )
 
 

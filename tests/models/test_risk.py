@@ -72,6 +72,16 @@ def test_threshold_for_target_precision_and_fallback():
     assert threshold_for_precision(np.zeros(4), np.ones(4), 0.8)[0] == 1.0
 
 
+def test_unreachable_precision_falls_back_to_a_conservative_threshold():
+    # A flat plateau (risk 0.06) holds most faults but also half the fleet; F1 would flag it all.
+    p = np.r_[np.full(2, 0.9), np.full(100, 0.06), np.full(100, 0.01)]
+    y = np.r_[[1, 0], np.r_[np.ones(10), np.zeros(90)], np.zeros(100)]
+    thr, why = threshold_for_precision(y, p, 0.8)
+    assert thr == pytest.approx(0.9)
+    assert "most precise" in why
+    assert (p >= thr).sum() == 2
+
+
 def test_metrics_reliability_and_lead_times():
     y = np.array([0, 1, 0, 1, np.nan])
     p = np.array([0.1, 0.9, 0.2, 0.7, 0.5])
