@@ -41,7 +41,7 @@ def open_engine(settings: Settings, *, migrate: bool = True):
 
 
 def parse_ts(value: str | float | int | None) -> pd.Timestamp | None:
-    """Parse a CLI timestamp: ISO-8601 (naive means UTC) or epoch seconds. ``None`` passes through."""
+    """Parse a CLI timestamp: ISO-8601 (naive means UTC) or epoch seconds; None passes."""
     if value is None or value == "":
         return None
     try:
@@ -75,7 +75,7 @@ TIMESTAMP = TimestampParam()
 
 
 def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a frame as Parquet (``.parquet``/``.pq``) or CSV (anything else), chosen by extension."""
+    """Write a frame as Parquet (``.parquet``/``.pq``) or CSV (anything else)."""
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)

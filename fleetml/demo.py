@@ -46,11 +46,14 @@ def _history_config(masters: int, servants: int, days: float, end: pd.Timestamp,
     from fleetml.simulate.config import SimConfig
 
     start = (end - pd.Timedelta(days=days)).floor("min")
-    return SimConfig(masters=masters, servants=servants, days=days, step_s=60, start=start.isoformat())
+    return SimConfig(
+        masters=masters, servants=servants, days=days, step_s=60, start=start.isoformat()
+    )
 
 
-def load_history(engine, *, masters: int, servants: int, days: float, end: pd.Timestamp, seed: int,
-                 workdir: Path) -> dict:
+def load_history(
+    engine, *, masters: int, servants: int, days: float, end: pd.Timestamp, seed: int, workdir: Path
+) -> dict:
     """Simulate ``days`` of history ending at ``end`` and import it into the store."""
     from fleetml.ingest.files import import_accounts, import_events, import_metrics
     from fleetml.simulate.config import COUNTERS
@@ -60,11 +63,16 @@ def load_history(engine, *, masters: int, servants: int, days: float, end: pd.Ti
     run = simulate_fleet(config, seed)
     paths = write_run(run, workdir)
     accounts = import_accounts(engine, [paths["accounts"]], actor=ACTOR)
-    metrics = import_metrics(engine, [paths["metrics"]], counters=COUNTERS, actor=ACTOR,
-                             progress=False)
+    metrics = import_metrics(
+        engine, [paths["metrics"]], counters=COUNTERS, actor=ACTOR, progress=False
+    )
     events = import_events(engine, [paths["events"]], actor=ACTOR)
-    return {"accounts": accounts.rows_stored, "samples": metrics.rows_stored,
-            "events": events.rows_stored, "files": str(workdir)}
+    return {
+        "accounts": accounts.rows_stored,
+        "samples": metrics.rows_stored,
+        "events": events.rows_stored,
+        "files": str(workdir),
+    }
 
 
 def _wait_ready(url: str, timeout_s: float = 60.0) -> bool:
@@ -81,16 +89,26 @@ def _wait_ready(url: str, timeout_s: float = 60.0) -> bool:
     return False
 
 
-def _stream(url: str, key: str, *, masters: int, servants: int, days: float, speed: float,
-            start: pd.Timestamp, seed: int) -> None:
+def _stream(
+    url: str,
+    key: str,
+    *,
+    masters: int,
+    servants: int,
+    days: float,
+    speed: float,
+    start: pd.Timestamp,
+    seed: int,
+) -> None:
     from fleetml.simulate.config import SimConfig
     from fleetml.simulate.live import LiveStreamError, stream_live
 
     if not _wait_ready(url):
         click.echo(f"demo: the API at {url} did not become ready; not streaming", err=True)
         return
-    config = SimConfig(masters=masters, servants=servants, days=days, step_s=60,
-                       start=start.isoformat())
+    config = SimConfig(
+        masters=masters, servants=servants, days=days, step_s=60, start=start.isoformat()
+    )
     try:
         stats = stream_live(config, seed, url=url, api_key=key, speed=speed)
         click.echo(f"demo: live stream finished: {stats.as_dict()}", err=True)
@@ -103,17 +121,33 @@ def _stream(url: str, key: str, *, masters: int, servants: int, days: float, spe
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--masters", default=10, show_default=True, type=click.IntRange(min=1))
 @click.option("--servants", default=3, show_default=True, type=click.IntRange(min=0))
-@click.option("--history-days", default=3.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="Simulated history loaded on the first run.")
-@click.option("--live-days", default=1.0, show_default=True, type=click.FloatRange(min=0.01),
-              help="Simulated time streamed live after the history.")
-@click.option("--speed", default=60.0, show_default=True, type=click.FloatRange(min=1),
-              help="Simulated seconds per wall-clock second of the live stream.")
+@click.option(
+    "--history-days",
+    default=3.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="Simulated history loaded on the first run.",
+)
+@click.option(
+    "--live-days",
+    default=1.0,
+    show_default=True,
+    type=click.FloatRange(min=0.01),
+    help="Simulated time streamed live after the history.",
+)
+@click.option(
+    "--speed",
+    default=60.0,
+    show_default=True,
+    type=click.FloatRange(min=1),
+    help="Simulated seconds per wall-clock second of the live stream.",
+)
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--no-live", is_flag=True, help="Serve the stored history only.")
 @click.option("--no-serve", is_flag=True, help="Prepare the store and keys, then exit.")
-def demo(host, port, masters, servants, history_days, live_days, speed, seed, no_live,
-         no_serve) -> None:
+def demo(
+    host, port, masters, servants, history_days, live_days, speed, seed, no_live, no_serve
+) -> None:
     """Run the quickstart: a simulated demo fleet in the embedded store, served on HTTP."""
     from fleetml.simulate.live import live_start
     from fleetml.store.metrics import count_samples
@@ -124,14 +158,27 @@ def demo(host, port, masters, servants, history_days, live_days, speed, seed, no
     # The live stream's clock ends at "now"; the history ends where the stream begins.
     stream_start = live_start(live_days, speed)
     if count_samples(engine) == 0:
-        click.echo(f"demo: simulating {history_days:g} days of a {masters}x{servants} fleet ...",
-                   err=True)
-        summary = load_history(engine, masters=masters, servants=servants, days=history_days,
-                               end=stream_start, seed=seed, workdir=home / "cache" / "demo")
-        click.echo(f"demo: loaded {summary['accounts']} accounts, {summary['samples']} samples, "
-                   f"{summary['events']} events", err=True)
+        click.echo(
+            f"demo: simulating {history_days:g} days of a {masters}x{servants} fleet ...", err=True
+        )
+        summary = load_history(
+            engine,
+            masters=masters,
+            servants=servants,
+            days=history_days,
+            end=stream_start,
+            seed=seed,
+            workdir=home / "cache" / "demo",
+        )
+        click.echo(
+            f"demo: loaded {summary['accounts']} accounts, {summary['samples']} samples, "
+            f"{summary['events']} events",
+            err=True,
+        )
     else:
-        click.echo(f"demo: store already holds {count_samples(engine)} samples; reusing it", err=True)
+        click.echo(
+            f"demo: store already holds {count_samples(engine)} samples; reusing it", err=True
+        )
     keys = _load_or_create_keys(engine, home)
     engine.dispose()
     url = f"http://{host}:{port}"
@@ -145,9 +192,19 @@ def demo(host, port, masters, servants, history_days, live_days, speed, seed, no
     if not no_live:
         # A later history would overlap the stored one; stream a fresh stretch after it instead.
         threading.Thread(
-            target=_stream, name="fleetml-demo-live", daemon=True,
-            kwargs={"url": url, "key": keys["runtime"], "masters": masters, "servants": servants,
-                    "days": live_days, "speed": speed, "start": stream_start, "seed": seed + 1},
+            target=_stream,
+            name="fleetml-demo-live",
+            daemon=True,
+            kwargs={
+                "url": url,
+                "key": keys["runtime"],
+                "masters": masters,
+                "servants": servants,
+                "days": live_days,
+                "speed": speed,
+                "start": stream_start,
+                "seed": seed + 1,
+            },
         ).start()
     from fleetml.api.cli import serve
 

@@ -1,4 +1,7 @@
-"""Errors a user can act on. The API maps them to HTTP answers, the CLI to messages and exit codes."""
+"""Errors a user can act on.
+
+The API maps them to HTTP answers, the CLI to messages and exit codes.
+"""
 
 from __future__ import annotations
 

@@ -34,7 +34,9 @@ class ApiRole(StrEnum):
 # --- events -------------------------------------------------------------------------------
 
 #: Technical faults: what failover and rebalancing exist for, and what failure-risk models predict.
-FAULT_KINDS: frozenset[str] = frozenset({"crash", "disconnect", "logout", "unreachable", "degraded"})
+FAULT_KINDS: frozenset[str] = frozenset(
+    {"crash", "disconnect", "logout", "unreachable", "degraded"}
+)
 #: Platform enforcement: never routed around. The account is drained and paused and a
 #: recommendation is raised; these are never labelled as faults.
 ENFORCEMENT_KINDS: frozenset[str] = frozenset({"restricted", "banned", "quality_drop"})
@@ -50,7 +52,8 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     "logout": "The session was logged out and needs re-pairing (technical fault).",
     "unreachable": "The account's host did not answer health checks (technical fault).",
     "degraded": "The account works but far below its normal service level (technical fault).",
-    "restricted": "The platform restricted the number (enforcement; drain and pause, never route around).",
+    "restricted": "The platform restricted the number "
+    "(enforcement; drain and pause, never route around).",
     "banned": "The platform banned the number (enforcement; drain and pause, never route around).",
     "quality_drop": "The platform lowered the number's quality rating (enforcement).",
     "failover": "Traffic moved from a master to a servant.",

@@ -57,8 +57,9 @@ def pg_database_url():
     from fleetml.store.migrate import upgrade
 
     name = f"fleetml_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(_pg_url(base, sa.engine.make_url(base).database or "postgres"),
-                             isolation_level="AUTOCOMMIT")
+    admin = sa.create_engine(
+        _pg_url(base, sa.engine.make_url(base).database or "postgres"), isolation_level="AUTOCOMMIT"
+    )
     with admin.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
     url = _pg_url(base, name)

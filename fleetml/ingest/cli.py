@@ -30,7 +30,11 @@ def _report(report: files.ImportReport, rejects: str | None) -> None:
         f"{report.kind}: read {d['rows_read']}, stored {d['rows_stored']}, "
         f"duplicated {d['duplicates']}, rejected {d['rejected']}"
         + (f", empty {d['empty']}" if d.get("empty") else "")
-        + (f", registered {d['accounts_registered']} new accounts" if d["accounts_registered"] else "")
+        + (
+            f", registered {d['accounts_registered']} new accounts"
+            if d["accounts_registered"]
+            else ""
+        )
     )
     click.echo(json.dumps(d))
 
@@ -51,9 +55,13 @@ def import_group() -> None:
     """Import CSV or Parquet files into the store."""
 
 
-_files_arg = click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+_files_arg = click.argument(
+    "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
+)
 _rejects_opt = click.option(
-    "--rejects", type=click.Path(dir_okay=False), default=None,
+    "--rejects",
+    type=click.Path(dir_okay=False),
+    default=None,
     help="Write every rejected row (line, field, reason) to this CSV file.",
 )
 
@@ -61,7 +69,11 @@ _rejects_opt = click.option(
 @import_group.command("metrics")
 @_files_arg
 @click.option("--counters", default="", help="Comma-separated metric names that are counters.")
-@click.option("--no-register", is_flag=True, help="Reject rows of unknown accounts instead of registering them.")
+@click.option(
+    "--no-register",
+    is_flag=True,
+    help="Reject rows of unknown accounts instead of registering them.",
+)
 @click.option("--strict", is_flag=True, help="Store nothing if any row is rejected.")
 @_rejects_opt
 def import_metrics_cmd(paths, counters, no_register, strict, rejects) -> None:
@@ -75,7 +87,11 @@ def import_metrics_cmd(paths, counters, no_register, strict, rejects) -> None:
     names = [c.strip() for c in counters.split(",") if c.strip()]
     try:
         report = files.import_metrics(
-            engine, list(paths), counters=names, register=not no_register, strict=strict,
+            engine,
+            list(paths),
+            counters=names,
+            register=not no_register,
+            strict=strict,
             progress=None if sys.stderr.isatty() else False,
             max_future_s=settings.max_future_skew_s,
         )
@@ -137,8 +153,12 @@ def export_metrics_cmd(out, account_ids, metric_names, start, end) -> None:
     engine = open_engine(ctx_settings())
     try:
         n = files.export_metrics(
-            engine, out, accounts=list(account_ids) or None, metrics=list(metric_names) or None,
-            start=start, end=end,
+            engine,
+            out,
+            accounts=list(account_ids) or None,
+            metrics=list(metric_names) or None,
+            start=start,
+            end=end,
         )
     except InvalidInput as exc:
         raise click.ClickException(str(exc)) from exc

@@ -72,7 +72,9 @@ def _is_parquet(path: Path) -> bool:
     return path.suffix.lower() in {".parquet", ".pq"}
 
 
-def iter_chunks(path: str | Path, chunk_rows: int = CHUNK_ROWS) -> Iterator[tuple[int, pd.DataFrame]]:
+def iter_chunks(
+    path: str | Path, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[tuple[int, pd.DataFrame]]:
     """Yield ``(first_line, frame)`` chunks of a CSV or Parquet file.
 
     ``first_line`` is the 1-based line of the chunk's first row in a CSV (the header is line 1)
@@ -147,7 +149,9 @@ def _metric_columns(frame: pd.DataFrame, where: str) -> list[str]:
 
 def _account_errors(ids: np.ndarray, first_line: int) -> tuple[np.ndarray, list[ItemError]]:
     ok = np.fromiter(
-        (isinstance(a, str) and bool(ACCOUNT_ID_RE.match(a)) for a in ids), dtype=bool, count=len(ids)
+        (isinstance(a, str) and bool(ACCOUNT_ID_RE.match(a)) for a in ids),
+        dtype=bool,
+        count=len(ids),
     )
     errors = [
         ItemError(first_line + int(i), "account_id", f"invalid account id {ids[i]!r}")
@@ -168,7 +172,8 @@ def _ts_errors(
         ItemError(
             first_line + int(i),
             "ts",
-            f"timestamp {pd.Timestamp(int(ts_ms[i]), unit='ms', tz='UTC').isoformat()} is in the future",
+            f"timestamp {pd.Timestamp(int(ts_ms[i]), unit='ms', tz='UTC').isoformat()} "
+            "is in the future",
         )
         for i in np.flatnonzero(future)
     ]
@@ -193,7 +198,10 @@ def _value_errors(
             bad_text = np.isnan(vals) & col.notna().to_numpy()
             if bad_text.any():  # empty strings are missing values, not errors
                 stripped = col[bad_text].astype("str").str.strip()
-                blank = stripped.eq("").to_numpy() | stripped.str.lower().isin(["nan", "null"]).to_numpy()
+                blank = (
+                    stripped.eq("").to_numpy()
+                    | stripped.str.lower().isin(["nan", "null"]).to_numpy()
+                )
                 idx = np.flatnonzero(bad_text)
                 bad_text[idx[blank]] = False
         bad_inf = np.isinf(vals)
@@ -247,7 +255,9 @@ def import_metrics_frame(
         return report
     raw_ts = frame["ts"]
     ts_ms, ts_ok = parse_ts_column(raw_ts)
-    ts_ok, errors = _ts_errors(ts_ms, ts_ok, raw_ts, first_line, now_ms() + int(max_future_s * 1000))
+    ts_ok, errors = _ts_errors(
+        ts_ms, ts_ok, raw_ts, first_line, now_ms() + int(max_future_s * 1000)
+    )
     ids = frame["account_id"].to_numpy(dtype=object, na_value=None)
     id_ok, id_errors = _account_errors(ids, first_line)
     values, val_ok, val_errors = _value_errors(frame, names, first_line)
@@ -260,13 +270,17 @@ def import_metrics_frame(
     known = accounts_store.account_pks(conn, dict.fromkeys(good_ids.tolist()))
     unknown = [a for a in dict.fromkeys(good_ids.tolist()) if a not in known]
     if unknown and register:
-        known = accounts_store.register_unknown(conn, good_ids.tolist(), actor=actor, source="import")
+        known = accounts_store.register_unknown(
+            conn, good_ids.tolist(), actor=actor, source="import"
+        )
         report.accounts_registered += len(unknown)
     elif unknown:
         unknown_set = set(unknown)
         for i in np.flatnonzero(ok):
             if ids[i] in unknown_set:
-                errors.append(ItemError(first_line + int(i), "account_id", f"unknown account {ids[i]!r}"))
+                errors.append(
+                    ItemError(first_line + int(i), "account_id", f"unknown account {ids[i]!r}")
+                )
                 ok[i] = False
     report.add_errors(sorted(errors, key=lambda e: e.index))
 
@@ -285,7 +299,9 @@ def import_metrics_frame(
         seen_keys.append((key_pk[has_any] << _KEY_SHIFT) | key_ts[has_any])
     rows = [
         (int(p), int(t), j)
-        for p, t, j, keep in zip(key_pk.tolist(), key_ts.tolist(), json_rows, has_any.tolist(), strict=True)
+        for p, t, j, keep in zip(
+            key_pk.tolist(), key_ts.tolist(), json_rows, has_any.tolist(), strict=True
+        )
         if keep
     ]
     report.empty += int((~has_any).sum())
@@ -314,10 +330,17 @@ def import_metrics(
     seen: list[np.ndarray] = []
     counters = list(counters)
     total = sum(count_rows(p) or 0 for p in paths)
-    with engine.begin() as conn, tqdm(
-        total=total or None, unit="row", unit_scale=True, disable=progress is False or None,
-        desc="import metrics", leave=False,
-    ) as bar:
+    with (
+        engine.begin() as conn,
+        tqdm(
+            total=total or None,
+            unit="row",
+            unit_scale=True,
+            disable=progress is False or None,
+            desc="import metrics",
+            leave=False,
+        ) as bar,
+    ):
         if counters:
             declared = {n: "counter" for n in counters}
             metrics_store.ensure_metric_kinds(conn, counters, declared)
@@ -325,9 +348,16 @@ def import_metrics(
         for path in paths:
             for first_line, chunk in iter_chunks(path, chunk_rows):
                 import_metrics_frame(
-                    conn, chunk, counters=counters, register=register, actor=actor,
-                    report=report, first_line=first_line, where=str(path),
-                    max_future_s=max_future_s, seen_keys=seen,
+                    conn,
+                    chunk,
+                    counters=counters,
+                    register=register,
+                    actor=actor,
+                    report=report,
+                    first_line=first_line,
+                    where=str(path),
+                    max_future_s=max_future_s,
+                    seen_keys=seen,
                 )
                 bar.update(len(chunk))
         # Duplicates across chunks: samples written twice within this import.
@@ -358,7 +388,7 @@ def import_events_frame(
     where: str = "frame",
     max_future_s: float = 300.0,
 ) -> ImportReport:
-    """Validate and write an events frame (``ts``, ``account_id``, ``kind``, optional ``detail``)."""
+    """Write an events frame: ``ts``, ``account_id``, ``kind``, optional ``detail``."""
     report = report or ImportReport(kind="events")
     missing = [c for c in ("ts", "account_id", "kind") if c not in frame.columns]
     if missing:
@@ -371,14 +401,17 @@ def import_events_frame(
     if n == 0:
         return report
     ts_ms, ts_ok = parse_ts_column(frame["ts"])
-    ts_ok, errors = _ts_errors(ts_ms, ts_ok, frame["ts"], first_line, now_ms() + int(max_future_s * 1000))
+    ts_ok, errors = _ts_errors(
+        ts_ms, ts_ok, frame["ts"], first_line, now_ms() + int(max_future_s * 1000)
+    )
     ids = frame["account_id"].to_numpy(dtype=object, na_value=None)
     id_ok, id_errors = _account_errors(ids, first_line)
     kinds = frame["kind"].to_numpy(dtype=object, na_value=None)
     kind_ok = np.fromiter((k in EVENT_KINDS for k in kinds), dtype=bool, count=n)
     kind_errors = [
         ItemError(
-            first_line + int(i), "kind",
+            first_line + int(i),
+            "kind",
             f"unknown event kind {kinds[i]!r}; known: {', '.join(sorted(EVENT_KINDS))}",
         )
         for i in np.flatnonzero(~kind_ok)
@@ -399,11 +432,19 @@ def import_events_frame(
         unknown_set = set(unknown)
         for i in np.flatnonzero(ok):
             if ids[i] in unknown_set:
-                errors.append(ItemError(first_line + int(i), "account_id", f"unknown account {ids[i]!r}"))
+                errors.append(
+                    ItemError(first_line + int(i), "account_id", f"unknown account {ids[i]!r}")
+                )
                 ok[i] = False
     report.add_errors(sorted(errors, key=lambda e: e.index))
     rows = [
-        (known[ids[i]], int(ts_ms[i]), str(kinds[i]), None if detail[i] is None else str(detail[i]), source)
+        (
+            known[ids[i]],
+            int(ts_ms[i]),
+            str(kinds[i]),
+            None if detail[i] is None else str(detail[i]),
+            source,
+        )
         for i in np.flatnonzero(ok)
     ]
     written = write_events(conn, rows)
@@ -427,8 +468,13 @@ def import_events(
         for path in paths:
             for first_line, chunk in iter_chunks(path):
                 import_events_frame(
-                    conn, chunk, register=register, actor=actor, report=report,
-                    first_line=first_line, where=str(path),
+                    conn,
+                    chunk,
+                    register=register,
+                    actor=actor,
+                    report=report,
+                    first_line=first_line,
+                    where=str(path),
                 )
         if strict and report.rejected:
             raise InvalidBatch(
@@ -502,15 +548,21 @@ def import_accounts_frame(
         try:
             existing = accounts_store.get_account(conn, str(account_id))
             if existing is None:
-                accounts_store.create_account(conn, account_id=str(account_id), actor=actor, **fields)
+                accounts_store.create_account(
+                    conn, account_id=str(account_id), actor=actor, **fields
+                )
                 created += 1
             else:
                 changes = {k: v for k, v in fields.items() if existing.get(k) != v}
                 if changes:
-                    accounts_store.update_account(conn, str(account_id), changes=changes, actor=actor)
+                    accounts_store.update_account(
+                        conn, str(account_id), changes=changes, actor=actor
+                    )
                     updated += 1
         except (InvalidInput, Exception) as exc:  # noqa: BLE001 - every row's reason is reported
-            if not isinstance(exc, InvalidInput | accounts_store.Conflict | accounts_store.NotFound):
+            if not isinstance(
+                exc, InvalidInput | accounts_store.Conflict | accounts_store.NotFound
+            ):
                 raise
             errors.append(ItemError(line, "account", str(exc)))
     report.add_errors(errors)
@@ -518,17 +570,23 @@ def import_accounts_frame(
     report.extra["created"] = report.extra.get("created", 0) + created
     report.extra["updated"] = report.extra.get("updated", 0) + updated
     if errors:
-        raise InvalidBatch(f"{where}: {len(errors)} invalid registry row(s); nothing was changed", errors)
+        raise InvalidBatch(
+            f"{where}: {len(errors)} invalid registry row(s); nothing was changed", errors
+        )
     return report
 
 
-def import_accounts(engine: sa.Engine, paths: Sequence[str | Path], *, actor: str = "cli") -> ImportReport:
+def import_accounts(
+    engine: sa.Engine, paths: Sequence[str | Path], *, actor: str = "cli"
+) -> ImportReport:
     """Load or update the registry from CSV or Parquet files, all-or-nothing."""
     report = ImportReport(kind="accounts", files=[str(p) for p in paths])
     with engine.begin() as conn:
         for path in paths:
             for first_line, chunk in iter_chunks(path):
-                import_accounts_frame(conn, chunk, actor=actor, report=report, first_line=first_line, where=str(path))
+                import_accounts_frame(
+                    conn, chunk, actor=actor, report=report, first_line=first_line, where=str(path)
+                )
     return report
 
 
@@ -564,8 +622,11 @@ def export_metrics(
             return 0
         for start_i in range(0, len(ids), accounts_per_chunk):
             part = metrics_store.read_metrics(
-                engine, accounts=ids[start_i : start_i + accounts_per_chunk], metrics=names,
-                start=start, end=end,
+                engine,
+                accounts=ids[start_i : start_i + accounts_per_chunk],
+                metrics=names,
+                start=start,
+                end=end,
             )
             if parquet:
                 import pyarrow as pa

@@ -1,4 +1,4 @@
-"""Vectorised timestamp parsing shared by file imports: ISO-8601 (naive means UTC) or epoch seconds."""
+"""Vectorised timestamp parsing for file imports: ISO-8601 (naive means UTC) or epoch seconds."""
 
 from __future__ import annotations
 

@@ -84,7 +84,9 @@ def load_sample_into_store(settings=None, *, path: str | Path | None = None):
     if count_samples(engine) == 0:
         paths = ensure_sample_data(path)
         import_accounts(engine, [paths["accounts"]], actor="sample")
-        import_metrics(engine, [paths["metrics"]], counters=COUNTERS, actor="sample", progress=False)
+        import_metrics(
+            engine, [paths["metrics"]], counters=COUNTERS, actor="sample", progress=False
+        )
         import_events(engine, [paths["events"]], actor="sample")
     return engine
 

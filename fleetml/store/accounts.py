@@ -187,14 +187,19 @@ def retire_account(conn: sa.Connection, account_id: str, *, actor: str) -> dict:
     if row is None:
         raise NotFound(f"account {account_id!r} is not registered")
     if row["role"] == Role.MASTER:
-        live = conn.execute(
-            sa.select(accounts.c.account_id).where(
-                accounts.c.master_id == account_id, accounts.c.retired_at.is_(None)
+        live = (
+            conn.execute(
+                sa.select(accounts.c.account_id).where(
+                    accounts.c.master_id == account_id, accounts.c.retired_at.is_(None)
+                )
             )
-        ).scalars().all()
+            .scalars()
+            .all()
+        )
         if live:
             raise Conflict(
-                f"master {account_id} still has servants {', '.join(live)}; retire or move them first"
+                f"master {account_id} still has servants {', '.join(live)}; "
+                "retire or move them first"
             )
     before = _public(row)
     if row["retired_at"] is not None:
@@ -247,8 +252,9 @@ def accounts_frame(bind, *, include_retired: bool = False) -> pd.DataFrame:
     rows = list_accounts(bind, include_retired=include_retired)
     columns = list(_PUBLIC)
     if not rows:
-        return pd.DataFrame({col: pd.Series(dtype="float64" if col == "capacity" else "object")
-                             for col in columns})
+        return pd.DataFrame(
+            {col: pd.Series(dtype="float64" if col == "capacity" else "object") for col in columns}
+        )
     frame = pd.DataFrame(rows)[columns]
     frame["capacity"] = frame["capacity"].astype("float64")
     return frame

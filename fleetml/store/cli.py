@@ -66,7 +66,10 @@ def db_current() -> None:
 
     engine = open_engine(ctx_settings(), migrate=False)
     cur, head = current_revision(engine), head_revision()
-    click.echo(f"current {cur or '(empty)'}; head {head}; {'up to date' if cur == head else 'needs upgrade'}")
+    click.echo(
+        f"current {cur or '(empty)'}; head {head}; "
+        f"{'up to date' if cur == head else 'needs upgrade'}"
+    )
 
 
 # --- accounts -----------------------------------------------------------------------------
@@ -81,7 +84,9 @@ def accounts() -> None:
 
 @accounts.command("create")
 @click.argument("account_id")
-@click.option("--role", type=click.Choice([r.value for r in Role]), default="master", show_default=True)
+@click.option(
+    "--role", type=click.Choice([r.value for r in Role]), default="master", show_default=True
+)
 @click.option("--master", "master_id", default=None, help="The master a servant backs up.")
 @click.option("--group", default=None)
 @click.option("--state", type=click.Choice([s.value for s in AccountState]), default=None)
@@ -96,8 +101,15 @@ def accounts_create(account_id, role, master_id, group, state, capacity, attrs) 
     try:
         with engine.begin() as conn:
             created = create_account(
-                conn, account_id=account_id, role=role, master_id=master_id, group=group,
-                state=state, capacity=capacity, attributes=attributes, actor=ACTOR,
+                conn,
+                account_id=account_id,
+                role=role,
+                master_id=master_id,
+                group=group,
+                state=state,
+                capacity=capacity,
+                attributes=attributes,
+                actor=ACTOR,
             )
     except (InvalidInput, Conflict) as exc:
         _fail(exc)
@@ -126,7 +138,11 @@ def accounts_list(group, role, state, master_id, include_retired, as_json) -> No
     from fleetml.store.accounts import list_accounts
 
     rows = list_accounts(
-        open_engine(ctx_settings()), group=group, role=role, state=state, master_id=master_id,
+        open_engine(ctx_settings()),
+        group=group,
+        role=role,
+        state=state,
+        master_id=master_id,
         include_retired=include_retired,
     )
     _echo_rows(rows, _ACCOUNT_COLUMNS, as_json)
@@ -147,8 +163,13 @@ def accounts_update(account_id, role, master_id, group, state, capacity, attrs) 
     engine = open_engine(ctx_settings())
     changes = {
         k: v
-        for k, v in {"role": role, "master_id": master_id, "group": group, "state": state,
-                     "capacity": capacity}.items()
+        for k, v in {
+            "role": role,
+            "master_id": master_id,
+            "group": group,
+            "state": state,
+            "capacity": capacity,
+        }.items()
         if v is not None
     }
     if attrs:
@@ -197,7 +218,10 @@ def keys_create(role: str, name: str) -> None:
     engine = open_engine(ctx_settings())
     with engine.begin() as conn:
         plaintext, record = create_key(conn, role=role, name=name, actor=ACTOR)
-    click.echo(f"created {role} key {record['id']} ({name}); store it now, it is not shown again:", err=True)
+    click.echo(
+        f"created {role} key {record['id']} ({name}); store it now, it is not shown again:",
+        err=True,
+    )
     click.echo(plaintext)
 
 
@@ -266,8 +290,11 @@ def metrics_read(account_ids, metric_names, start, end, out) -> None:
 
     try:
         frame = read_metrics(
-            open_engine(ctx_settings()), accounts=list(account_ids) or None,
-            metrics=list(metric_names) or None, start=start, end=end,
+            open_engine(ctx_settings()),
+            accounts=list(account_ids) or None,
+            metrics=list(metric_names) or None,
+            start=start,
+            end=end,
         )
     except InvalidInput as exc:
         _fail(exc)
@@ -304,8 +331,12 @@ def events_list(account_ids, kinds, start, end, limit) -> None:
 
     try:
         frame = read_events(
-            open_engine(ctx_settings()), accounts=list(account_ids) or None,
-            kinds=list(kinds) or None, start=start, end=end, limit=limit,
+            open_engine(ctx_settings()),
+            accounts=list(account_ids) or None,
+            kinds=list(kinds) or None,
+            start=start,
+            end=end,
+            limit=limit,
         )
     except InvalidInput as exc:
         _fail(exc)

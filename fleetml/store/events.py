@@ -1,4 +1,4 @@
-"""Account events: technical faults, platform enforcement and operations (see :mod:`fleetml.vocab`)."""
+"""Account events: technical faults, enforcement and operations (see :mod:`fleetml.vocab`)."""
 
 from __future__ import annotations
 
@@ -59,13 +59,14 @@ def read_events(
     end=None,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """Events as a frame (``ts``, ``account_id``, ``kind``, ``detail``, ``source``), oldest first."""
+    """Events as a frame (ts, account_id, kind, detail, source), oldest first."""
     kinds = None if kinds is None else list(dict.fromkeys(kinds))
     if kinds:
         unknown = [k for k in kinds if k not in EVENT_KINDS]
         if unknown:
             raise InvalidInput(
-                f"unknown event kinds: {', '.join(unknown)}; known: {', '.join(sorted(EVENT_KINDS))}"
+                f"unknown event kinds: {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(EVENT_KINDS))}"
             )
     with connect(bind) as conn:
         pk_map = account_pks(conn, None if accounts is None else list(accounts))

@@ -40,7 +40,7 @@ def _public(row) -> dict:
 
 
 def create_key(conn: sa.Connection, *, role: str, name: str, actor: str) -> tuple[str, dict]:
-    """Create a key; returns ``(plaintext, record)``. The plaintext is never stored or shown again."""
+    """Create a key; returns ``(plaintext, record)``. The plaintext is never stored."""
     if role not in {r.value for r in ApiRole}:
         raise InvalidInput(f"role must be one of runtime, ops, admin (got {role!r})")
     if not name or len(name) > 128:
@@ -61,7 +61,11 @@ def create_key(conn: sa.Connection, *, role: str, name: str, actor: str) -> tupl
     row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).mappings().one()
     record = _public(row)
     audit.record(
-        conn, actor=actor, action="key.create", entity_type="api_key", entity_id=str(key_id),
+        conn,
+        actor=actor,
+        action="key.create",
+        entity_type="api_key",
+        entity_id=str(key_id),
         after=record,
     )
     return plaintext, record
@@ -103,7 +107,12 @@ def revoke_key(conn: sa.Connection, key_id: int, *, actor: str) -> dict:
     after = _public(row)
     if before != after:
         audit.record(
-            conn, actor=actor, action="key.revoke", entity_type="api_key",
-            entity_id=str(key_id), before=before, after=after,
+            conn,
+            actor=actor,
+            action="key.revoke",
+            entity_type="api_key",
+            entity_id=str(key_id),
+            before=before,
+            after=after,
         )
     return after

@@ -39,8 +39,9 @@ _PG_MERGE = (
     "ON CONFLICT (account_pk, ts) DO UPDATE SET vals = samples.vals || excluded.vals"
 )
 
+
 def _dedupe(rows: Sequence[SampleRow]) -> list[SampleRow]:
-    """Merge rows sharing (account, ts), later values winning (PostgreSQL cannot upsert a key twice)."""
+    """Merge rows sharing (account, ts), later values winning (PostgreSQL upserts a key once)."""
     seen: dict[tuple[int, int], int] = {}
     out: list[SampleRow] = []
     for row in rows:

@@ -57,8 +57,12 @@ def _load_history(settings, *, metrics, accounts, group, start, end):
 
     try:
         h = load_history(
-            open_engine(settings), metrics=metrics, accounts=accounts, group=group,
-            start=start, end=end,
+            open_engine(settings),
+            metrics=metrics,
+            accounts=accounts,
+            group=group,
+            start=start,
+            end=end,
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -71,8 +75,12 @@ def _jobs(frame, kinds, metrics, groups, *, group, scope, horizon, max_points, m
 
     try:
         return build_jobs(
-            History(frame, kinds, list(metrics), groups), group=group, scope=scope,
-            horizon=horizon, max_points=max_points, method_for=method_for,
+            History(frame, kinds, list(metrics), groups),
+            group=group,
+            scope=scope,
+            horizon=horizon,
+            max_points=max_points,
+            method_for=method_for,
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -137,9 +145,17 @@ def forecast(
     bundle = None if no_champion else _champion_bundle(settings)
     try:
         run = forecast_store(
-            open_engine(settings), metrics=metrics, accounts=accounts, group=group,
-            horizon=horizon, start=start, end=end, max_points=max_points, bundle=bundle,
-            n_jobs=n_jobs or settings.n_jobs, dask_address=dask_address,
+            open_engine(settings),
+            metrics=metrics,
+            accounts=accounts,
+            group=group,
+            horizon=horizon,
+            start=start,
+            end=end,
+            max_points=max_points,
+            bundle=bundle,
+            n_jobs=n_jobs or settings.n_jobs,
+            dask_address=dask_address,
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -32,7 +32,12 @@ ts,account_id,cpu_pct,msgs_sent
 """,
     )
     report = files.import_metrics(engine, [csv], counters=["msgs_sent"], progress=False)
-    assert (report.rows_read, report.rows_stored, report.duplicates, report.rejected) == (5, 3, 1, 0)
+    assert (report.rows_read, report.rows_stored, report.duplicates, report.rejected) == (
+        5,
+        3,
+        1,
+        0,
+    )
     assert report.empty == 1 and report.accounts_registered == 2
     frame = metrics.read_metrics(engine)
     a = frame[frame.account_id == "a"]
@@ -67,7 +72,9 @@ not-a-time,a,2
 
 
 def test_strict_import_stores_nothing(engine, tmp_path):
-    csv = _write(tmp_path / "m.csv", "ts,account_id,cpu_pct\n2026-01-01,a,1\n2026-01-01T00:01,a,x\n")
+    csv = _write(
+        tmp_path / "m.csv", "ts,account_id,cpu_pct\n2026-01-01,a,1\n2026-01-01T00:01,a,x\n"
+    )
     with pytest.raises(InvalidBatch) as err:
         files.import_metrics(engine, [csv], strict=True, progress=False)
     assert err.value.errors[0].index == 3
@@ -99,7 +106,10 @@ def test_chunked_import_counts_cross_chunk_duplicates(engine, tmp_path):
 
 
 def test_export_roundtrip(engine, tmp_path):
-    src = _write(tmp_path / "m.csv", "ts,account_id,cpu,mem\n2026-01-01T00:00:00,a,1,\n2026-01-01T00:01:00,b,2,3\n")
+    src = _write(
+        tmp_path / "m.csv",
+        "ts,account_id,cpu,mem\n2026-01-01T00:00:00,a,1,\n2026-01-01T00:01:00,b,2,3\n",
+    )
     files.import_metrics(engine, [src], progress=False)
     for name in ("out.csv", "out.parquet"):
         out = tmp_path / name
@@ -128,7 +138,9 @@ def test_import_accounts_creates_updates_and_is_atomic(engine, tmp_path):
     )
     report = files.import_accounts(engine, [path])
     assert report.extra == {"created": 2, "updated": 0}
-    again = _write(tmp_path / "b.csv", "account_id,role,master_id,group,capacity\nm1,master,,us,60\n")
+    again = _write(
+        tmp_path / "b.csv", "account_id,role,master_id,group,capacity\nm1,master,,us,60\n"
+    )
     assert files.import_accounts(engine, [again]).extra == {"created": 0, "updated": 1}
     assert accounts.get_account(engine, "m1")["group"] == "us"
     bad = _write(
@@ -145,8 +157,12 @@ def test_import_accounts_creates_updates_and_is_atomic(engine, tmp_path):
 
 def test_cli_import_export_and_keys(sqlite_settings, tmp_path):
     runner = CliRunner()
-    src = _write(tmp_path / "m.csv", "ts,account_id,cpu\n2026-01-01T00:00:00,a,1\n2026-01-01T00:01:00,a,zz\n")
-    result = runner.invoke(cli, ["import", "metrics", str(src), "--rejects", str(tmp_path / "rej.csv")])
+    src = _write(
+        tmp_path / "m.csv", "ts,account_id,cpu\n2026-01-01T00:00:00,a,1\n2026-01-01T00:01:00,a,zz\n"
+    )
+    result = runner.invoke(
+        cli, ["import", "metrics", str(src), "--rejects", str(tmp_path / "rej.csv")]
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["rows_stored"] == 1 and summary["rejected"] == 1

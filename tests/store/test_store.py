@@ -23,11 +23,17 @@ def test_migrations_reach_head(engine):
 
 def test_registry_create_update_retire_is_audited(engine):
     with engine.begin() as conn:
-        accounts.create_account(conn, account_id="m1", role="master", group="eu", capacity=60, actor="alice")
-        s = accounts.create_account(conn, account_id="s1", role="servant", master_id="m1", actor="alice")
+        accounts.create_account(
+            conn, account_id="m1", role="master", group="eu", capacity=60, actor="alice"
+        )
+        s = accounts.create_account(
+            conn, account_id="s1", role="servant", master_id="m1", actor="alice"
+        )
     assert s["state"] == "standby" and s["master_id"] == "m1"
     with engine.begin() as conn:
-        updated = accounts.update_account(conn, "s1", changes={"state": "active", "group": "eu"}, actor="bob")
+        updated = accounts.update_account(
+            conn, "s1", changes={"state": "active", "group": "eu"}, actor="bob"
+        )
     assert updated["state"] == "active"
     with pytest.raises(Conflict):  # a master with live servants cannot be retired
         with engine.begin() as conn:
@@ -35,11 +41,18 @@ def test_registry_create_update_retire_is_audited(engine):
     with engine.begin() as conn:
         accounts.retire_account(conn, "s1", actor="bob")
     assert [a["account_id"] for a in accounts.list_accounts(engine)] == ["m1"]
-    assert {a["account_id"] for a in accounts.list_accounts(engine, include_retired=True)} == {"m1", "s1"}
+    assert {a["account_id"] for a in accounts.list_accounts(engine, include_retired=True)} == {
+        "m1",
+        "s1",
+    }
     log = audit.read_audit(engine, entity_type="account", entity_id="s1")
     assert [e["action"] for e in log] == ["account.retire", "account.update", "account.create"]
     upd = log[1]
-    assert upd["actor"] == "bob" and upd["before"]["state"] == "standby" and upd["after"]["state"] == "active"
+    assert (
+        upd["actor"] == "bob"
+        and upd["before"]["state"] == "standby"
+        and upd["after"]["state"] == "active"
+    )
 
 
 def test_registry_rejects_bad_input(engine):
@@ -50,7 +63,9 @@ def test_registry_rejects_bad_input(engine):
             accounts.create_account(conn, account_id="s1", role="servant", actor="t")
     with pytest.raises(InvalidInput, match="not registered"):
         with engine.begin() as conn:
-            accounts.create_account(conn, account_id="s1", role="servant", master_id="nope", actor="t")
+            accounts.create_account(
+                conn, account_id="s1", role="servant", master_id="nope", actor="t"
+            )
     with pytest.raises(InvalidInput, match="state must be"):
         with engine.begin() as conn:
             accounts.update_account(conn, "m1", changes={"state": "sleeping"}, actor="t")
@@ -67,7 +82,9 @@ def test_samples_roundtrip_idempotent_and_merged(engine):
     with engine.begin() as conn:
         pks = accounts.register_unknown(conn, ["a", "b"], actor="t", source="test")
         metrics.ensure_metric_kinds(conn, ["cpu_pct", "msgs_total"])
-        rows = [_row(pks["a"], 1000 + 60 * i, cpu_pct=float(i), msgs_total=10.0 * i) for i in range(5)]
+        rows = [
+            _row(pks["a"], 1000 + 60 * i, cpu_pct=float(i), msgs_total=10.0 * i) for i in range(5)
+        ]
         rows.append(_row(pks["b"], 1000, cpu_pct=50.0))
         metrics.write_samples(conn, rows)
     with engine.begin() as conn:  # replay: nothing stored twice
@@ -75,7 +92,9 @@ def test_samples_roundtrip_idempotent_and_merged(engine):
     assert metrics.count_samples(engine) == 6
     # A later write of one metric replaces that metric only; duplicates in one batch: later wins.
     with engine.begin() as conn:
-        metrics.write_samples(conn, [_row(pks["b"], 1000, cpu_pct=1.0), _row(pks["b"], 1000, cpu_pct=2.0)])
+        metrics.write_samples(
+            conn, [_row(pks["b"], 1000, cpu_pct=1.0), _row(pks["b"], 1000, cpu_pct=2.0)]
+        )
     frame = metrics.read_metrics(engine)
     assert list(frame.columns) == ["ts", "account_id", "cpu_pct", "msgs_total"]
     assert str(frame["ts"].dtype) == "datetime64[ms, UTC]"
@@ -103,7 +122,13 @@ def test_declare_metric_kinds_is_audited_and_validated(engine):
 def test_events_upsert_and_filter(engine):
     with engine.begin() as conn:
         pks = accounts.register_unknown(conn, ["a"], actor="t", source="test")
-        events.write_events(conn, [(pks["a"], 1000, "crash", "oom", "test"), (pks["a"], 2000, "restricted", None, "test")])
+        events.write_events(
+            conn,
+            [
+                (pks["a"], 1000, "crash", "oom", "test"),
+                (pks["a"], 2000, "restricted", None, "test"),
+            ],
+        )
         events.write_events(conn, [(pks["a"], 1000, "crash", "oom again", "test")])
     frame = events.read_events(engine)
     assert frame["kind"].tolist() == ["crash", "restricted"]
