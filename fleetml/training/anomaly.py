@@ -422,15 +422,14 @@ def train_anomaly(
         )
         run_id = run.info.run_id
 
-    promoted, reason = False, gate_reason
-    if champion_version is None:
-        promoted, reason = True, "first version: no champion existed"
-    elif promote:
-        promoted, reason = True, "forced with --promote"
-    elif gate_ok:
-        promoted = True
-    if promoted:
-        registry.promote(MODEL_NAME, version, reason=reason)
+    promoted, reason = registry.apply_promotion_rule(
+        MODEL_NAME,
+        version,
+        champion_version=champion_version,
+        force=promote,
+        gate_passed=gate_ok,
+        gate_reason=gate_reason,
+    )
     return json_ready(
         {
             "run_id": run_id,

@@ -359,6 +359,32 @@ def promote(
     return previous
 
 
+def apply_promotion_rule(
+    name: str,
+    version: int,
+    *,
+    champion_version: int | None,
+    force: bool,
+    gate_passed: bool,
+    gate_reason: str,
+    settings: Settings | None = None,
+) -> tuple[bool, str]:
+    """The promotion rule every model family shares; returns ``(promoted, reason)``.
+
+    The first version registered while no champion exists becomes champion; later versions only
+    when forced (``--promote``) or when they passed the family's promotion gate.
+    """
+    if champion_version is None:
+        promoted, reason = True, "first version: no champion existed"
+    elif force:
+        promoted, reason = True, "forced with --promote"
+    else:
+        promoted, reason = gate_passed, gate_reason
+    if promoted:
+        promote(name, version, reason=reason, settings=settings)
+    return promoted, reason
+
+
 def version_info(name: str, version: int, *, settings: Settings | None = None) -> dict[str, Any]:
     """Version, run id, source, tags and aliases of one registered version, as a dict."""
     mv = _client(settings).get_model_version(name, str(version))

@@ -603,15 +603,14 @@ def train_risk(
         )
         run_id = run.info.run_id
 
-    promoted, reason = False, gate_reason
-    if champion_version is None:
-        promoted, reason = True, "first version: no champion existed"
-    elif promote:
-        promoted, reason = True, "forced with --promote"
-    elif gate_ok:
-        promoted = True
-    if promoted:
-        registry.promote(MODEL_NAME, version, reason=reason)
+    promoted, reason = registry.apply_promotion_rule(
+        MODEL_NAME,
+        version,
+        champion_version=champion_version,
+        force=promote,
+        gate_passed=gate_ok,
+        gate_reason=gate_reason,
+    )
     return {
         "run_id": run_id,
         "model": MODEL_NAME,
