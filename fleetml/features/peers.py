@@ -39,20 +39,20 @@ def peer_z(
     if rows is not None:
         subset = np.flatnonzero(np.isin(key, key[rows]))
         key = key[subset]
-        levels = {m: v[subset] for m, v in levels.items()}
     has_group = key >= 0
     codes, _ = pd.factorize(key)
+    # With rows, keep only their values of each metric as soon as it is computed.
+    where = None if subset is None else np.searchsorted(subset, rows)
     out = {}
     for m in names:  # one metric at a time bounds the temporary memory
-        values = pd.Series(levels[m], copy=False)
+        level = levels[m] if subset is None else levels[m][subset]
+        values = pd.Series(level, copy=False)
         grouped = values.groupby(codes, sort=False)
         md = grouped.transform("median").to_numpy()
         cnt = grouped.transform("count").to_numpy()
         mad = (values - md).abs().groupby(codes, sort=False).transform("median").to_numpy()
         scale = np.maximum(1.4826 * mad, np.maximum(_REL_FLOOR * np.abs(md), _ABS_FLOOR))
-        z = (levels[m] - md) / scale
-        out[m] = np.where(has_group & (cnt >= min_accounts), z, np.nan)
-    if subset is not None:
-        where = np.searchsorted(subset, rows)
-        out = {m: v[where] for m, v in out.items()}
+        z = (level - md) / scale
+        z = np.where(has_group & (cnt >= min_accounts), z, np.nan)
+        out[m] = z if where is None else z[where]
     return out
