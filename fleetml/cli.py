@@ -71,9 +71,12 @@ def _load(target: str) -> click.Command:
 class LazyGroup(click.Group):
     """A click group whose sub-commands are imported only when used."""
 
-    def __init__(self, *args, lazy: dict[str, str] | None = None, **kwargs):
+    def __init__(
+        self, *args, lazy: dict[str, str] | None = None, helps: dict | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.lazy = dict(lazy or {})
+        self.helps = {**_HELP, **(helps or {})}
 
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
@@ -85,7 +88,7 @@ class LazyGroup(click.Group):
 
     def format_commands(self, ctx, formatter):
         # Listing help must not import every module (mlflow is slow): show names only.
-        rows = [(name, _HELP.get(name, "")) for name in self.list_commands(ctx)]
+        rows = [(name, self.helps.get(name, "")) for name in self.list_commands(ctx)]
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -107,7 +110,11 @@ def cli(ctx: click.Context, home: str | None) -> None:
     ctx.obj["home"] = home
 
 
-@click.group(cls=LazyGroup, lazy=_TRAIN)
+@click.group(
+    cls=LazyGroup,
+    lazy=_TRAIN,
+    helps={"forecast": "Choose a forecasting method per series by validation; register it."},
+)
 def train() -> None:
     """Train a model family, log it to MLflow and register a version."""
 
@@ -117,7 +124,11 @@ def score() -> None:
     """Score stored samples with the champion (or a given version) of a model family."""
 
 
-@click.group(cls=LazyGroup, lazy=_BACKTEST)
+@click.group(
+    cls=LazyGroup,
+    lazy=_BACKTEST,
+    helps={"forecast": "Walk-forward forecasts from several origins, scored against actuals."},
+)
 def backtest() -> None:
     """Walk-forward, strictly causal replay of a model family over stored history."""
 
