@@ -42,35 +42,22 @@ def _load_or_create_keys(engine, home: Path) -> dict[str, str]:
     return keys
 
 
-def _history_config(masters: int, servants: int, days: float, end: pd.Timestamp, seed: int):
-    from fleetml.simulate.config import SimConfig
-
-    start = (end - pd.Timedelta(days=days)).floor("min")
-    return SimConfig(
-        masters=masters, servants=servants, days=days, step_s=60, start=start.isoformat()
-    )
-
-
 def load_history(
     engine, *, masters: int, servants: int, days: float, end: pd.Timestamp, seed: int, workdir: Path
 ) -> dict:
     """Simulate ``days`` of history ending at ``end`` and import it into the store."""
-    from fleetml.ingest.files import import_accounts, import_events, import_metrics
-    from fleetml.simulate.config import COUNTERS
-    from fleetml.simulate.output import simulate_fleet, write_run
+    from fleetml.simulate.config import SimConfig
+    from fleetml.simulate.output import load_run, simulate_fleet, write_run
 
-    config = _history_config(masters, servants, days, end, seed)
-    run = simulate_fleet(config, seed)
-    paths = write_run(run, workdir)
-    accounts = import_accounts(engine, [paths["accounts"]], actor=ACTOR)
-    metrics = import_metrics(
-        engine, [paths["metrics"]], counters=COUNTERS, actor=ACTOR, progress=False
+    start = (end - pd.Timedelta(days=days)).floor("min")
+    config = SimConfig(
+        masters=masters, servants=servants, days=days, step_s=60, start=start.isoformat()
     )
-    events = import_events(engine, [paths["events"]], actor=ACTOR)
+    reports = load_run(engine, write_run(simulate_fleet(config, seed), workdir), actor=ACTOR)
     return {
-        "accounts": accounts.rows_stored,
-        "samples": metrics.rows_stored,
-        "events": events.rows_stored,
+        "accounts": reports["accounts"].rows_stored,
+        "samples": reports["metrics"].rows_stored,
+        "events": reports["events"].rows_stored,
         "files": str(workdir),
     }
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result
-from fleetml.simulate.config import COUNTERS, SimConfig, parse_step
+from fleetml.simulate.config import SimConfig, parse_step
 
 
 def _policy(name: str):
@@ -19,22 +19,14 @@ def _policy(name: str):
 
 
 def _load_into_home(paths: dict[str, Path]) -> dict:
-    from fleetml.ingest.files import import_accounts, import_events, import_metrics
+    from fleetml.simulate.output import load_run
 
     engine = open_engine(ctx_settings())
     try:
-        accounts = import_accounts(engine, [paths["accounts"]], actor="simulate")
-        metrics = import_metrics(
-            engine, [paths["metrics"]], counters=COUNTERS, actor="simulate", progress=False
-        )
-        events = import_events(engine, [paths["events"]], actor="simulate", progress=False)
+        reports = load_run(engine, paths, actor="simulate")
     finally:
         engine.dispose()
-    return {
-        "accounts": accounts.as_dict(),
-        "metrics": metrics.as_dict(),
-        "events": events.as_dict(),
-    }
+    return {name: report.as_dict() for name, report in reports.items()}
 
 
 @click.command("simulate")

@@ -197,3 +197,19 @@ def write_run(run: SimulationRun, out_dir: str | Path, *, fmt: str = "parquet") 
     truth["report"] = run.report.to_dict()
     paths["ground_truth"].write_text(json.dumps(truth, indent=1, default=str))
     return paths
+
+
+def load_run(engine, paths: dict[str, Path], *, actor: str) -> dict:
+    """Import a run's files (accounts, metrics with counters declared, events) into the store.
+
+    Returns the :class:`~fleetml.ingest.files.ImportReport` of each, keyed like ``paths``.
+    """
+    from fleetml.ingest.files import import_accounts, import_events, import_metrics
+
+    return {
+        "accounts": import_accounts(engine, [paths["accounts"]], actor=actor),
+        "metrics": import_metrics(
+            engine, [paths["metrics"]], counters=COUNTERS, actor=actor, progress=False
+        ),
+        "events": import_events(engine, [paths["events"]], actor=actor),
+    }

@@ -71,8 +71,7 @@ def load_sample_into_store(settings=None, *, path: str | Path | None = None):
     (counters declared) and events; a store that already holds samples is left as it is.
     """
     from fleetml.config import get_settings
-    from fleetml.ingest.files import import_accounts, import_events, import_metrics
-    from fleetml.simulate.config import COUNTERS
+    from fleetml.simulate.output import load_run
     from fleetml.store.engine import get_engine
     from fleetml.store.metrics import count_samples
     from fleetml.store.migrate import upgrade
@@ -82,12 +81,7 @@ def load_sample_into_store(settings=None, *, path: str | Path | None = None):
     engine = get_engine(settings)
     upgrade(engine)
     if count_samples(engine) == 0:
-        paths = ensure_sample_data(path)
-        import_accounts(engine, [paths["accounts"]], actor="sample")
-        import_metrics(
-            engine, [paths["metrics"]], counters=COUNTERS, actor="sample", progress=False
-        )
-        import_events(engine, [paths["events"]], actor="sample")
+        load_run(engine, ensure_sample_data(path), actor="sample")
     return engine
 
 
