@@ -146,7 +146,7 @@ def _chunk_features(args) -> np.ndarray:
 
 
 def _run_parallel(func, items, config: FeatureConfig):
-    from fleetml.parallel import run_parallel  # written by another module owner; optional
+    from fleetml.parallel import run_parallel
 
     return run_parallel(
         func, items, n_jobs=config.n_jobs, dask_address=config.dask_address, desc="features"
@@ -156,13 +156,7 @@ def _run_parallel(func, items, config: FeatureConfig):
 def _want_parallel(n_rows: int, config: FeatureConfig) -> bool:
     if n_rows < config.parallel_min_rows:
         return False
-    if config.n_jobs == 1 and not config.dask_address:
-        return False
-    try:
-        import fleetml.parallel  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return not (config.n_jobs == 1 and not config.dask_address)
 
 
 def build_features(

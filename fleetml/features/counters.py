@@ -9,6 +9,16 @@ from fleetml.features.layout import Layout
 MINUTE_MS = 60_000.0
 
 
+def counter_increase(values: np.ndarray) -> np.ndarray:
+    """Increase between consecutive readings of one counter, with restarts handled.
+
+    A decrease means the counter restarted from zero, so the increase since the previous reading
+    is the new value itself (the Prometheus convention); increases are never negative.
+    """
+    dv = np.diff(values)
+    return np.clip(np.where(dv >= 0, dv, values[1:]), 0.0, None)
+
+
 def counter_rate(values: np.ndarray, layout: Layout) -> np.ndarray:
     """Per-minute rate of a cumulative counter, between consecutive samples that carry it.
 
@@ -20,12 +30,9 @@ def counter_rate(values: np.ndarray, layout: Layout) -> np.ndarray:
     idx = np.flatnonzero(~np.isnan(values))
     if len(idx) < 2:
         return out
-    v = values[idx]
-    dv = np.diff(v)
+    increase = counter_increase(values[idx])
     dt = np.diff(layout.ts_ms[idx]) / MINUTE_MS
     same = layout.code[idx][1:] == layout.code[idx][:-1]
-    increase = np.where(dv >= 0, dv, v[1:])
-    increase = np.clip(increase, 0.0, None)
     ok = same & (dt > 0)
     with np.errstate(divide="ignore", invalid="ignore"):
         rate = increase / dt

@@ -101,9 +101,9 @@ def counter_to_rate(values: pd.Series, *, per: pd.Timedelta = MINUTE) -> pd.Seri
     values = values.dropna().sort_index()
     if len(values) < 2:
         return values.iloc[0:0].astype("float64")
-    v = values.to_numpy(dtype="float64")
-    delta = np.diff(v)
-    delta = np.where(delta < 0, v[1:], delta)
+    from fleetml.features.counters import counter_increase
+
+    delta = counter_increase(values.to_numpy(dtype="float64"))
     seconds = np.diff(values.index.asi8) / _ticks_per_second(values.index)
     rate = delta / seconds * per.total_seconds()
     return pd.Series(rate, index=values.index[1:], name=values.name)
