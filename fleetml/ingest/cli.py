@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import sys
 
@@ -14,17 +15,21 @@ from fleetml.ingest import files
 _SHOWN_ERRORS = 20
 
 
-def _report(report: files.ImportReport, rejects: str | None) -> None:
-    for err in report.errors[:_SHOWN_ERRORS]:
+def _show_errors(errors, total: int, rejects: str | None) -> None:
+    """Print the first rejected rows; write all of them to ``rejects`` (CSV) when asked."""
+    for err in errors[:_SHOWN_ERRORS]:
         click.echo(f"rejected line {err.index}, {err.field}: {err.reason}", err=True)
-    if report.rejected > _SHOWN_ERRORS:
-        click.echo(f"... and {report.rejected - _SHOWN_ERRORS} more rejected rows", err=True)
-    if rejects and report.errors:
-        with open(rejects, "w", encoding="utf-8") as fh:
-            fh.write("line,field,reason\n")
-            for err in report.errors:
-                reason = err.reason.replace('"', '""')
-                fh.write(f'{err.index},{err.field},"{reason}"\n')
+    if total > _SHOWN_ERRORS:
+        click.echo(f"... and {total - _SHOWN_ERRORS} more rejected rows", err=True)
+    if rejects and errors:
+        with open(rejects, "w", encoding="utf-8", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["line", "field", "reason"])
+            writer.writerows((err.index, err.field, err.reason) for err in errors)
+
+
+def _report(report: files.ImportReport, rejects: str | None) -> None:
+    _show_errors(report.errors, report.rejected, rejects)
     d = report.as_dict()
     click.echo(
         f"{report.kind}: read {d['rows_read']}, stored {d['rows_stored']}, "
@@ -40,13 +45,7 @@ def _report(report: files.ImportReport, rejects: str | None) -> None:
 
 
 def _abort(exc: InvalidBatch, rejects: str | None) -> None:
-    for err in exc.errors[:_SHOWN_ERRORS]:
-        click.echo(f"rejected line {err.index}, {err.field}: {err.reason}", err=True)
-    if rejects:
-        with open(rejects, "w", encoding="utf-8") as fh:
-            fh.write("line,field,reason\n")
-            for err in exc.errors:
-                fh.write(f'{err.index},{err.field},"{err.reason}"\n')
+    _show_errors(exc.errors, len(exc.errors), rejects)
     raise click.ClickException(exc.message)
 
 

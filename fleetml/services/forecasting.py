@@ -99,13 +99,19 @@ def build_jobs(
         parse_horizon,
     )
 
-    step = fleet_step(history.frame, max_points=max_points)
-    steps = parse_horizon(horizon, step)
+    try:  # a bad horizon or unusable history: say so as an input error, not a traceback
+        step = fleet_step(history.frame, max_points=max_points)
+        steps = parse_horizon(horizon, step)
+        per_metric = {
+            metric: account_series(
+                history.frame, metric, kind=history.kinds.get(metric, "gauge"), step=step
+            )
+            for metric in history.metrics
+        }
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from exc
     jobs = []
-    for metric in history.metrics:
-        per_account = account_series(
-            history.frame, metric, kind=history.kinds.get(metric, "gauge"), step=step
-        )
+    for metric, per_account in per_metric.items():
         if scope == "group":
             wanted = {a: history.groups[a] for a in per_account if a in history.groups}
             series = group_series(per_account, wanted)
@@ -151,17 +157,14 @@ def forecast_store(
     )
     scope = "group" if group else "account"
     method_for = bundle.method_for if bundle is not None else (lambda *_: {"method": "auto"})
-    try:
-        jobs, step, steps = build_jobs(
-            history,
-            group=group,
-            scope=scope,
-            horizon=horizon,
-            max_points=max_points,
-            method_for=method_for,
-        )
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from exc
+    jobs, step, steps = build_jobs(
+        history,
+        group=group,
+        scope=scope,
+        horizon=horizon,
+        max_points=max_points,
+        method_for=method_for,
+    )
     results = run_parallel(
         forecast_job, jobs, n_jobs=n_jobs, dask_address=dask_address, desc="forecast"
     )

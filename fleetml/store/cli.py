@@ -216,8 +216,11 @@ def keys_create(role: str, name: str) -> None:
     from fleetml.store.keys import create_key
 
     engine = open_engine(ctx_settings())
-    with engine.begin() as conn:
-        plaintext, record = create_key(conn, role=role, name=name, actor=ACTOR)
+    try:
+        with engine.begin() as conn:
+            plaintext, record = create_key(conn, role=role, name=name, actor=ACTOR)
+    except InvalidInput as exc:
+        _fail(exc)
     click.echo(
         f"created {role} key {record['id']} ({name}); store it now, it is not shown again:",
         err=True,

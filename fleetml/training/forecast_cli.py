@@ -427,20 +427,17 @@ def backtest_forecast(
         settings, metrics=metrics, accounts=accounts, group=group, start=start, end=end
     )
     scope = "group" if group else "account"
-    try:
-        jobs, step, steps = _jobs(
-            frame,
-            kinds,
-            metrics,
-            groups,
-            group=group,
-            scope=scope,
-            horizon=horizon,
-            max_points=max_points,
-            method_for=lambda *_: {"method": method},
-        )
-    except ValueError as exc:
-        raise click.ClickException(str(exc)) from exc
+    jobs, step, steps = _jobs(
+        frame,
+        kinds,
+        metrics,
+        groups,
+        group=group,
+        scope=scope,
+        horizon=horizon,
+        max_points=max_points,
+        method_for=lambda *_: {"method": method},
+    )
     parts = run_parallel(
         backtest_job,
         [(job, origins) for job in jobs],

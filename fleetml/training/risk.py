@@ -495,9 +495,8 @@ def promotion_decision(
 
 def _champion_metrics(champ: RiskModel, frame, faults, fit: FitResult, config) -> dict:
     """The champion's metrics on the challenger's held-out period (all test rows)."""
-    ts_ms = pd.DatetimeIndex(frame["ts"]).as_unit("ms").asi8
     t_test = int(fit.data_range["test_start"].value // 10**6)
-    frame = frame.sort_values(["account_id", "ts"], kind="stable").reset_index(drop=True)
+    frame = _sorted(frame)
     ts_ms = pd.DatetimeIndex(frame["ts"]).as_unit("ms").asi8
     rows = np.flatnonzero(ts_ms >= t_test)
     if len(rows) > config.max_eval_rows:
@@ -683,9 +682,10 @@ def score_risk(engine, settings, *, start=None, end=None, accounts=None, version
     registry.configure_mlflow(settings)
     model = registry.load_bundle(MODEL_NAME, version=version)
     cfg = model.feature_config
-    history = (
-        pd.Timedelta(milliseconds=cfg.lookback_ms()) if cfg is not None else pd.Timedelta("8D")
-    )
+    from fleetml.features import FeatureConfig
+
+    # The same look-back the model's features need (FeatureConfig's defaults when none stored).
+    history = pd.Timedelta(milliseconds=(cfg or FeatureConfig()).lookback_ms())
     data = load_risk_data(engine, start=start, end=end, accounts=accounts, history=history)
     if not len(data.frame):
         raise ValueError("no stored samples in the selected range/accounts")

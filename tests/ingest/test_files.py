@@ -177,3 +177,18 @@ def test_cli_import_export_and_keys(sqlite_settings, tmp_path):
     assert created.stdout.strip().splitlines()[-1].startswith("fml_")
     listed = runner.invoke(cli, ["keys", "list"])
     assert "dash" in listed.output and created.stdout.strip().splitlines()[-1] not in listed.output
+
+
+def test_rejects_file_is_valid_csv_even_when_reasons_hold_quotes(sqlite_settings, tmp_path):
+    import csv
+
+    src = tmp_path / "q.csv"
+    src.write_text('ts,account_id,cpu\n2026-01-01T00:00:00,a,"x""y"\n')
+    rejects = tmp_path / "rej.csv"
+    result = CliRunner().invoke(
+        cli, ["import", "metrics", str(src), "--strict", "--rejects", str(rejects)]
+    )
+    assert result.exit_code != 0
+    rows = list(csv.reader(rejects.open()))
+    assert rows[0] == ["line", "field", "reason"]
+    assert rows[1] == ["2", "cpu", "not a number: 'x\"y'"]
