@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,14 +86,6 @@ def write_frame(frame: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def read_frame(path: str | Path) -> pd.DataFrame:
-    """Read a CSV or Parquet file, chosen by extension."""
-    path = Path(path)
-    if path.suffix.lower() in {".parquet", ".pq"}:
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
 def _json_default(obj: Any):
     if isinstance(obj, pd.Timestamp | datetime):
         return obj.isoformat()
@@ -106,7 +98,3 @@ def print_result(obj: dict) -> None:
     """Print the machine-readable result of a command: one JSON object alone on the last line."""
     sys.stdout.flush()
     click.echo(json.dumps(obj, default=_json_default, sort_keys=True))
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)

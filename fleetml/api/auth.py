@@ -7,13 +7,13 @@ revoked elsewhere (CLI, another worker) stops working within that many seconds.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from dataclasses import dataclass
 
 from fastapi import HTTPException, status
 
+from fleetml.store.keys import hash_key
 from fleetml.vocab import ApiRole
 
 _BEARER_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="fleetml"'}
@@ -38,7 +38,7 @@ class KeyCache:
 
     @staticmethod
     def _digest(plaintext: str) -> str:
-        return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+        return hash_key(plaintext)
 
     def get(self, plaintext: str) -> ApiKey | None:
         entry = self._keys.get(self._digest(plaintext))
@@ -64,10 +64,8 @@ def unauthorized(detail: str) -> HTTPException:
 
 
 def verify_key(engine, cache: KeyCache, plaintext: str) -> ApiKey:
-    """The key behind ``plaintext``, from the cache or the store; 401 when unknown or revoked."""
-    key = cache.get(plaintext)
-    if key is not None:
-        return key
+    """The key behind ``plaintext`` from the store (callers check ``cache`` first); 401 when
+    unknown or revoked. A verified key is put in ``cache``."""
     from fleetml.store.keys import lookup_key
 
     record = lookup_key(engine, plaintext)

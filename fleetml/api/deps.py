@@ -35,17 +35,6 @@ def get_state(request: Request) -> ApiState:
 StateDep = Annotated[ApiState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
-    return state.settings
-
-
-def get_engine_dep(state: StateDep) -> Engine:
-    return state.engine
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-EngineDep = Annotated[Engine, Depends(get_engine_dep)]
-
 _bearer = HTTPBearer(
     auto_error=False,
     description="An API key (fleetml keys create, or POST /v1/keys) "

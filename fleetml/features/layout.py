@@ -60,10 +60,6 @@ class Layout:
     def n(self) -> int:
         return len(self.ts_ms)
 
-    def time_index(self) -> pd.DatetimeIndex:
-        """The monotonic key as a DatetimeIndex, for pandas time-based rolling windows."""
-        return pd.DatetimeIndex(self.key_ms.astype("datetime64[ms]"))
-
     def hours_since_start(self) -> np.ndarray:
         """Hours since the account's first row (causal: that row is never after the current one)."""
         first = self.ts_ms[self.starts]

@@ -620,6 +620,7 @@ class BatchIngestor:
         self.account_pks: dict[str, int] = {}
         self.valid_account_ids: set[str] = set()
         self.valid_metric_names: set[str] = set()
+        self.registered_metrics: set[str] = set()  # names the metric_kinds table holds
 
     def close(self) -> None:
         self.writer.close()
@@ -674,12 +675,13 @@ class BatchIngestor:
         def work(conn):
             pks = self._keys(conn, unknown, actor=actor, source="ingest:metrics")
             batch_rows = rows if rows is not None else batch.rows(pks)
-            if batch.metric_names:
+            if not batch.metric_names <= self.registered_metrics:
                 ensure_metric_kinds(conn, batch.metric_names)
             write_samples(conn, batch_rows)
             return pks, len(batch_rows)
 
         pks, n_rows = self.writer.run(work)
+        self.registered_metrics |= batch.metric_names  # committed; metric kinds are never deleted
         if unknown:
             self.account_pks.update({a: pks[a] for a in unknown})
         return IngestOutcome(batch.n_samples, n_rows, batch.n_values, unknown)

@@ -18,7 +18,7 @@ import pandas as pd
 import sqlalchemy as sa
 from tqdm.auto import tqdm
 
-from fleetml.errors import InvalidBatch, InvalidInput, ItemError
+from fleetml.errors import Conflict, InvalidBatch, InvalidInput, ItemError, NotFound
 from fleetml.ingest.timestamps import now_ms, parse_ts_column
 from fleetml.store import accounts as accounts_store
 from fleetml.store import metrics as metrics_store
@@ -270,9 +270,7 @@ def import_metrics_frame(
     known = accounts_store.account_pks(conn, dict.fromkeys(good_ids.tolist()))
     unknown = [a for a in dict.fromkeys(good_ids.tolist()) if a not in known]
     if unknown and register:
-        known = accounts_store.register_unknown(
-            conn, good_ids.tolist(), actor=actor, source="import"
-        )
+        known.update(accounts_store.register_unknown(conn, unknown, actor=actor, source="import"))
         report.accounts_registered += len(unknown)
     elif unknown:
         unknown_set = set(unknown)
@@ -329,7 +327,8 @@ def import_metrics(
     report = ImportReport(kind="metrics", files=[str(p) for p in paths])
     seen: list[np.ndarray] = []
     counters = list(counters)
-    total = sum(count_rows(p) or 0 for p in paths)
+    # Counting rows reads each CSV once more: only worth it when a progress bar is shown.
+    total = sum(count_rows(p) or 0 for p in paths) if progress is not False else 0
     with (
         engine.begin() as conn,
         tqdm(
@@ -426,7 +425,7 @@ def import_events_frame(
     known = accounts_store.account_pks(conn, good_ids)
     unknown = [a for a in dict.fromkeys(good_ids) if a not in known]
     if unknown and register:
-        known = accounts_store.register_unknown(conn, good_ids, actor=actor, source=source)
+        known.update(accounts_store.register_unknown(conn, unknown, actor=actor, source=source))
         report.accounts_registered += len(unknown)
     elif unknown:
         unknown_set = set(unknown)
@@ -559,11 +558,7 @@ def import_accounts_frame(
                         conn, str(account_id), changes=changes, actor=actor
                     )
                     updated += 1
-        except (InvalidInput, Exception) as exc:  # noqa: BLE001 - every row's reason is reported
-            if not isinstance(
-                exc, InvalidInput | accounts_store.Conflict | accounts_store.NotFound
-            ):
-                raise
+        except (InvalidInput, Conflict, NotFound) as exc:  # every row's reason is reported
             errors.append(ItemError(line, "account", str(exc)))
     report.add_errors(errors)
     report.rows_stored += created + updated

@@ -19,8 +19,3 @@ class ErrorResponse(BaseModel):
     detail: str
     error_count: int | None = None
     errors: list[ErrorItem] = Field(default_factory=list)
-
-
-class Message(BaseModel):
-    status: str
-    detail: str | None = None

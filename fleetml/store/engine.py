@@ -67,7 +67,3 @@ def dispose_engines() -> None:
         for engine in _ENGINES.values():
             engine.dispose()
         _ENGINES.clear()
-
-
-def is_postgres(bind) -> bool:
-    return bind.dialect.name == "postgresql"

@@ -84,10 +84,7 @@ def read_events(
         if limit is not None:
             query = query.limit(limit)
         rows = conn.execute(query).all()
-        if accounts is None:
-            id_of = {pk: aid for aid, pk in pk_map.items()}
-        else:
-            id_of = {pk: aid for aid, pk in pk_map.items()}
+        id_of = {pk: aid for aid, pk in pk_map.items()}
     frame = pd.DataFrame(
         {
             "ts": pd.to_datetime([r[1] for r in rows], unit="ms", utc=True).astype(
@@ -100,8 +97,3 @@ def read_events(
         }
     )
     return frame
-
-
-def count_events(bind) -> int:
-    with connect(bind) as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(events)).scalar())

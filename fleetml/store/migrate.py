@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ def _config(engine: Engine | None = None) -> Config:
     return cfg
 
 
+@functools.cache
 def head_revision() -> str:
     """The newest revision this version of fleetml knows."""
     return ScriptDirectory.from_config(_config()).get_current_head()

@@ -313,15 +313,6 @@ def register_version(
     return int(mv.version)
 
 
-def set_version_tags(
-    name: str, version: int, tags: Mapping[str, Any], *, settings: Settings | None = None
-) -> None:
-    """Set tags on a registered model version (metrics, gate outcome, data range)."""
-    client = _client(settings)
-    for key, value in tags.items():
-        client.set_model_version_tag(name, str(version), key, _tag_value(value))
-
-
 def get_alias_version(name: str, alias: str, *, settings: Settings | None = None) -> int | None:
     """Version number behind ``name@alias``, or ``None`` when the model or alias does not exist."""
     from mlflow.exceptions import MlflowException

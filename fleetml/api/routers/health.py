@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,7 +22,7 @@ async def healthz() -> dict:
     responses={503: {"description": "Not ready: database unreachable or migrations pending."}},
 )
 def readyz(state: StateDep):
-    from fleetml.store.migrate import current_revision
+    from fleetml.store.migrate import current_revision, head_revision
 
     try:
         current = current_revision(state.engine)
@@ -38,7 +36,7 @@ def readyz(state: StateDep):
             },
             status_code=503,
         )
-    head = _head()
+    head = head_revision()
     if current != head:
         return JSONResponse(
             {
@@ -49,14 +47,6 @@ def readyz(state: StateDep):
             status_code=503,
         )
     return {"status": "ready", "revision": current}
-
-
-@lru_cache(maxsize=1)
-def _head() -> str:
-    """The newest migration this code knows (reading the scripts once per process)."""
-    from fleetml.store.migrate import head_revision
-
-    return head_revision()
 
 
 @router.get("/metrics", summary="Prometheus exposition", response_class=Response)
