@@ -47,6 +47,57 @@ class Settings(BaseSettings):
     )
     n_jobs: int = Field(default=2, description="Local worker processes for per-series jobs.")
 
+    # ---- the live loop: scheduler, serving, alerts
+    score_every_s: float = Field(
+        default=60.0, gt=0, description="Seconds between scoring ticks of the scheduler."
+    )
+    forecast_every_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between forecast refreshes."
+    )
+    retrain_cron: str = Field(
+        default="30 3 * * *",
+        description="Crontab (minute hour day month weekday, UTC) of the nightly retrain.",
+    )
+    retention_every_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between retention sweeps."
+    )
+    prediction_retention_s: float = Field(
+        default=7 * 86400.0, gt=0, description="How long prediction history and job runs are kept."
+    )
+    stale_after_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="An account whose newest sample is older than this (against the tick's "
+        "clock) is stale: its predictions are kept but flagged and no alert opens from them.",
+    )
+    model_check_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="How often serving asks the registry whether @champion moved (0: every tick).",
+    )
+    forecast_metric: str = Field(
+        default="msgs_sent", description="Metric the hourly job forecasts per group."
+    )
+    forecast_horizon: int = Field(default=24, ge=1, description="Steps the hourly job forecasts.")
+    alert_webhooks: list[str] = Field(
+        default_factory=list,
+        description="URLs that receive alert notifications as generic JSON (JSON list in env).",
+    )
+    alertmanager_url: str | None = Field(
+        default=None,
+        description="Alertmanager base URL; alerts are POSTed to <url>/api/v2/alerts.",
+    )
+    alert_min_duration: int = Field(
+        default=2, ge=1, description="Consecutive ticks a risk must stay over its threshold."
+    )
+    alert_suppression_s: float = Field(
+        default=6 * 3600.0,
+        ge=0,
+        description="After an alert of a kind resolves, no new one of that kind for the same "
+        "account opens for this long.",
+    )
+    notify_retries: int = Field(default=5, ge=0, description="Webhook delivery retries.")
+
     @property
     def home_path(self) -> Path:
         return self.home.expanduser().resolve()

@@ -15,7 +15,22 @@ import sqlalchemy as sa
 from fleetml.config import Settings, reset_settings
 
 PG_ENV = "FLEETML_TEST_DATABASE_URL"
-_TABLES = ("samples", "events", "audit_log", "api_keys", "metric_kinds", "accounts")
+_TABLES = (
+    "samples",
+    "events",
+    "audit_log",
+    "api_keys",
+    "metric_kinds",
+    "accounts",
+    "predictions_latest",
+    "prediction_history",
+    "forecasts",
+    "alerts",
+    "alert_history",
+    "silences",
+    "notifications",
+    "job_runs",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -21,9 +21,20 @@ from fleetml.config import Settings, get_settings
 from fleetml.ingest.batch import BatchIngestor
 
 
+#: Router modules under ``fleetml.api.routers``, one per resource, each with ``router``.
+ROUTERS = (
+    "health",
+    "metrics",
+    "events",
+    "accounts",
+    "keys",
+    "audit",
+)
+
+
 def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
     """Build the API over the store of ``settings`` (default: from the environment)."""
-    from fleetml.api.routers import accounts, audit, events, health, keys, metrics
+    import importlib
     from fleetml.store.engine import get_engine
 
     settings = settings or get_settings()
@@ -59,8 +70,8 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
     install_error_handlers(app)
     # Routers carry their own /v1 prefix so every route's path is its full template (what the
     # Prometheus labels and the 403 messages show), however FastAPI nests included routers.
-    for module in (health, metrics, events, accounts, keys, audit):
-        app.include_router(module.router)
+    for name in ROUTERS:
+        app.include_router(importlib.import_module(f"fleetml.api.routers.{name}").router)
     app.add_middleware(PrometheusMiddleware, metrics=api_metrics)
     app.openapi = openapi_builder(app)
     return app

@@ -103,3 +103,160 @@ api_keys = sa.Table(
     sa.Column("created_by", sa.String(128), nullable=False),
     sa.Column("revoked_at", sa.BigInteger, nullable=True),
 )
+
+# ------------------------------------------------------------------------------------------------
+# The live loop (migration 0002): predictions, forecasts, alerts, silences, notifications, job runs.
+# Account ids are stored as text (not account_pk) so these tables read without a join and keep
+# their history when an account is retired.
+
+#: The newest prediction per (account, family, horizon): what the prediction API serves.
+#: ``horizon`` is "" for families without one (anomaly).
+predictions_latest = sa.Table(
+    "predictions_latest",
+    metadata,
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("family", sa.String(16), nullable=False),
+    sa.Column("horizon", sa.String(16), nullable=False),
+    sa.Column("computed_at", sa.BigInteger, nullable=False),
+    sa.Column("data_until", sa.BigInteger, nullable=True),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("flag", sa.Boolean, nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("fallback", sa.Boolean, nullable=False),
+    sa.Column("detail", JSONType, nullable=True),
+    sa.PrimaryKeyConstraint("account_id", "family", "horizon", name="pk_predictions_latest"),
+)
+
+#: Every prediction the tick made, kept for ``prediction_retention``; keyed by the data it scored,
+#: so a tick re-run over the same samples overwrites instead of duplicating.
+prediction_history = sa.Table(
+    "prediction_history",
+    metadata,
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("family", sa.String(16), nullable=False),
+    sa.Column("horizon", sa.String(16), nullable=False),
+    sa.Column("data_until", sa.BigInteger, nullable=False),
+    sa.Column("computed_at", sa.BigInteger, nullable=False),
+    sa.Column("score", sa.Float, nullable=True),
+    sa.Column("flag", sa.Boolean, nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("fallback", sa.Boolean, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "account_id", "family", "horizon", "data_until", name="pk_prediction_history"
+    ),
+    sa.Index("ix_prediction_history_data_until", "data_until"),
+)
+
+#: Forecast cache: one row per (scope, target, metric, horizon) from the hourly job.
+forecasts = sa.Table(
+    "forecasts",
+    metadata,
+    sa.Column("scope", sa.String(16), nullable=False),  # "account" | "group"
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("horizon", sa.Integer, nullable=False),
+    sa.Column("computed_at", sa.BigInteger, nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.PrimaryKeyConstraint("scope", "target", "metric", "horizon", name="pk_forecasts"),
+)
+
+#: Alerts: at most one open (firing or acknowledged) alert per (account, kind), enforced by a
+#: partial unique index, so a tick re-run after a crash cannot open a second one.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("group", sa.String(128), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # firing | acknowledged | resolved
+    sa.Column("summary", sa.Text, nullable=False),
+    sa.Column("detail", JSONType, nullable=True),
+    sa.Column("opened_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("last_seen_at", sa.BigInteger, nullable=False),
+    sa.Column("acknowledged_at", sa.BigInteger, nullable=True),
+    sa.Column("acknowledged_by", sa.String(128), nullable=True),
+    sa.Column("resolved_at", sa.BigInteger, nullable=True),
+    sa.Column("resolved_by", sa.String(128), nullable=True),
+    sa.Column("silenced", sa.Boolean, nullable=False),
+    sa.Index("ix_alerts_state", "state"),
+    sa.Index("ix_alerts_opened_at", "opened_at"),
+    sa.Index(
+        "uq_alerts_open",
+        "account_id",
+        "kind",
+        unique=True,
+        sqlite_where=sa.text("state != 'resolved'"),
+        postgresql_where=sa.text("state != 'resolved'"),
+    ),
+)
+
+#: Every state change of an alert (who, when, from, to, note).
+alert_history = sa.Table(
+    "alert_history",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("from_state", sa.String(16), nullable=True),
+    sa.Column("to_state", sa.String(16), nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Index("ix_alert_history_alert", "alert_id"),
+)
+
+#: Silences: an alert matching every given matcher (account, group, kind) while
+#: ``starts_at <= now < ends_at`` is recorded but not notified.
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("account_id", sa.String(128), nullable=True),
+    sa.Column("group", sa.String(128), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=True),
+    sa.Column("starts_at", sa.BigInteger, nullable=False),
+    sa.Column("ends_at", sa.BigInteger, nullable=False),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Column("created_by", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("deleted_at", sa.BigInteger, nullable=True),
+)
+
+#: Notification outbox: written in the same transaction as the alert change it reports, delivered
+#: by a sender thread with retries; unique per (alert, event, target), so nothing is sent twice.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, nullable=False),
+    sa.Column("event", sa.String(16), nullable=False),  # firing | resolved
+    sa.Column("target", sa.String(512), nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),  # json | alertmanager
+    sa.Column("payload", JSONType, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # pending | delivered | failed
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("delivered_at", sa.BigInteger, nullable=True),
+    sa.UniqueConstraint("alert_id", "event", "target", name="uq_notifications_alert_event"),
+    sa.Index("ix_notifications_state", "state"),
+)
+
+#: Every scheduler job run (and ``fleetml tick``): what ran, when, how it ended, what it counted.
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("job", sa.String(64), nullable=False),
+    sa.Column("started_at", sa.BigInteger, nullable=False),
+    sa.Column("ended_at", sa.BigInteger, nullable=True),
+    sa.Column("outcome", sa.String(16), nullable=False),  # running | ok | error | skipped
+    sa.Column("error", sa.Text, nullable=True),
+    sa.Column("counts", JSONType, nullable=True),
+    sa.Column("host", sa.String(128), nullable=True),
+    sa.Column("pid", sa.Integer, nullable=True),
+    sa.Index("ix_job_runs_started_at", "started_at"),
+)
