@@ -8,7 +8,7 @@ over time, so failures spread along the time axis the risk training splits on) a
 is followed, one hour later, by a ``crash`` event. Everything is imported into a fresh temporary
 home with :mod:`fleetml.ingest.files`; :func:`fleetml.training.risk.train_risk` trains a 30 h
 horizon on the training engines (registered in MLflow like ``fleetml train risk``), then
-:func:`fleetml.training.risk.score_risk` scores the test engines. The judgement is "fails within
+:func:`fleetml.serving.risk.score_risk` scores the test engines. The judgement is "fails within
 30 cycles" at each test engine's last cycle; the truth is ``RUL <= 30`` (25 of 100 engines).
 
 The feature windows are set for hourly cycles (the FeatureConfig knob): means over 5-30 h, spread
@@ -85,7 +85,8 @@ def main() -> None:
     from fleetml.config import get_settings, reset_settings
     from fleetml.evaluation.risk import pr_auc, precision_recall_at
     from fleetml.ingest.files import import_events_frame, import_metrics_frame
-    from fleetml.training.risk import RiskTrainConfig, score_risk, train_risk
+    from fleetml.serving.risk import score_risk
+    from fleetml.training.risk import RiskTrainConfig, train_risk
 
     reset_settings()
     settings = get_settings(str(home))

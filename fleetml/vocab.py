@@ -40,6 +40,9 @@ FAULT_KINDS: frozenset[str] = frozenset(
 #: Platform enforcement: never routed around. The account is drained and paused and a
 #: recommendation is raised; these are never labelled as faults.
 ENFORCEMENT_KINDS: frozenset[str] = frozenset({"restricted", "banned", "quality_drop"})
+#: The enforcement events the risk model's separate enforcement head learns to foresee (a quality
+#: drop is a softer, noisier signal and is not a label).
+ENFORCEMENT_LABELS: tuple[str, ...] = ("restricted", "banned")
 #: Operations performed on the fleet.
 OPERATION_KINDS: frozenset[str] = frozenset(
     {"failover", "failback", "maintenance_start", "maintenance_end"}

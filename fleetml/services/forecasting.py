@@ -174,7 +174,7 @@ def forecast_store(
 
 def champion_bundle(settings=None):
     """The champion ``fleetml-forecast`` bundle, or ``None`` when nothing was trained yet."""
-    from fleetml.training import registry
+    from fleetml.serving import registry
 
     try:
         return registry.load_bundle("fleetml-forecast", settings=settings)

@@ -34,8 +34,10 @@ from fleetml.models.anomaly import (
     RobustZBaseline,
     metric_of,
 )
+from fleetml.services.data import FleetData as TrainingData  # noqa: F401
+from fleetml.services.data import load_fleet_data as load_data
+from fleetml.serving.anomaly import _RESULT_DTYPES, MODEL_NAME, lookback_ms  # noqa: F401
 
-MODEL_NAME = "fleetml-anomaly"
 EXPERIMENT = "fleetml-anomaly"
 #: Feature holding a metric's current level (``<metric>__value``): the range-checked features.
 LEVEL_SUFFIX = "__value"
@@ -114,35 +116,6 @@ class AnomalyTrainConfig:
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass
-class TrainingData:
-    """What training reads from the store."""
-
-    frame: pd.DataFrame
-    kinds: dict[str, str]
-    groups: dict[str, str]
-    events: pd.DataFrame
-
-
-def load_data(engine, *, start=None, end=None, accounts=None) -> TrainingData:
-    """Metrics (canonical wide frame), metric kinds, account groups and fault events."""
-    from fleetml.store.accounts import accounts_frame
-    from fleetml.store.events import read_events
-    from fleetml.store.metrics import metric_kinds, read_metrics
-    from fleetml.vocab import FAULT_KINDS
-
-    accounts = list(accounts) if accounts else None
-    frame = read_metrics(engine, accounts=accounts, start=start, end=end)
-    kinds = dict(metric_kinds(engine))
-    acc = accounts_frame(engine)
-    groups = {}
-    if len(acc) and "group" in acc:
-        known = acc.dropna(subset=["group"])
-        groups = dict(zip(known["account_id"].astype(str), known["group"].astype(str), strict=True))
-    events = read_events(engine, accounts=accounts, kinds=sorted(FAULT_KINDS), start=start, end=end)
-    return TrainingData(frame=frame, kinds=kinds, groups=groups, events=events)
 
 
 def fault_windows(
@@ -480,62 +453,6 @@ def _log_plots(registry, model, train, scored, baseline_scored) -> None:
 
 
 # --------------------------------------------------------------------------- scoring
-
-
-def score_anomaly(
-    engine,
-    settings,
-    *,
-    start=None,
-    end=None,
-    accounts=None,
-    version: int | None = None,
-) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Score every stored sample in the range with the champion (or ``version``).
-
-    Features need history before ``start``: samples from the model's feature look-back before
-    ``start`` are read too, then dropped from the output. Returns ``(scores, summary)``.
-    """
-    from fleetml.training import registry
-
-    registry.configure_mlflow(settings)
-    model = registry.load_bundle(MODEL_NAME, version=version)
-    read_start = start
-    if start is not None:
-        read_start = pd.Timestamp(start) - pd.Timedelta(milliseconds=_lookback_ms(model))
-    data = load_data(engine, start=read_start, end=end, accounts=accounts)
-    frame = data.frame
-    if not len(frame):
-        scores = pd.DataFrame({c: pd.Series(dtype=t) for c, t in _RESULT_DTYPES.items()})
-    else:
-        scores = model.predict(frame)
-        if start is not None:
-            scores = scores[scores["ts"] >= pd.Timestamp(start)].reset_index(drop=True)
-    summary = {
-        "model": MODEL_NAME,
-        "version": getattr(model, "registered_version", version),
-        "rows": len(scores),
-        "accounts": int(scores["account_id"].nunique()) if len(scores) else 0,
-        "anomalies": int(scores["is_anomaly"].sum()) if len(scores) else 0,
-        "alerts": len(alert_onsets(scores)) if len(scores) else 0,
-    }
-    return scores, summary
-
-
-_RESULT_DTYPES = {
-    "ts": "datetime64[ms, UTC]",
-    "account_id": "str",
-    "anomaly_score": "float64",
-    "is_anomaly": "bool",
-    "top_metrics": "str",
-}
-
-
-def _lookback_ms(model: AnomalyModel) -> int:
-    from fleetml.features import FeatureConfig
-
-    config = model.feature_config or FeatureConfig()
-    return int(config.lookback_ms())
 
 
 # --------------------------------------------------------------------------- backtest

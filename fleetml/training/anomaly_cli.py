@@ -82,7 +82,7 @@ def score_anomaly(start, end, accounts, version, out) -> None:
     Columns: ts, account_id, anomaly_score (calibrated, 0..1), is_anomaly, top_metrics
     (the metrics that contributed most to a flagged point, ';'-separated).
     """
-    from fleetml.training.anomaly import score_anomaly as run
+    from fleetml.serving.anomaly import score_anomaly as run
 
     settings = ctx_settings()
     engine = open_engine(settings)

@@ -113,7 +113,7 @@ def score_risk(start, end, accounts, version, out) -> None:
     the horizon), at_risk (risk >= the stored threshold), and enforcement_risk when the model
     has an enforcement part.
     """
-    from fleetml.training.risk import score_risk as run
+    from fleetml.serving.risk import score_risk as run
 
     settings = ctx_settings()
     engine = open_engine(settings)
