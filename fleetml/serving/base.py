@@ -1,0 +1,60 @@
+"""One interface for every served model family (anomaly, risk, forecast) and their fallbacks.
+
+A :class:`ServedModel` wraps a registered bundle (or a heuristic) and answers in one result
+shape, keyed by the fleet's ids: one row per (account, data point, horizon) with
+
+``ts`` (the data point, UTC), ``account_id``, ``family``, ``horizon`` ("" when the family has none),
+``score`` (anomaly score in [0, 1], calibrated risk, or the forecast ``yhat``), ``flag``
+(``is_anomaly`` / ``at_risk`` / a predicted peak), plus family-specific columns (``top_metrics``,
+forecast intervals).
+
+New families plug in by implementing the protocol; the live loop, the API and the CLI call only
+these methods.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import pandas as pd
+
+#: Columns every family returns, in this order (families may add more after them).
+RESULT_COLUMNS = ["ts", "account_id", "family", "horizon", "score", "flag"]
+
+
+@runtime_checkable
+class ServedModel(Protocol):
+    """What serving needs of a model family."""
+
+    #: "anomaly", "risk" or "forecast".
+    family: str
+    #: Registered version, or ``None`` for a heuristic fallback.
+    version: int | None
+    #: True when a heuristic answers instead of a registered model.
+    fallback: bool
+
+    def lookback_ms(self) -> int:
+        """How much history before a data point its prediction reads."""
+        ...
+
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions for every row of a wide metrics frame (``ts``, ``account_id``, metrics)."""
+        ...
+
+    def predict_latest(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Predictions at each account's newest row of ``frame`` only."""
+        ...
+
+
+def empty_result(extra: dict[str, str] | None = None) -> pd.DataFrame:
+    """An empty result frame with the common columns (and ``extra`` name -> dtype)."""
+    dtypes = {
+        "ts": "datetime64[ms, UTC]",
+        "account_id": "str",
+        "family": "str",
+        "horizon": "str",
+        "score": "float64",
+        "flag": "bool",
+        **(extra or {}),
+    }
+    return pd.DataFrame({c: pd.Series(dtype=t) for c, t in dtypes.items()})
