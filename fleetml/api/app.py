@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from fleetml.api.auth import KeyCache
 from fleetml.api.deps import ApiState
+from fleetml.api.docs import install_docs
 from fleetml.api.errors import install_error_handlers
 from fleetml.api.openapi import openapi_builder
 from fleetml.api.prometheus import ApiMetrics, PrometheusMiddleware, WriterCollector
@@ -57,6 +58,8 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
         lifespan=lifespan,
         title="fleetml",
         version="0.1.0",
+        docs_url=None,  # install_docs serves /docs and /redoc without a CDN
+        redoc_url=None,
         description="Predictive operations for fleets of messaging-bot accounts. Every /v1 call "
         "needs 'Authorization: Bearer KEY' (roles: runtime, ops, admin).",
     )
@@ -68,6 +71,7 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
         ingestor=ingestor,
     )
     install_error_handlers(app)
+    install_docs(app)
     # Routers carry their own /v1 prefix so every route's path is its full template (what the
     # Prometheus labels and the 403 messages show), however FastAPI nests included routers.
     for name in ROUTERS:
