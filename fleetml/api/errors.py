@@ -1,4 +1,9 @@
-"""Exception handlers: every error answer is ``{"detail": "...", "errors": [...]}``."""
+"""Exception handlers: every error answer is ``{"detail": "...", "errors": [...]}``.
+
+That is :class:`fleetml.schemas.common.ErrorResponse`, for domain errors, request validation,
+``HTTPException`` (401, 403, unknown paths, wrong methods) and, as a last resort, any unhandled
+exception (500).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ import logging
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleetml.errors import Conflict, InvalidBatch, InvalidInput, NotFound
 
@@ -73,6 +79,35 @@ def install_error_handlers(app: FastAPI) -> None:
             500,
             {"detail": f"database error ({type(exc).__name__}); nothing was stored", "errors": []},
         )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException):
+        # 401/403 from the key checks, 404/405 from routing: the same shape as every other error.
+        headers = getattr(exc, "headers", None)
+        if exc.status_code < 200 or exc.status_code in (204, 304):
+            return Response(status_code=exc.status_code, headers=headers)
+        return _json(exc.status_code, _http_error_body(exc.detail), headers=headers)
+
+    @app.exception_handler(Exception)
+    async def unhandled(request: Request, exc: Exception):
+        # Starlette re-raises after this answer, so the server still logs the traceback; the
+        # body names only the exception type, never its message (it may quote data or secrets).
+        return _json(
+            500,
+            {
+                "detail": f"internal error ({type(exc).__name__}) on {request.method} "
+                f"{_route(request)}; the server log has the details: report it with the time "
+                "of the request",
+                "errors": [],
+            },
+        )
+
+
+def _http_error_body(detail) -> dict:
+    """``HTTPException.detail`` as an ErrorResponse body: a string, or a dict already shaped."""
+    if isinstance(detail, dict) and "detail" in detail:
+        return {**detail, "detail": str(detail["detail"]), "errors": detail.get("errors") or []}
+    return {"detail": detail if isinstance(detail, str) else str(detail), "errors": []}
 
 
 class _OrjsonResponse(JSONResponse):
