@@ -1,0 +1,300 @@
+"""Alert notifications: what the outbox holds for each receiver, and the thread that sends it.
+
+The tick never sends anything: it writes outbox rows (``notifications``) in the transaction that
+changes the alert, and may :meth:`Notifier.wake` the sender. The sender posts the pending rows
+grouped per (target, group), one request per group, retrying with exponential backoff
+(tenacity); a row that still fails stays pending for the next round until its attempts exceed
+``notify_retries``, then it is marked failed.
+
+Two formats: ``json`` (``alert_webhooks``): ``{"source": "fleetml", "group": ..., "alerts": [...]}``
+with every alert's fields; ``alertmanager`` (``alertmanager_url``): Alertmanager's own list of
+alerts, POSTed to ``<url>/api/v2/alerts``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import httpx
+import pandas as pd
+import tenacity
+from sqlalchemy.engine import Engine
+
+from fleetml.config import Settings
+from fleetml.store import alerts as store
+from fleetml.store.audit import now_ms as clock_ms
+
+log = logging.getLogger("fleetml.notify")
+
+JSON = "json"
+ALERTMANAGER = "alertmanager"
+#: Answers worth retrying: the receiver is overloaded or down, not rejecting the payload.
+_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+# ---- payloads ------------------------------------------------------------------------------
+
+
+def targets(settings: Settings) -> list[tuple[str, str]]:
+    """Every configured receiver as (target URL, format)."""
+    out = [(url, JSON) for url in settings.alert_webhooks if url]
+    if settings.alertmanager_url:
+        out.append((settings.alertmanager_url.rstrip("/") + "/api/v2/alerts", ALERTMANAGER))
+    return list(dict.fromkeys(out))
+
+
+def rfc3339(ms: int | None) -> str | None:
+    """Epoch milliseconds as an RFC 3339 UTC timestamp with milliseconds (``...T12:00:00.000Z``)."""
+    if ms is None:
+        return None
+    return pd.Timestamp(int(ms), unit="ms", tz="UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
+
+
+def alertname(kind: str) -> str:
+    """Alertmanager's alertname for a kind: ``fleetml_failure_risk``, ``fleetml_model_degraded``."""
+    return "fleetml_" + kind.split(":", 1)[0]
+
+
+def json_alert(alert: Mapping[str, Any], *, event: str) -> dict:
+    """One alert in the generic JSON format."""
+    return {
+        "event": event,
+        "id": alert["id"],
+        "account_id": alert["account_id"],
+        "group": alert["group"],
+        "kind": alert["kind"],
+        "severity": alert["severity"],
+        "state": alert["state"],
+        "summary": alert["summary"],
+        "detail": alert["detail"],
+        "opened_at": rfc3339(alert["opened_at"]),
+        "resolved_at": rfc3339(alert["resolved_at"]),
+        "resolved_by": alert["resolved_by"],
+    }
+
+
+def alertmanager_alert(alert: Mapping[str, Any], *, event: str) -> dict:
+    """One alert in Alertmanager's v2 format (``endsAt`` set only when resolved)."""
+    out = {
+        "labels": {
+            "alertname": alertname(alert["kind"]),
+            "account_id": alert["account_id"],
+            "group": alert["group"] or "",
+            "kind": alert["kind"],
+            "severity": alert["severity"],
+        },
+        "annotations": {
+            "summary": alert["summary"],
+            "description": _description(alert["detail"]),
+        },
+        "startsAt": rfc3339(alert["opened_at"]),
+    }
+    if event == "resolved":
+        out["endsAt"] = rfc3339(alert["resolved_at"])
+    return out
+
+
+def outbox_rows(
+    alerts: Iterable[Mapping[str, Any]],
+    *,
+    event: str,
+    receivers: Iterable[tuple[str, str]],
+    now_ms: int,
+) -> list[dict]:
+    """Outbox rows telling every receiver (target, format) about ``event`` of each alert."""
+    receivers = list(receivers)
+    rows = []
+    for alert in alerts:
+        for target, fmt in receivers:
+            build = alertmanager_alert if fmt == ALERTMANAGER else json_alert
+            rows.append(
+                {
+                    "alert_id": alert["id"],
+                    "event": event,
+                    "target": target,
+                    "format": fmt,
+                    "payload": build(alert, event=event),
+                    "created_at": now_ms,
+                }
+            )
+    return rows
+
+
+def request_body(fmt: str, group: str | None, payloads: list[Any]) -> Any:
+    """The body of one request carrying a group's alerts."""
+    if fmt == ALERTMANAGER:
+        return list(payloads)
+    return {"source": "fleetml", "group": group, "alerts": list(payloads)}
+
+
+def _description(detail: Any) -> str:
+    if not isinstance(detail, Mapping):
+        return "" if detail is None else str(detail)
+    parts = []
+    for key, value in detail.items():
+        if isinstance(value, Mapping):
+            value = ", ".join(f"{k} {_fmt(v)}" for k, v in value.items())
+        elif isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        parts.append(f"{key}: {_fmt(value)}")
+    return "; ".join(parts)
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+# ---- the sender ----------------------------------------------------------------------------
+
+
+class DeliveryError(Exception):
+    """A receiver answered with an error status."""
+
+    def __init__(self, target: str, status: int, body: str):
+        super().__init__(f"{target} answered HTTP {status}: {body[:200]}")
+        self.status = status
+
+
+def _retryable(exc: BaseException) -> bool:
+    if isinstance(exc, DeliveryError):
+        return exc.status in _RETRY_STATUS
+    return isinstance(exc, httpx.TransportError)
+
+
+class Notifier:
+    """Delivers the notification outbox: a daemon thread, or :meth:`deliver_pending` by hand.
+
+    ``backoff_s`` and ``backoff_max_s`` shape the exponential wait between tries of one request
+    (tests make them tiny); ``tries_per_round`` bounds the tries of one round, so one dead
+    receiver delays the others by at most a few waits; ``poll_s`` is the pause between rounds
+    when nobody calls :meth:`wake`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        settings: Settings,
+        *,
+        timeout_s: float = 5.0,
+        backoff_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        tries_per_round: int = 3,
+        poll_s: float = 15.0,
+        batch_size: int = 500,
+        client: httpx.Client | None = None,
+    ):
+        self.engine = engine
+        self.settings = settings
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.tries_per_round = max(1, tries_per_round)
+        self.poll_s = poll_s
+        self.batch_size = batch_size
+        self._client = client or httpx.Client(
+            timeout=timeout_s, headers={"User-Agent": "fleetml-notifier"}
+        )
+        self._own_client = client is None
+        self._stopping = threading.Event()
+        self._woken = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- thread control
+
+    def start(self) -> Notifier:
+        """Start the sender thread (once)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name="fleetml-notifier", daemon=True)
+            self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Ask for a delivery round now (the tick calls this after writing outbox rows)."""
+        self._woken.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread: a wait between tries is cut short, the current request finishes."""
+        self._stopping.set()
+        self._woken.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._own_client:
+            self._client.close()
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._woken.clear()
+            try:
+                self.deliver_pending()
+            except Exception:
+                log.exception("notification round failed; next round in %.0f s", self.poll_s)
+            self._woken.wait(self.poll_s)
+
+    # -- delivery
+
+    def deliver_pending(self, now_ms: int | None = None) -> int:
+        """Send pending notifications, one request per (target, group); returns rows delivered."""
+        rows = store.pending_notifications(self.engine, limit=self.batch_size)
+        batches: dict[tuple[str, str, str | None], list[dict]] = {}
+        for row in rows:
+            batches.setdefault((row["target"], row["format"], row["group"]), []).append(row)
+        delivered = 0
+        for (target, fmt, group), batch in batches.items():
+            if self._stopping.is_set():
+                break
+            left = self.settings.notify_retries + 1 - max(r["attempts"] for r in batch)
+            body = request_body(fmt, group, [r["payload"] for r in batch])
+            tries, error, give_up = self._send(
+                target, body, max(1, min(self.tries_per_round, left))
+            )
+            with self.engine.begin() as conn:
+                store.record_delivery(
+                    conn,
+                    ids=[r["id"] for r in batch],
+                    tries=tries,
+                    delivered=error is None,
+                    error=error,
+                    give_up=give_up,
+                    retries=self.settings.notify_retries,
+                    now_ms=clock_ms() if now_ms is None else now_ms,
+                )
+            if error is None:
+                delivered += len(batch)
+            else:
+                log.warning(
+                    "could not notify %s of %d alert event(s) after %d tries: %s",
+                    target,
+                    len(batch),
+                    tries,
+                    error,
+                )
+        return delivered
+
+    def _send(self, target: str, body: Any, max_tries: int) -> tuple[int, str | None, bool]:
+        """POST ``body`` with retries; returns (tries, error or None, whether to give up now)."""
+        tries = 0
+
+        def post() -> None:
+            nonlocal tries
+            tries += 1
+            response = self._client.post(target, json=body)
+            if response.status_code >= 300:
+                raise DeliveryError(target, response.status_code, response.text)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max_tries)
+            | tenacity.stop_when_event_set(self._stopping),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
+            retry=tenacity.retry_if_exception(_retryable),
+            sleep=self._stopping.wait,
+            reraise=True,
+        )
+        try:
+            retrying(post)
+        except (httpx.HTTPError, DeliveryError) as exc:
+            return tries, f"{type(exc).__name__}: {exc}", not _retryable(exc)
+        return tries, None, False
