@@ -1,0 +1,265 @@
+"""The scheduler's jobs and how a run is recorded.
+
+A job is a callable taking no arguments and returning a JSON-able dict of counts (or None). It
+raises :class:`JobSkipped` when there was nothing to do, :class:`JobFailed` to fail while still
+reporting counts, or any exception to fail. The jobs call the library and hold no logic:
+
+- ``score``: one cycle of :class:`fleetml.services.tick.LiveLoop` (one loop per worker, so
+  per-account state survives between ticks);
+- ``forecast``: :func:`fleetml.services.forecasting.refresh_forecasts`;
+- ``retrain``: ``fleetml train anomaly`` then ``fleetml train risk`` in subprocesses (the
+  scheduler never imports :mod:`fleetml.training`; the training CLI applies the promotion gate);
+- ``retention``: :func:`fleetml.services.retention.apply_retention`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from fleetml.config import Settings
+from fleetml.schemas.jobs import JobOutcome
+from fleetml.store.jobs import finish_run, start_run
+
+log = logging.getLogger("fleetml.scheduler")
+
+Job = Callable[[], dict | None]
+
+#: Job names in the order the worker schedules them.
+JOB_NAMES: tuple[str, ...] = ("score", "forecast", "retrain", "retention")
+#: Model families the nightly retrain trains, in order.
+RETRAIN_FAMILIES: tuple[str, ...] = ("anomaly", "risk")
+#: ``module:attribute`` of a job table (a mapping of name -> job, or a factory
+#: ``(settings, engine) -> mapping``) that replaces the default jobs; for tests and scripts.
+JOBS_ENV = "FLEETML_WORKER_JOBS"
+#: Longest error text kept per run (a traceback tail, a subprocess's stderr tail).
+MAX_ERROR_CHARS = 4000
+
+
+class JobSkipped(Exception):
+    """The job had nothing to do; the message says why (recorded as ``skipped``)."""
+
+
+class JobFailed(Exception):
+    """The job failed but still has counts worth recording (e.g. one of two trainings)."""
+
+    def __init__(self, message: str, counts: dict | None = None) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+def run_recorded(engine: Engine, job: str, func: Job) -> dict:
+    """Run ``func`` as job ``job``, recorded in ``job_runs``; never raises what ``func`` raises.
+
+    Returns ``{"id", "job", "outcome", "error", "counts", "seconds"}``. The row is inserted as
+    ``running`` first, so a kill mid-run leaves a visible trace.
+    """
+    run_id = start_run(engine, job=job)
+    started = time.monotonic()
+    counts: Any = None
+    error: str | None = None
+    try:
+        counts = func()
+        outcome = JobOutcome.OK
+    except JobSkipped as exc:
+        outcome, error = JobOutcome.SKIPPED, str(exc) or "skipped"
+    except JobFailed as exc:
+        outcome, error, counts = JobOutcome.ERROR, str(exc), exc.counts
+        log.error("job %s failed: %s", job, exc)
+    except Exception as exc:  # noqa: BLE001 - recorded, logged, and the scheduler goes on
+        outcome, error = JobOutcome.ERROR, _describe(exc)
+        log.exception("job %s failed", job)
+    counts = _jsonable(counts)
+    if error is not None and len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 3] + "..."
+    finish_run(engine, run_id=run_id, outcome=outcome, error=error, counts=counts)
+    seconds = round(time.monotonic() - started, 3)
+    log.info("job %s: %s in %.1f s", job, outcome.value, seconds)
+    return {
+        "id": run_id,
+        "job": job,
+        "outcome": outcome.value,
+        "error": error,
+        "counts": counts,
+        "seconds": seconds,
+    }
+
+
+# ---- the default jobs ------------------------------------------------------------------------
+
+
+class ScoreJob:
+    """The ``score`` job: one :class:`~fleetml.services.tick.LiveLoop`, built on first use."""
+
+    def __init__(self, engine: Engine, settings: Settings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self._loop = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> dict:
+        with self._lock:
+            if self._loop is None:
+                from fleetml.services.tick import LiveLoop
+
+                self._loop = LiveLoop(self.engine, self.settings)
+            loop = self._loop
+        return loop.run(now_ms=None)
+
+
+def forecast_job(engine: Engine, settings: Settings) -> dict:
+    """The ``forecast`` job: refresh the forecast cache."""
+    from fleetml.services.forecasting import refresh_forecasts
+
+    return refresh_forecasts(engine, settings)
+
+
+def retention_job(engine: Engine, settings: Settings) -> dict:
+    """The ``retention`` job: delete what is older than the retention period."""
+    from fleetml.services.retention import apply_retention
+
+    return apply_retention(engine, settings)
+
+
+def train_command(settings: Settings, family: str) -> list[str]:
+    """The command line that trains ``family`` for the store of ``settings``."""
+    return [
+        sys.executable,
+        "-m",
+        "fleetml.cli",
+        "--home",
+        str(settings.home_path),
+        "train",
+        family,
+    ]
+
+
+def retrain(
+    settings: Settings,
+    *,
+    families: Sequence[str] = RETRAIN_FAMILIES,
+    command: Callable[[Settings, str], list[str]] = train_command,
+    timeout_s: float | None = None,
+) -> dict:
+    """Train each family in its own process, one after the other; return what each printed.
+
+    The counts hold, per family, the exit code and the last JSON line the command printed (the
+    training CLI's result, including whether the promotion gate promoted the new version). A
+    family that fails does not stop the next; the job then fails naming every failure.
+    """
+    env = _train_env(settings)
+    counts: dict[str, dict] = {}
+    failures: list[str] = []
+    for family in families:
+        argv = command(settings, family)
+        log.info("retrain: running %s", " ".join(argv))
+        started = time.monotonic()
+        try:
+            proc = subprocess.run(
+                argv, env=env, capture_output=True, text=True, timeout=timeout_s, check=False
+            )
+        except subprocess.TimeoutExpired:
+            counts[family] = {"exit_code": None, "result": None}
+            failures.append(f"train {family} timed out after {timeout_s:.0f} s")
+            continue
+        counts[family] = {
+            "exit_code": proc.returncode,
+            "seconds": round(time.monotonic() - started, 1),
+            "result": last_json_line(proc.stdout),
+        }
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout or "").strip()[-1500:]
+            failures.append(f"train {family} exited with {proc.returncode}: {tail}")
+    if failures:
+        raise JobFailed("; ".join(failures), counts)
+    return counts
+
+
+def _train_env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    # Two cores shared with the API and the score job: keep OpenMP training to one thread.
+    env["OMP_NUM_THREADS"] = "1"
+    # The child reads its settings from the environment (and --home): hand over what the
+    # parent may have been given otherwise.
+    if settings.database_url:
+        env["FLEETML_DATABASE_URL"] = settings.database_url
+    if settings.mlflow_tracking_uri:
+        env["FLEETML_MLFLOW_TRACKING_URI"] = settings.mlflow_tracking_uri
+    env.pop(JOBS_ENV, None)
+    return env
+
+
+def last_json_line(text: str | None) -> Any:
+    """The last line of ``text`` that parses as a JSON object, or None."""
+    for line in reversed((text or "").splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                return json.loads(line)
+            except ValueError:
+                continue
+    return None
+
+
+def default_jobs(settings: Settings, engine: Engine) -> dict[str, Job]:
+    """The four jobs of the live loop, bound to one store."""
+    return {
+        "score": ScoreJob(engine, settings),
+        "forecast": lambda: forecast_job(engine, settings),
+        "retrain": lambda: retrain(settings),
+        "retention": lambda: retention_job(engine, settings),
+    }
+
+
+def resolve_jobs(settings: Settings, engine: Engine, spec: str | None = None) -> dict[str, Job]:
+    """The job table: ``spec`` (or ``$FLEETML_WORKER_JOBS``) when given, else the defaults.
+
+    ``spec`` is ``package.module:attribute`` naming a mapping of job name -> callable, or a
+    factory ``(settings, engine) -> mapping``.
+    """
+    spec = spec if spec is not None else os.environ.get(JOBS_ENV)
+    if not spec:
+        return default_jobs(settings, engine)
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ValueError(f"{JOBS_ENV}={spec!r}: expected 'package.module:attribute'")
+    try:
+        target = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{JOBS_ENV}={spec!r} cannot be loaded: {exc}") from exc
+    table = target if isinstance(target, Mapping) else target(settings, engine)
+    return dict(table)
+
+
+def _describe(exc: BaseException) -> str:
+    """The error text of a run: type and message, then the traceback's last frames."""
+    head = f"{type(exc).__name__}: {exc}"
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+    return f"{head}\n{frames}".strip()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        value = {"result": value}
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)
