@@ -26,6 +26,7 @@ _ROOT_COMMANDS: dict[str, str] = {
     "score": "fleetml.cli:score",
     "backtest": "fleetml.cli:backtest",
     "forecast": "fleetml.training.forecast_cli:forecast",
+    "worker": "fleetml.scheduler.cli:worker",
 }
 
 _HELP: dict[str, str] = {
@@ -45,6 +46,7 @@ _HELP: dict[str, str] = {
     "forecast": "Forecast a metric per account or group, with intervals and peaks.",
     "anomaly": "Isolation-forest anomaly detection.",
     "risk": "Failure-risk classifiers (technical faults within a horizon).",
+    "worker": "Run the scheduler: scoring, forecasts, nightly retrain, retention.",
 }
 
 _TRAIN: dict[str, str] = {

@@ -8,6 +8,7 @@ Migrations are not run here: ``fleetml serve`` upgrades before starting, and ``/
 
 from __future__ import annotations
 
+import os
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -30,6 +31,8 @@ ROUTERS = (
     "accounts",
     "keys",
     "audit",
+    "forecasts",
+    "jobs",
 )
 
 
@@ -49,7 +52,14 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        scheduler = None
+        if os.environ.get("FLEETML_SERVE_WORKER") == "1":  # fleetml serve --worker
+            from fleetml.scheduler.worker import start_embedded_worker
+
+            scheduler = start_embedded_worker(settings, engine)
         yield
+        if scheduler is not None:
+            scheduler.stop()  # finish the running job, release the leader lock
         ingestor.close()  # commit what is queued, then stop the writer thread
 
     api_metrics.registry.register(WriterCollector(ingestor.writer))

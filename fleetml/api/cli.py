@@ -31,9 +31,23 @@ from fleetml.cli_support import ctx_settings, open_engine
     show_default=True,
     help="Log every request (costly at high ingest rates).",
 )
+@click.option(
+    "--worker/--no-worker",
+    "run_worker",
+    default=False,
+    show_default=True,
+    help="Also run the scheduler inside the API process (one is active across all processes; "
+    "the others stand by). Without it, run 'fleetml worker' separately.",
+)
 @click.pass_context
 def serve(
-    ctx: click.Context, host: str, port: int, workers: int, log_level: str, access_log: bool
+    ctx: click.Context,
+    host: str,
+    port: int,
+    workers: int,
+    log_level: str,
+    access_log: bool,
+    run_worker: bool,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs). Runs database migrations first."""
     import uvicorn
@@ -43,6 +57,8 @@ def serve(
     engine.dispose()  # the server process opens its own connections
     # The factory reads settings from the environment: hand it this command's home.
     os.environ["FLEETML_HOME"] = str(settings.home_path)
+    # The app's lifespan starts an embedded scheduler worker when this says so.
+    os.environ["FLEETML_SERVE_WORKER"] = "1" if run_worker else "0"
     from fleetml.config import reset_settings
 
     reset_settings()
