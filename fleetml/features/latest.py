@@ -61,6 +61,14 @@ window_ms = lru_cache(maxsize=256)(_window_ms)
 
 def _account_runs(account: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """First row of each run of equal account ids, and the ids of the runs."""
+    if isinstance(account.dtype, pd.CategoricalDtype):
+        # The live loop's window hands accounts as categorical codes: no strings to compare.
+        codes = account.cat.codes.to_numpy()
+        if len(codes) == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
+        cats = np.asarray(account.cat.categories, dtype=object)
+        return starts, np.asarray([str(c) for c in cats[codes[starts]]], dtype=object)
     if len(account) < _SMALL:
         ids = account.to_numpy(dtype=object)
         if len(ids) == 0:

@@ -1,0 +1,432 @@
+"""Scoring the fleet tick after tick, with per-account state carried between ticks.
+
+:class:`LiveScorer` owns the :class:`~fleetml.serving.window.RawWindow` of raw samples and, per
+account, what makes a tick's answer equal to scoring the whole history at once:
+
+* the anomaly calibration's context: the account's last ``short_window - 1`` raw scores, so the
+  likelihood's short average spans ticks (reset when the anomaly champion changes, since raw
+  scores of two forests are not comparable);
+* the alert rule's state: the run of consecutive scores over the threshold (minimum duration),
+  whether the current episode was kept, and the samples since the last kept onset (suppression);
+* per risk horizon, the run of consecutive at-risk data points (the alerts' minimum duration).
+
+A tick scores every account with samples newer than its previous newest one: up to
+``max_rows`` of its newest samples for anomaly (older ones of a long backlog only serve as
+feature history), its newest sample for risk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from fleetml.features.config import FeatureConfig
+from fleetml.serving.models import ModelSet, select_columns
+from fleetml.serving.window import RawWindow, sampling_step_ms, seasonal_lags_ms, tail_reach_ms
+
+_BIG = np.int64(1) << 60
+
+PREDICTION_COLUMNS = [
+    "account_id",
+    "family",
+    "horizon",
+    "score",
+    "flag",
+    "run",
+    "data_until",
+    "model_version",
+    "fallback",
+    "top_metrics",
+    "detail",
+]
+
+
+def _for_config(feats: list, config):
+    for cfg, data in feats:  # FeatureConfig holds a dict: compared, not hashed
+        if cfg == config:
+            return data
+    raise KeyError("no features built for this feature config")
+
+
+def _grow(arr: np.ndarray, n: int, fill) -> np.ndarray:
+    if arr.shape[0] >= n:
+        return arr
+    pad_shape = (n - arr.shape[0],) + arr.shape[1:]
+    return np.concatenate([arr, np.full(pad_shape, fill, dtype=arr.dtype)])
+
+
+class LiveScorer:
+    """Per-account serving state plus the scoring of one tick (see the module docstring)."""
+
+    def __init__(self, models: ModelSet, *, max_rows: int = 10):
+        self.models = models
+        self.window = RawWindow()
+        self.max_rows = int(max_rows)
+        self._anomaly_version: object = "unset"
+        self.ctx_raw = np.zeros((0, 0))
+        self.ctx_n = np.zeros(0, dtype=np.int64)
+        self.run = np.zeros(0, dtype=np.int64)
+        self.since = np.zeros(0, dtype=np.int64)
+        self.kept = np.zeros(0, dtype=bool)
+        self.risk_run: dict[str, np.ndarray] = {}
+        self.step_ms: int | None = None
+
+    # ------------------------------------------------------------------ what to keep
+    def feature_configs(self) -> list[FeatureConfig]:
+        configs = []
+        for family in ("anomaly", "risk"):
+            cfg = getattr(self.models.get(family), "feature_config", None)
+            if cfg is not None and cfg not in configs:
+                configs.append(cfg)
+        return configs or [FeatureConfig()]
+
+    def reach_ms(self) -> int:
+        """How far back from each account's newest sample the window must reach."""
+        reach = max(tail_reach_ms(c) for c in self.feature_configs())
+        return max(reach, 86_400_000)  # the fallback heuristic's day of history
+
+    def lags_ms(self) -> list[int]:
+        return sorted({lag for c in self.feature_configs() for lag in seasonal_lags_ms(c)})
+
+    def pad_ms(self) -> int:
+        """Half-width of the slice kept around each seasonal lag: one sampling step (features
+        take the sample nearest the lag within half a step), at least a minute."""
+        tol = [
+            pd.Timedelta(c.seasonal_tolerance) / pd.Timedelta(milliseconds=1)
+            for c in self.feature_configs()
+            if c.seasonal_tolerance
+        ]
+        step = self.step_ms or sampling_step_ms(self.window)
+        return int(max([step, 60_000] + tol))
+
+    def trim(self) -> int:
+        return self.window.trim(
+            reach_ms=self.reach_ms(), lags_ms=self.lags_ms(), pad_ms=self.pad_ms()
+        )
+
+    # ------------------------------------------------------------------ state arrays
+    def _ensure(self, n: int, context: int) -> None:
+        if self.ctx_raw.shape[1] != context:
+            self.ctx_raw = np.full((self.ctx_raw.shape[0], context), np.nan)
+            self.ctx_n = np.zeros_like(self.ctx_n)
+        self.ctx_raw = _grow(self.ctx_raw, n, np.nan)
+        self.ctx_n = _grow(self.ctx_n, n, 0)
+        self.run = _grow(self.run, n, 0)
+        self.since = _grow(self.since, n, _BIG)
+        self.kept = _grow(self.kept, n, False)
+        for h in self.risk_run:
+            self.risk_run[h] = _grow(self.risk_run[h], n, 0)
+
+    def restore_runs(self, runs: pd.DataFrame) -> None:
+        """Seed the run counters after a restart from stored history (``account_id``, ``family``,
+        ``horizon``, ``run``, ``flag``): the rule and the alerts' minimum duration continue."""
+        if not len(runs):
+            return
+        codes = self.window.codes_of(runs["account_id"])
+        self._ensure(len(self.window.ids), self.ctx_raw.shape[1])
+        fam = runs["family"].to_numpy()
+        run = runs["run"].to_numpy(dtype=np.int64)
+        anomaly = fam == "anomaly"
+        self.run[codes[anomaly]] = run[anomaly]
+        self.kept[codes[anomaly]] = runs["flag"].to_numpy(dtype=bool)[anomaly]
+        for h in pd.unique(runs.loc[fam == "risk", "horizon"]):
+            sel = (fam == "risk") & (runs["horizon"].to_numpy() == h)
+            arr = _grow(self.risk_run.get(h, np.zeros(0, np.int64)), len(self.window.ids), 0)
+            arr[codes[sel]] = run[sel]
+            self.risk_run[h] = arr
+
+    # ------------------------------------------------------------------ a tick
+    def score(
+        self,
+        counts: np.ndarray,
+        *,
+        kinds: dict[str, str],
+        groups: dict[str, str],
+        faults: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """Score the accounts with ``counts[code] > 0`` new samples; one row per (account,
+        family, horizon) in :data:`PREDICTION_COLUMNS` (``ts`` of the newest sample scored as
+        ``data_until``, epoch ms)."""
+        codes = np.flatnonzero(counts > 0)
+        if not codes.size:
+            return pd.DataFrame(columns=PREDICTION_COLUMNS)
+        if self.step_ms is None:
+            self.step_ms = sampling_step_ms(self.window)
+        counts = np.minimum(counts[codes], self.max_rows)
+        anomaly = self.models.get("anomaly")
+        risk = self.models.get("risk")
+        self._ensure(len(self.window.ids), getattr(anomaly, "context_rows", 0))
+        feats = self._features(codes, counts, kinds, groups, anomaly, risk)
+        parts = []
+        for family, model in (("anomaly", anomaly), ("risk", risk)):
+            try:
+                parts.append(self._score_family(family, model, codes, counts, feats, faults))
+            except Exception as exc:  # noqa: BLE001 - a broken model degrades, never fails
+                fallback = self.models.mark_failed(family, exc)
+                parts.append(self._score_family(family, fallback, codes, counts, feats, faults))
+        return pd.concat(parts, ignore_index=True)
+
+    def _score_family(self, family, model, codes, counts, feats, faults) -> pd.DataFrame:
+        if family == "anomaly":
+            if model.fallback:
+                return self._anomaly_fallback(model, codes)
+            return self._anomaly(model, codes, counts, feats)
+        if model.fallback:
+            return self._risk_fallback(model, codes, faults)
+        return self._risk(model, codes, feats)
+
+    # ------------------------------------------------------------------ features
+    def _features(self, codes, counts, kinds, groups, anomaly, risk) -> dict:
+        """Feature rows per distinct feature config: ``[(config, (columns, values, row_code,
+        row_ts, newest_mask))]`` with the scored rows of each account in time order."""
+        from fleetml.features.builder import feature_columns
+        from fleetml.features.latest import latest_matrix
+
+        out: list = []
+        models = [m for m in (anomaly, risk) if not m.fallback]
+        configs = []
+        for m in models:
+            if m.feature_config not in configs:
+                configs.append(m.feature_config)
+        if not configs:
+            return out
+        kinds = {**kinds, **{k: v for m in models for k, v in m.metric_kinds.items()}}
+        frame = self.window.frame()
+        multi = codes[counts > 1]
+        for cfg in configs:
+            latest = latest_matrix(frame, kinds=kinds, groups=groups or None, config=cfg)
+            where = {a: i for i, a in enumerate(latest.account_id)}
+            ids = np.asarray(self.window.ids, dtype=object)
+            take = np.array([where[ids[c]] for c in codes], dtype=np.int64)
+            cols = latest.columns
+            values = latest.values[take]
+            row_code = codes.copy()
+            row_ts = latest.ts_ms[take]
+            newest = np.ones(codes.size, dtype=bool)
+            if multi.size:
+                earlier = self._earlier_rows(frame, multi, counts[counts > 1], kinds, groups, cfg)
+                if earlier is not None:
+                    e_codes, e_ts, e_feats = earlier
+                    e_vals = select_columns(
+                        e_feats[feature_columns(e_feats)].to_numpy(dtype=float),
+                        feature_columns(e_feats),
+                        cols,
+                    )
+                    values = np.concatenate([e_vals, values])
+                    row_code = np.concatenate([e_codes, row_code])
+                    row_ts = np.concatenate([e_ts, row_ts])
+                    newest = np.concatenate([np.zeros(e_codes.size, bool), newest])
+                    order = np.lexsort((row_ts, row_code))
+                    values, row_code, row_ts, newest = (
+                        values[order],
+                        row_code[order],
+                        row_ts[order],
+                        newest[order],
+                    )
+            out.append((cfg, (cols, values, row_code, row_ts, newest)))
+        return out
+
+    def _earlier_rows(self, frame, multi, counts, kinds, groups, cfg):
+        """Features of the new samples before each account's newest one (accounts with a
+        backlog), built over those accounts and their group peers."""
+        from fleetml.features.builder import build_features
+
+        ids = np.asarray(self.window.ids, dtype=object)
+        wanted = set(ids[multi])
+        if groups:
+            their = {groups.get(a) for a in wanted} - {None}
+            wanted |= {a for a, g in groups.items() if g in their}
+        sub_codes = [self.window.code(a) for a in wanted if self.window.code(a) is not None]
+        rows = self.window.rows_of(sub_codes)
+        pick = self.window.newest_rows(multi, counts)
+        # positions of the picked rows inside the sub-frame, minus each account's newest
+        pos_in_sub = np.searchsorted(rows, pick)
+        last = np.r_[np.diff(self.window.account_codes[pick]) != 0, True]
+        pos = pos_in_sub[~last]
+        if not pos.size:
+            return None
+        sub = self.window.frame(rows)
+        sub["account_id"] = sub["account_id"].astype(str)
+        feats = build_features(sub, kinds=kinds, groups=groups or None, config=cfg, rows=pos)
+        e_codes = self.window.account_codes[rows[pos]].astype(np.int64)
+        e_ts = self.window.ts_ms[rows[pos]].astype(np.int64)
+        return e_codes, e_ts, feats
+
+    # ------------------------------------------------------------------ anomaly
+    def _anomaly(self, model, codes, counts, feats) -> pd.DataFrame:
+        if self._anomaly_version != model.version:
+            self.ctx_n[:] = 0  # raw scores of another forest are not comparable
+            self._anomaly_version = model.version
+        cols, values, row_code, row_ts, newest = _for_config(feats, model.feature_config)
+        X = select_columns(values, cols, model.feature_columns)
+        ids = np.asarray(self.window.ids, dtype=object)
+        raw = model.raw_scores(X, ids[row_code])
+        C = model.context_rows
+        # one block per account: its context raw scores, then its new rows, in time order
+        n_new = np.bincount(np.searchsorted(codes, row_code), minlength=codes.size)
+        ctx_n = np.minimum(self.ctx_n[codes], C)
+        ctx_vals = self.ctx_raw[codes] if C else np.zeros((codes.size, 0))
+        width = C + int(n_new.max())
+        block = np.full((codes.size, width), np.nan)
+        valid = np.zeros((codes.size, width), dtype=bool)
+        if C:
+            block[:, :C] = ctx_vals
+            valid[:, :C] = np.arange(C)[None, :] >= (C - ctx_n)[:, None]
+        start = np.r_[0, np.cumsum(n_new)[:-1]]
+        j = np.arange(raw.size) - np.repeat(start, n_new)
+        acc_i = np.repeat(np.arange(codes.size), n_new)
+        block[acc_i, C + j] = raw
+        valid[acc_i, C + j] = True
+        flat_raw = block[valid]
+        flat_acc = np.repeat(ids[codes], valid.sum(axis=1))
+        is_new = np.zeros(block.shape, dtype=bool)
+        is_new[acc_i, C + j] = True
+        X_block = np.full((flat_raw.size, X.shape[1]), np.nan)
+        X_block[is_new[valid]] = X
+        calibrated = model.calibrate(flat_raw, flat_acc, X_block)[is_new[valid]]
+        # keep the last C raw scores of each account as the next tick's context
+        if C:
+            lengths = valid.sum(axis=1)
+            # valid entries first (stable), then the last C of them, right-aligned
+            order = np.argsort(~valid, axis=1, kind="stable")
+            packed = np.take_along_axis(np.where(valid, block, np.nan), order, axis=1)
+            idx = lengths[:, None] - C + np.arange(C)[None, :]
+            tail = np.take_along_axis(packed, np.clip(idx, 0, width - 1), axis=1)
+            self.ctx_raw[codes] = np.where(idx >= 0, tail, np.nan)
+            self.ctx_n[codes] = np.minimum(lengths, C)
+        flags, onset_any = self._rule(model.rule, codes, n_new, acc_i, j, calibrated)
+        last = newest
+        top = model.top_metrics(X[last], ids[row_code[last]], flags[last])
+        return pd.DataFrame(
+            {
+                "account_id": ids[codes].astype(str),
+                "family": "anomaly",
+                "horizon": "",
+                "score": calibrated[last],
+                "flag": flags[last] | onset_any,
+                "run": self.run[codes],
+                "data_until": row_ts[last],
+                "model_version": model.version,
+                "fallback": False,
+                "top_metrics": top,
+                "detail": None,
+            }
+        )
+
+    def _rule(self, rule, codes, n_new, acc_i, j, scores):
+        """The alert rule over each account's new scores, continuing its state."""
+        md = max(int(rule.min_duration), 1)
+        supp = int(rule.suppression)
+        flags = np.zeros(scores.size, dtype=bool)
+        onset_any = np.zeros(codes.size, dtype=bool)
+        run, since, kept = self.run[codes], self.since[codes], self.kept[codes]
+        for step in range(int(n_new.max())):
+            rows = np.flatnonzero(j == step)
+            a = acc_i[rows]
+            s = scores[rows]
+            above = np.nan_to_num(s, nan=-np.inf) >= rule.threshold
+            prev_cand = run[a] >= md
+            run[a] = np.where(above, run[a] + 1, 0)
+            cand = run[a] >= md
+            onset = cand & ~prev_cand
+            since[a] = np.minimum(since[a] + 1, _BIG)
+            keep = onset & ((since[a] > supp) | (supp <= 0))
+            since[a] = np.where(keep, 0, since[a])
+            kept[a] = np.where(onset, keep, kept[a])
+            flags[rows] = cand & kept[a]
+            onset_any[a] |= keep
+        self.run[codes], self.since[codes], self.kept[codes] = run, since, kept
+        return flags, onset_any
+
+    def _anomaly_fallback(self, model, codes) -> pd.DataFrame:
+        frame = self.window.frame(self.window.rows_of(codes))
+        frame["account_id"] = frame["account_id"].astype(str)
+        out = model.predict_latest(frame)
+        ids = np.asarray(self.window.ids, dtype=object)
+        out = out.set_index("account_id").reindex(ids[codes].astype(str)).reset_index()
+        flag = out["flag"].fillna(False).to_numpy(dtype=bool)
+        self.run[codes] = np.where(flag, self.run[codes] + 1, 0)
+        return pd.DataFrame(
+            {
+                "account_id": out["account_id"].to_numpy(),
+                "family": "anomaly",
+                "horizon": "",
+                "score": out["score"].to_numpy(dtype=float),
+                "flag": flag,
+                "run": self.run[codes],
+                "data_until": self.window.newest[codes],
+                "model_version": None,
+                "fallback": True,
+                "top_metrics": out["top_metrics"].fillna("").to_numpy(),
+                "detail": None,
+            }
+        )
+
+    # ------------------------------------------------------------------ risk
+    def _risk(self, model, codes, feats) -> pd.DataFrame:
+        cols, values, row_code, row_ts, newest = _for_config(feats, model.feature_config)
+        X = select_columns(values[newest], cols, model.feature_columns)
+        ids = np.asarray(self.window.ids, dtype=object)[codes]
+        wide = model.risk_of(ids, row_ts[newest], X)
+        parts = []
+        for h in model.horizons:
+            risk = wide[h].to_numpy(dtype=float)
+            at_risk = risk >= model.thresholds[h]
+            run = self._risk_run(h, codes, at_risk)
+            detail = None
+            if f"enforcement_{h}" in wide:
+                enf = wide[f"enforcement_{h}"].to_numpy(dtype=float)
+                detail = [{"enforcement_risk": round(float(v), 6)} for v in enf]
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "account_id": ids.astype(str),
+                        "family": "risk",
+                        "horizon": h,
+                        "score": risk,
+                        "flag": at_risk,
+                        "run": run,
+                        "data_until": row_ts[newest],
+                        "model_version": model.version,
+                        "fallback": False,
+                        "top_metrics": "",
+                        "detail": detail,
+                    }
+                )
+            )
+        return pd.concat(parts, ignore_index=True)
+
+    def _risk_run(self, h, codes, at_risk) -> np.ndarray:
+        arr = _grow(self.risk_run.get(h, np.zeros(0, np.int64)), len(self.window.ids), 0)
+        arr[codes] = np.where(at_risk, arr[codes] + 1, 0)
+        self.risk_run[h] = arr
+        return arr[codes]
+
+    def _risk_fallback(self, model, codes, faults) -> pd.DataFrame:
+        rows = self.window.newest_rows(codes, np.ones(codes.size, dtype=np.int64))
+        frame = self.window.frame(rows)
+        frame["account_id"] = frame["account_id"].astype(str)
+        out = model.predict_latest(frame, faults)
+        parts = []
+        ids = np.asarray(self.window.ids, dtype=object)[codes].astype(str)
+        for h in model.horizons:
+            part = out[out["horizon"] == h].set_index("account_id").reindex(ids)
+            flag = part["flag"].fillna(False).to_numpy(dtype=bool)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "account_id": ids,
+                        "family": "risk",
+                        "horizon": h,
+                        "score": part["score"].to_numpy(dtype=float),
+                        "flag": flag,
+                        "run": self._risk_run(h, codes, flag),
+                        "data_until": self.window.newest[codes],
+                        "model_version": None,
+                        "fallback": True,
+                        "top_metrics": "",
+                        "detail": None,
+                    }
+                )
+            )
+        return pd.concat(parts, ignore_index=True)

@@ -1,0 +1,199 @@
+"""Predictions the live loop made: the newest per (account, family, horizon), and their history.
+
+Writes go through the DB-API driver in bulk (a tick over 10,000 accounts writes about 40,000
+rows): ``executemany`` on SQLite, ``COPY`` into a staging table then one upsert on PostgreSQL.
+History rows are keyed by the data they scored (``data_until``), so re-running a tick over the
+same samples overwrites instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import orjson
+import pandas as pd
+import sqlalchemy as sa
+
+from fleetml.store.audit import connect
+from fleetml.store.tables import prediction_history, predictions_latest
+
+_COLS = (
+    "account_id",
+    "family",
+    "horizon",
+    "computed_at",
+    "data_until",
+    "score",
+    "flag",
+    "model_version",
+    "fallback",
+    "detail",
+)
+_HIST_COLS = _COLS[:-1]
+
+_LATEST_SET = ", ".join(
+    f"{c} = excluded.{c}" for c in _COLS if c not in ("account_id", "family", "horizon")
+)
+_HIST_SET = ", ".join(
+    f"{c} = excluded.{c}"
+    for c in _HIST_COLS
+    if c not in ("account_id", "family", "horizon", "data_until")
+)
+
+
+def _rows(frame: pd.DataFrame, computed_at: int) -> list[tuple]:
+    n = len(frame)
+    score = frame["score"].to_numpy(dtype=float)
+    version = frame["model_version"].to_numpy(dtype=object)
+    detail = frame["detail"].to_numpy(dtype=object) if "detail" in frame else [None] * n
+    top = frame["top_metrics"].to_numpy(dtype=object) if "top_metrics" in frame else [""] * n
+    out = []
+    for i, (acc, fam, hor, until, flag, fb) in enumerate(
+        zip(
+            frame["account_id"].astype(str),
+            frame["family"].astype(str),
+            frame["horizon"].astype(str),
+            frame["data_until"].to_numpy(dtype="int64"),
+            frame["flag"].to_numpy(dtype=bool),
+            frame["fallback"].to_numpy(dtype=bool),
+            strict=True,
+        )
+    ):
+        d = dict(detail[i]) if isinstance(detail[i], dict) else {}
+        if top[i]:
+            d["top_metrics"] = str(top[i]).split(";")
+        s = float(score[i])
+        v = version[i]
+        out.append(
+            (
+                acc,
+                fam,
+                hor,
+                int(computed_at),
+                int(until),
+                s if math.isfinite(s) else None,
+                bool(flag),
+                None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v),
+                bool(fb),
+                orjson.dumps(d).decode() if d else None,
+            )
+        )
+    return out
+
+
+def write_predictions(conn: sa.Connection, frame: pd.DataFrame, *, computed_at: int) -> int:
+    """Upsert a tick's predictions (the live scorer's frame) into the latest table and the
+    history, inside the caller's transaction. Returns rows written."""
+    if not len(frame):
+        return 0
+    rows = _rows(frame, computed_at)
+    hist = [r[:-1] for r in rows]
+    dbapi = conn.connection.driver_connection
+    if conn.dialect.name == "postgresql":
+        _pg_upsert(
+            dbapi, "predictions_latest", _COLS, rows, "account_id, family, horizon", _LATEST_SET
+        )
+        _pg_upsert(
+            dbapi,
+            "prediction_history",
+            _HIST_COLS,
+            hist,
+            "account_id, family, horizon, data_until",
+            _HIST_SET,
+        )
+        return len(rows)
+    cur = dbapi.cursor()
+    try:
+        marks = ", ".join("?" * len(_COLS))
+        cur.executemany(
+            f"INSERT INTO predictions_latest ({', '.join(_COLS)}) VALUES ({marks}) "
+            f"ON CONFLICT(account_id, family, horizon) DO UPDATE SET {_LATEST_SET}",
+            rows,
+        )
+        marks = ", ".join("?" * len(_HIST_COLS))
+        cur.executemany(
+            f"INSERT INTO prediction_history ({', '.join(_HIST_COLS)}) VALUES ({marks}) "
+            f"ON CONFLICT(account_id, family, horizon, data_until) DO UPDATE SET {_HIST_SET}",
+            hist,
+        )
+    finally:
+        cur.close()
+    return len(rows)
+
+
+def _pg_upsert(dbapi, table: str, cols: Sequence[str], rows, key: str, set_clause: str) -> None:
+    stage = f"_fleetml_stage_{table}"
+    with dbapi.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) "
+            "ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY {stage} ({', '.join(cols)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {stage} "
+            f"ON CONFLICT ({key}) DO UPDATE SET {set_clause}"
+        )
+        cur.execute(f"TRUNCATE {stage}")
+
+
+def read_latest(
+    bind,
+    *,
+    accounts: Iterable[str] | None = None,
+    families: Iterable[str] | None = None,
+) -> pd.DataFrame:
+    """Rows of the latest table (all, or of ``accounts`` / ``families``)."""
+    t = predictions_latest
+    query = sa.select(t)
+    if accounts is not None:
+        query = query.where(t.c.account_id.in_(list(accounts)))
+    if families is not None:
+        query = query.where(t.c.family.in_(list(families)))
+    with connect(bind) as conn:
+        rows = conn.execute(query).mappings().all()
+    return pd.DataFrame([dict(r) for r in rows], columns=list(t.c.keys()))
+
+
+def latest_version(bind) -> tuple[int, int]:
+    """(newest ``computed_at``, row count) of the latest table: changes whenever a tick wrote."""
+    t = predictions_latest
+    with connect(bind) as conn:
+        row = conn.execute(sa.select(sa.func.max(t.c.computed_at), sa.func.count())).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
+def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
+    """For every (account, family, horizon) flagged in the latest table: how many of its newest
+    history rows in a row were flagged (the live scorer's run counters after a restart)."""
+    latest = sa.select(
+        predictions_latest.c.account_id, predictions_latest.c.family, predictions_latest.c.horizon
+    ).where(predictions_latest.c.flag.is_(True))
+    h = prediction_history
+    out = []
+    with connect(bind) as conn:
+        keys = conn.execute(latest).all()
+        for acc, fam, hor in keys:  # flagged accounts only: few
+            flags = conn.execute(
+                sa.select(h.c.flag)
+                .where(h.c.account_id == acc, h.c.family == fam, h.c.horizon == hor)
+                .order_by(h.c.data_until.desc())
+                .limit(limit_per_key)
+            ).scalars()
+            run = 0
+            for f in flags:
+                if not f:
+                    break
+                run += 1
+            out.append({"account_id": acc, "family": fam, "horizon": hor, "run": run, "flag": True})
+    return pd.DataFrame(out, columns=["account_id", "family", "horizon", "run", "flag"])
+
+
+def delete_history_before(conn: sa.Connection, cutoff_ms: int) -> int:
+    """Delete history rows whose data is older than ``cutoff_ms`` (retention)."""
+    result = conn.execute(
+        prediction_history.delete().where(prediction_history.c.data_until < int(cutoff_ms))
+    )
+    return int(result.rowcount or 0)
