@@ -9,7 +9,9 @@ accounts costs a few milliseconds.
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -112,8 +114,8 @@ def tick_conditions(
     rows["flagged"] = rows["fresh"] & rows["flag"].astype(bool)
     needs_run = rows["kind"] == FAILURE_RISK
     rows["qualifies"] = rows["flagged"] & (~needs_run | (rows["run"].fillna(0) >= min_duration))
-    keys = rows.groupby(["account_id", "kind"], sort=False, as_index=False).agg(
-        fresh=("fresh", "any"), flagged=("flagged", "any"), can_open=("qualifies", "any")
+    keys = _any_per_key(rows, ["fresh", "flagged", "qualifies"]).rename(
+        columns={"qualifies": "can_open"}
     )
     open_keys = _key_index(open_alerts)
     keep = keys["flagged"].to_numpy() | _key_index(keys).isin(open_keys)
@@ -288,6 +290,22 @@ def _suppressed(
     return _key_index(candidates).isin(_key_index(recent))
 
 
+def _any_per_key(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Per (account_id, kind): whether any row has each of the boolean ``columns``.
+
+    Done with factorize and bincount: a pandas groupby costs about 10 ms even on 100 rows.
+    """
+    accounts = rows["account_id"].to_numpy(dtype=object)
+    kinds = rows["kind"].to_numpy(dtype=object)
+    codes, uniques = pd.factorize(accounts + "\x1f" + kinds)
+    first = np.unique(codes, return_index=True)[1]
+    out = {"account_id": accounts[first], "kind": kinds[first]}
+    for column in columns:
+        weights = rows[column].to_numpy(dtype="float64")
+        out[column] = np.bincount(codes, weights=weights, minlength=len(uniques)) > 0
+    return pd.DataFrame(out)
+
+
 def _key_index(frame: pd.DataFrame) -> pd.MultiIndex:
     return pd.MultiIndex.from_arrays(
         [frame["account_id"].to_numpy(dtype=object), frame["kind"].to_numpy(dtype=object)]
@@ -303,19 +321,29 @@ def _describe(fresh: pd.DataFrame, *, flagged_keys: pd.DataFrame) -> pd.DataFram
     records = []
     flagged = fresh[fresh["flagged"]]
     anomalies = flagged[flagged["kind"] == ANOMALY].drop_duplicates("account_id", keep="last")
-    for row in anomalies.to_dict("records"):
+    for row in _records(anomalies):
         records.append(_describe_anomaly(row))
     at_risk = flagged_keys.loc[flagged_keys["kind"] == FAILURE_RISK, "account_id"]
     risks = fresh[(fresh["kind"] == FAILURE_RISK) & fresh["account_id"].isin(at_risk)].copy()
     if not risks.empty:
         risks["delta"] = horizon_delta(risks["horizon"].astype(str))
         risks = risks.sort_values(["account_id", "delta"], na_position="last")
-        for account_id, rows in risks.groupby("account_id", sort=False):
-            records.append(_describe_risk(account_id, rows.to_dict("records")))
+        # One conversion for every account: pandas costs milliseconds per group, not per row.
+        by_account = itertools.groupby(_records(risks), key=operator.itemgetter("account_id"))
+        for account_id, rows in by_account:
+            records.append(_describe_risk(account_id, list(rows)))
     columns = ["account_id", "kind", "severity", "summary", "detail"]
     if not records:
         return _empty(columns)
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    """Rows as dicts, column by column (``DataFrame.to_dict`` is slow on mixed dtypes)."""
+    columns = {c: frame[c].tolist() for c in frame.columns}
+    return [
+        dict(zip(columns, values, strict=True)) for values in zip(*columns.values(), strict=True)
+    ]
 
 
 def _describe_anomaly(row: Mapping[str, Any]) -> dict:

@@ -1,4 +1,4 @@
-"""Alert fixtures: registered accounts, a recording webhook receiver, the API with one key per role."""
+"""Alert fixtures: registered accounts and a recording webhook receiver on 127.0.0.1."""
 
 from __future__ import annotations
 
