@@ -3,16 +3,28 @@
 Reads history from the store, builds one regular series per (account or group, metric) with
 :mod:`fleetml.models.forecast`, and runs the per-series work through
 :func:`fleetml.parallel.run_parallel` (local processes, or a Dask cluster).
+
+The served side (the API and the hourly job) goes through
+:class:`fleetml.serving.forecast.ServedForecast` at the data's own sampling step and keeps its
+answers in the ``forecasts`` cache: :func:`refresh_forecasts` writes every group's forecast,
+:func:`cached_forecast` answers one target from the cache or computes and caches it.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from fleetml.errors import InvalidInput
+from fleetml.errors import InvalidInput, NotFound
+
+if TYPE_CHECKING:  # pragma: no cover
+    from fleetml.config import Settings
+    from fleetml.serving.forecast import SeriesForecast, ServedForecast
 
 
 @dataclass
@@ -46,7 +58,11 @@ def load_history(
     start=None,
     end=None,
 ) -> History:
-    """Wide frame, metric kinds and the account -> group map for the requested series."""
+    """Wide frame, metric kinds and the account -> group map for the requested series.
+
+    Raises ``InvalidInput`` for unknown metrics, ``NotFound`` for a group without accounts or
+    a selection without samples.
+    """
     from fleetml.store.accounts import accounts_frame
     from fleetml.store.metrics import metric_kinds, read_metrics
 
@@ -69,14 +85,14 @@ def load_history(
         members = sorted(a for a, g in groups.items() if g == group)
         if not members:
             known = ", ".join(sorted(set(groups.values()))) or "none"
-            raise InvalidInput(f"group {group!r} has no accounts; known groups: {known}")
+            raise NotFound(f"group {group!r} has no accounts; known groups: {known}")
         accounts = tuple(members)
     frame = read_metrics(
         engine, accounts=list(accounts) or None, metrics=metrics, start=start, end=end
     )
     if frame.empty:
-        raise InvalidInput(
-            "no samples match the selection; check --from/--to, --account, --group and --metric"
+        raise NotFound(
+            "no samples match the selection; check the time range, accounts, group and metrics"
         )
     return History(frame, kinds, metrics, groups)
 
@@ -180,3 +196,270 @@ def champion_bundle(settings=None):
         return registry.load_bundle("fleetml-forecast", settings=settings)
     except LookupError:
         return None
+
+
+# --- served forecasts and their cache -----------------------------------------------------
+
+#: A cached forecast older than this many refresh periods (``forecast_every_s``) is recomputed.
+STALE_AFTER_REFRESHES = 2
+#: How many known groups an error message lists.
+_LIST_LIMIT = 20
+
+
+def served_forecast(settings: Settings, *, metric: str, kind: str, horizon: int) -> ServedForecast:
+    """The champion forecaster of ``metric`` (or the seasonal-naive fallback)."""
+    from fleetml.serving.forecast import ServedForecast
+
+    return ServedForecast.load(settings, metric=metric, kind=kind, horizon=horizon)
+
+
+def _metric_kind(engine, metric: str) -> str:
+    from fleetml.store.metrics import metric_kinds
+
+    kinds = metric_kinds(engine)
+    if metric not in kinds:
+        known = ", ".join(sorted(kinds)[:_LIST_LIMIT]) or "none yet"
+        raise InvalidInput(
+            f"metric {metric!r} is not stored, so it cannot be forecast; known metrics: {known}"
+        )
+    return kinds[metric]
+
+
+def _members(engine, *, scope: str, target: str) -> dict[str, str]:
+    """Account -> group of the accounts a target covers; ``NotFound`` when there are none."""
+    from fleetml.store.accounts import accounts_frame
+
+    registry = accounts_frame(engine)
+    groups = {
+        str(a): g
+        for a, g in zip(registry["account_id"], registry["group"], strict=True)
+        if isinstance(g, str) and g
+    }
+    if scope == "account":
+        if target not in set(registry["account_id"].astype(str)):
+            raise NotFound(f"account {target!r} is not registered (or is retired)")
+        return {target: groups.get(target, "")}
+    if scope != "group":
+        raise InvalidInput(f"scope must be 'account' or 'group', got {scope!r}")
+    members = {a: g for a, g in groups.items() if g == target}
+    if not members:
+        known = sorted(set(groups.values()))
+        listed = ", ".join(known[:_LIST_LIMIT]) + (", ..." if len(known) > _LIST_LIMIT else "")
+        raise NotFound(f"group {target!r} has no active accounts; known groups: {listed or 'none'}")
+    return members
+
+
+def _window(engine, *, lookback_ms: int, now_ms: int | None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """The history to read: ``lookback_ms`` up to the newest stored sample (or ``now_ms``)."""
+    from fleetml.store.metrics import time_range
+
+    _, newest = time_range(engine)
+    if newest is None:
+        raise NotFound("the store holds no samples yet; ingest metrics before forecasting")
+    end = newest if now_ms is None else min(newest, pd.Timestamp(int(now_ms), unit="ms", tz="UTC"))
+    return end - pd.Timedelta(milliseconds=lookback_ms), end
+
+
+def _iso(ts) -> str:
+    return pd.Timestamp(ts).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%S.%f")[:23] + "Z"
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def forecast_record(
+    result: SeriesForecast, *, model: ServedForecast, horizon: int, computed_at: int
+) -> dict[str, Any]:
+    """A row of the ``forecasts`` cache for one series forecast (:mod:`fleetml.store.forecasts`)."""
+    fc = result.forecast
+    stamps = [_iso(t) for t in fc.index]
+    columns = {c: fc[c].to_numpy().tolist() for c in ("yhat", "lo80", "hi80", "lo95", "hi95")}
+    points = [
+        {"ts": stamps[i], **{c: _finite(v[i]) for c, v in columns.items()}}
+        for i in range(len(stamps))
+    ]
+    peaks = [
+        {"ts": _iso(t), "yhat": _finite(y)}
+        for t, y in zip(result.peaks["ts"], result.peaks["yhat"], strict=True)
+    ]
+    payload = {
+        "step": str(result.step),
+        "step_seconds": result.step.total_seconds(),
+        "points": points,
+        "peaks": peaks,
+        "fallback": model.fallback,
+        "fallback_reason": model.reason,
+        "method": result.method,
+        # counters are forecast as their per-minute rate (fleetml.models.forecast.counter_to_rate)
+        "values": "rate_per_minute" if model.kind == "counter" else "value",
+        "data_until": None if result.data_until is None else _iso(result.data_until),
+        "history_points": result.history_points,
+        "history_cut": result.history_cut,
+        "max_points": model.max_points,
+    }
+    return {
+        "scope": result.scope,
+        "target": result.key,
+        "metric": result.metric,
+        "horizon": int(horizon),
+        "computed_at": int(computed_at),
+        "model_version": model.version,
+        "payload": payload,
+    }
+
+
+def compute_forecast(
+    engine,
+    settings: Settings,
+    *,
+    scope: str,
+    target: str,
+    metric: str,
+    horizon: int,
+    now_ms: int | None = None,
+    model: ServedForecast | None = None,
+) -> dict[str, Any]:
+    """Forecast one account's metric (or a group's sum) now; returns a cache row, unstored.
+
+    Raises ``InvalidInput`` for an unknown metric, ``NotFound`` for an unknown target or one
+    without enough recent history to forecast.
+    """
+    from fleetml.store.audit import now_ms as clock
+
+    kind = _metric_kind(engine, metric)
+    members = _members(engine, scope=scope, target=target)
+    model = model or served_forecast(settings, metric=metric, kind=kind, horizon=horizon)
+    start, end = _window(engine, lookback_ms=model.lookback_ms(), now_ms=now_ms)
+    history = load_history(engine, metrics=[metric], accounts=list(members), start=start, end=end)
+    try:
+        results = model.forecast_frame(history.frame, scope=scope, groups=members, horizon=horizon)
+    except ValueError as exc:
+        raise NotFound(
+            f"{scope} {target!r} has too little {metric} history to forecast: {exc}"
+        ) from exc
+    result = next((r for r in results if r.key == target), None)
+    if result is None or result.forecast is None:
+        why = "fewer than two usable samples" if result is None else result.error
+        raise NotFound(
+            f"{scope} {target!r} cannot be forecast from its {metric} samples between "
+            f"{_iso(start)} and {_iso(end)}: {why}"
+        )
+    computed_at = clock() if now_ms is None else int(now_ms)
+    return forecast_record(result, model=model, horizon=horizon, computed_at=computed_at)
+
+
+def cached_forecast(
+    engine,
+    settings: Settings,
+    *,
+    scope: str,
+    target: str,
+    metric: str,
+    horizon: int,
+    now_ms: int | None = None,
+    write: Callable[[Callable], Any] | None = None,
+) -> dict[str, Any]:
+    """One forecast from the cache, or computed and cached when missing or stale.
+
+    A cached row older than ``STALE_AFTER_REFRESHES`` refresh periods is recomputed. ``write``
+    runs ``work(conn)`` in a committed transaction (the API passes its single writer); default
+    a transaction of ``engine``. The answer is the cache row plus ``cached`` (True when it came
+    from the cache).
+    """
+    from fleetml.store.audit import now_ms as clock
+    from fleetml.store.forecasts import read_forecast, write_forecasts
+
+    _metric_kind(engine, metric)  # unknown metrics and targets fail before the cache is read
+    _members(engine, scope=scope, target=target)
+    now = clock() if now_ms is None else int(now_ms)
+    row = read_forecast(engine, scope=scope, target=target, metric=metric, horizon=horizon)
+    max_age_ms = STALE_AFTER_REFRESHES * settings.forecast_every_s * 1000
+    if row is not None and now - row["computed_at"] <= max_age_ms:
+        return {**row, "cached": True}
+    record = compute_forecast(
+        engine,
+        settings,
+        scope=scope,
+        target=target,
+        metric=metric,
+        horizon=horizon,
+        now_ms=now_ms,
+    )
+    if write is None:
+        with engine.begin() as conn:
+            write_forecasts(conn, [record])
+    else:
+        write(lambda conn: write_forecasts(conn, [record]))
+    return {**record, "cached": False}
+
+
+def refresh_forecasts(engine, settings: Settings, *, now_ms: int | None = None) -> dict[str, Any]:
+    """Forecast ``settings.forecast_metric`` for every group and store the forecasts together.
+
+    Each group's sum is forecast ``settings.forecast_horizon`` steps ahead at the data's own
+    sampling step, and every forecast is written in one transaction. Returns counts:
+    ``groups`` forecast, ``accounts`` whose history was read, ``series`` stored, ``failed``,
+    ``seconds``, ``model_version`` (None for the fallback), ``fallback``, ``step_seconds``;
+    plus ``reason`` when there was nothing to forecast.
+    """
+    from fleetml.store.accounts import accounts_frame
+    from fleetml.store.audit import now_ms as clock
+    from fleetml.store.forecasts import write_forecasts
+
+    started = time.perf_counter()
+    metric, horizon = settings.forecast_metric, settings.forecast_horizon
+    counts: dict[str, Any] = {
+        "groups": 0,
+        "accounts": 0,
+        "series": 0,
+        "failed": 0,
+        "seconds": 0.0,
+        "model_version": None,
+        "fallback": None,
+        "step_seconds": None,
+    }
+
+    def done(**more) -> dict[str, Any]:
+        counts.update(more)
+        counts["seconds"] = round(time.perf_counter() - started, 3)
+        return counts
+
+    try:
+        kind = _metric_kind(engine, metric)
+    except InvalidInput as exc:
+        return done(reason=str(exc))
+    registry = accounts_frame(engine)
+    groups = {
+        str(a): g
+        for a, g in zip(registry["account_id"], registry["group"], strict=True)
+        if isinstance(g, str) and g
+    }
+    if not groups:
+        return done(reason="no account belongs to a group")
+    model = served_forecast(settings, metric=metric, kind=kind, horizon=horizon)
+    counts.update(model_version=model.version, fallback=model.fallback)
+    try:
+        start, end = _window(engine, lookback_ms=model.lookback_ms(), now_ms=now_ms)
+        history = load_history(
+            engine, metrics=[metric], accounts=list(groups), start=start, end=end
+        )
+        results = model.forecast_frame(history.frame, scope="group", groups=groups)
+    except (NotFound, ValueError) as exc:
+        return done(reason=str(exc))
+    computed_at = clock() if now_ms is None else int(now_ms)
+    rows = [
+        forecast_record(r, model=model, horizon=horizon, computed_at=computed_at)
+        for r in results
+        if r.forecast is not None
+    ]
+    with engine.begin() as conn:
+        write_forecasts(conn, rows)
+    return done(
+        groups=len(results),
+        accounts=int(history.frame["account_id"].nunique()),
+        series=len(rows),
+        failed=len(results) - len(rows),
+        step_seconds=results[0].step.total_seconds() if results else None,
+    )
