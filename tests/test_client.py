@@ -239,6 +239,8 @@ def test_live_ingest_events_and_their_errors(live):
     assert caught.value.status == 403
     assert "runtime" in caught.value.detail
 
+    assert oncall.jobs(limit=5) == []  # paged read against the real route: no runs yet
+
     with pytest.raises(FleetmlError) as caught:
         live("not-a-key").ingest(samples)
     assert caught.value.status == 401
