@@ -332,7 +332,15 @@ def compute_forecast(
     members = _members(engine, scope=scope, target=target)
     model = model or served_forecast(settings, metric=metric, kind=kind, horizon=horizon)
     start, end = _window(engine, lookback_ms=model.lookback_ms(), now_ms=now_ms)
-    history = load_history(engine, metrics=[metric], accounts=list(members), start=start, end=end)
+    try:
+        history = load_history(
+            engine, metrics=[metric], accounts=list(members), start=start, end=end
+        )
+    except NotFound:
+        raise NotFound(
+            f"{scope} {target!r} has no {metric} samples between {_iso(start)} and {_iso(end)} "
+            f"(the {model.lookback} before the newest stored sample); nothing to forecast from"
+        ) from None
     try:
         results = model.forecast_frame(history.frame, scope=scope, groups=members, horizon=horizon)
     except ValueError as exc:
