@@ -10,6 +10,8 @@ reporting counts, or any exception to fail. The jobs call the library and hold n
 - ``retrain``: ``fleetml train anomaly`` then ``fleetml train risk`` in subprocesses (the
   scheduler never imports :mod:`fleetml.training`; the training CLI applies the promotion gate);
 - ``retention``: :func:`fleetml.services.retention.apply_retention`.
+
+:class:`JobSkipped` and :class:`JobFailed` are re-exported from :mod:`fleetml.store.jobs`.
 """
 
 from __future__ import annotations
@@ -22,15 +24,27 @@ import subprocess
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from fleetml.config import Settings
-from fleetml.schemas.jobs import JobOutcome
-from fleetml.store.jobs import finish_run, start_run
+from fleetml.store.jobs import JobFailed, JobSkipped, execute_run
+
+__all__ = [
+    "JOB_NAMES",
+    "JOBS_ENV",
+    "JobFailed",
+    "JobSkipped",
+    "ScoreJob",
+    "default_jobs",
+    "last_json_line",
+    "resolve_jobs",
+    "retrain",
+    "run_recorded",
+    "train_command",
+]
 
 log = logging.getLogger("fleetml.scheduler")
 
@@ -43,20 +57,6 @@ RETRAIN_FAMILIES: tuple[str, ...] = ("anomaly", "risk")
 #: ``module:attribute`` of a job table (a mapping of name -> job, or a factory
 #: ``(settings, engine) -> mapping``) that replaces the default jobs; for tests and scripts.
 JOBS_ENV = "FLEETML_WORKER_JOBS"
-#: Longest error text kept per run (a traceback tail, a subprocess's stderr tail).
-MAX_ERROR_CHARS = 4000
-
-
-class JobSkipped(Exception):
-    """The job had nothing to do; the message says why (recorded as ``skipped``)."""
-
-
-class JobFailed(Exception):
-    """The job failed but still has counts worth recording (e.g. one of two trainings)."""
-
-    def __init__(self, message: str, counts: dict | None = None) -> None:
-        super().__init__(message)
-        self.counts = counts
 
 
 def run_recorded(engine: Engine, job: str, func: Job) -> dict:
@@ -65,35 +65,7 @@ def run_recorded(engine: Engine, job: str, func: Job) -> dict:
     Returns ``{"id", "job", "outcome", "error", "counts", "seconds"}``. The row is inserted as
     ``running`` first, so a kill mid-run leaves a visible trace.
     """
-    run_id = start_run(engine, job=job)
-    started = time.monotonic()
-    counts: Any = None
-    error: str | None = None
-    try:
-        counts = func()
-        outcome = JobOutcome.OK
-    except JobSkipped as exc:
-        outcome, error = JobOutcome.SKIPPED, str(exc) or "skipped"
-    except JobFailed as exc:
-        outcome, error, counts = JobOutcome.ERROR, str(exc), exc.counts
-        log.error("job %s failed: %s", job, exc)
-    except Exception as exc:  # noqa: BLE001 - recorded, logged, and the scheduler goes on
-        outcome, error = JobOutcome.ERROR, _describe(exc)
-        log.exception("job %s failed", job)
-    counts = _jsonable(counts)
-    if error is not None and len(error) > MAX_ERROR_CHARS:
-        error = error[: MAX_ERROR_CHARS - 3] + "..."
-    finish_run(engine, run_id=run_id, outcome=outcome, error=error, counts=counts)
-    seconds = round(time.monotonic() - started, 3)
-    log.info("job %s: %s in %.1f s", job, outcome.value, seconds)
-    return {
-        "id": run_id,
-        "job": job,
-        "outcome": outcome.value,
-        "error": error,
-        "counts": counts,
-        "seconds": seconds,
-    }
+    return execute_run(engine, job, func).as_dict()
 
 
 # ---- the default jobs ------------------------------------------------------------------------
@@ -240,26 +212,3 @@ def resolve_jobs(settings: Settings, engine: Engine, spec: str | None = None) ->
         raise ValueError(f"{JOBS_ENV}={spec!r} cannot be loaded: {exc}") from exc
     table = target if isinstance(target, Mapping) else target(settings, engine)
     return dict(table)
-
-
-def _describe(exc: BaseException) -> str:
-    """The error text of a run: type and message, then the traceback's last frames."""
-    head = f"{type(exc).__name__}: {exc}"
-    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
-    return f"{head}\n{frames}".strip()
-
-
-def _jsonable(value: Any) -> Any:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        value = {"result": value}
-    return json.loads(json.dumps(value, default=_json_default))
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):  # numpy scalars
-        return obj.item()
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    return str(obj)

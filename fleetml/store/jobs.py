@@ -2,13 +2,22 @@
 
 A run is written twice on purpose: a process killed mid-run leaves its row ``running``, so the
 kill stays visible until the next leader marks it interrupted (:func:`interrupt_stale_runs`).
+:func:`execute_run` and :func:`recorded_run` wrap a callable in that bookkeeping: the scheduler's
+jobs and ``fleetml tick`` are recorded the same way.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import socket
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -16,8 +25,94 @@ from fleetml.schemas.jobs import JobOutcome
 from fleetml.store.audit import connect, now_ms
 from fleetml.store.tables import job_runs
 
+log = logging.getLogger("fleetml.jobs")
+
 #: The text recorded on runs whose process died before they ended.
 INTERRUPTED = "interrupted: the process running this job died before it ended"
+#: Longest error text kept per run (a traceback tail, a subprocess's stderr tail).
+MAX_ERROR_CHARS = 4000
+
+
+class JobSkipped(Exception):
+    """The job had nothing to do; the message says why (recorded as ``skipped``)."""
+
+
+class JobFailed(Exception):
+    """The job failed but still has counts worth recording (e.g. one of two trainings)."""
+
+    def __init__(self, message: str, counts: dict | None = None) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
+@dataclass
+class RunResult:
+    """How one recorded run ended; ``value`` is what the callable returned (None on failure)."""
+
+    id: int
+    job: str
+    outcome: JobOutcome
+    error: str | None
+    counts: Any
+    seconds: float
+    value: Any = None
+    exception: BaseException | None = None
+
+    def as_dict(self) -> dict:
+        """The JSON-able summary (what ``fleetml worker --once`` prints)."""
+        return {
+            "id": self.id,
+            "job": self.job,
+            "outcome": self.outcome.value,
+            "error": self.error,
+            "counts": self.counts,
+            "seconds": self.seconds,
+        }
+
+
+def execute_run(bind, job: str, func: Callable[[], Any]) -> RunResult:
+    """Run ``func`` as job ``job``, recorded in ``job_runs``; an Exception it raises is recorded
+    and returned in the result, not raised.
+
+    ``func`` returns a JSON-able dict of counts (or None); raises :class:`JobSkipped` when there
+    was nothing to do, :class:`JobFailed` to fail with counts, anything else to fail. A
+    KeyboardInterrupt or SystemExit is recorded as an error, then raised.
+    """
+    run_id = start_run(bind, job=job)
+    started = time.monotonic()
+    value: Any = None
+    counts: Any = None
+    error: str | None = None
+    caught: BaseException | None = None
+    try:
+        value = counts = func()
+        outcome = JobOutcome.OK
+    except JobSkipped as exc:
+        outcome, error, caught = JobOutcome.SKIPPED, str(exc) or "skipped", exc
+    except JobFailed as exc:
+        outcome, error, counts, caught = JobOutcome.ERROR, str(exc), exc.counts, exc
+        log.error("job %s failed: %s", job, exc)
+    except BaseException as exc:  # noqa: BLE001 - recorded; non-Exceptions raised again below
+        outcome, error, caught = JobOutcome.ERROR, _describe(exc), exc
+        log.error("job %s failed", job, exc_info=exc)
+    counts = _jsonable(counts)
+    if error is not None and len(error) > MAX_ERROR_CHARS:
+        error = error[: MAX_ERROR_CHARS - 3] + "..."
+    finish_run(bind, run_id=run_id, outcome=outcome, error=error, counts=counts)
+    seconds = round(time.monotonic() - started, 3)
+    log.info("job %s: %s in %.1f s", job, outcome.value, seconds)
+    if caught is not None and not isinstance(caught, Exception):
+        raise caught
+    return RunResult(run_id, job, outcome, error, counts, seconds, value, caught)
+
+
+def recorded_run(bind, job: str, func: Callable[[], Any]) -> Any:
+    """Run ``func`` recorded as job ``job``; return what it returned, or raise what it raised
+    (after recording it). For one-shot commands such as ``fleetml tick``."""
+    result = execute_run(bind, job, func)
+    if result.exception is not None:
+        raise result.exception
+    return result.value
 
 
 def this_host() -> str:
@@ -170,3 +265,26 @@ class _begin:
         if self.ctx is not None:
             return self.ctx.__exit__(*exc)
         return False
+
+
+def _describe(exc: BaseException) -> str:
+    """The error text of a run: type and message, then the traceback's last frames."""
+    head = f"{type(exc).__name__}: {exc}"
+    frames = "".join(traceback.format_tb(exc.__traceback__)[-3:])
+    return f"{head}\n{frames}".strip()
+
+
+def _jsonable(value: Any) -> Any:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        value = {"result": value}
+    return json.loads(json.dumps(value, default=_json_default))
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "isoformat"):
+        return obj.isoformat()
+    return str(obj)

@@ -15,6 +15,7 @@ from fleetml.store.jobs import (
     INTERRUPTED,
     finish_run,
     interrupt_stale_runs,
+    recorded_run,
     start_run,
     this_host,
 )
@@ -110,3 +111,24 @@ def test_finishing_a_run_as_running_is_refused(engine):
     run_id = start_run(engine, job="score")
     with pytest.raises(ValueError, match="other than 'running'"):
         finish_run(engine, run_id=run_id, outcome="running")
+
+
+def test_recorded_run_returns_the_value_and_records_it(engine):
+    summary = recorded_run(engine, "tick", lambda: {"accounts": 4, "scored": 4})
+
+    assert summary == {"accounts": 4, "scored": 4}
+    [run] = read_runs(engine)
+    assert (run["job"], run["outcome"], run["counts"]) == ("tick", "ok", summary)
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("no samples"), KeyboardInterrupt()])
+def test_recorded_run_records_then_raises(engine, exc):
+    def fail():
+        raise exc
+
+    with pytest.raises(type(exc)):
+        recorded_run(engine, "tick", fail)
+
+    [run] = read_runs(engine)
+    assert run["outcome"] == "error"
+    assert run["error"].startswith(type(exc).__name__)
