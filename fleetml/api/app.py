@@ -29,6 +29,7 @@ ROUTERS = (
     "metrics",
     "events",
     "accounts",
+    "alerts",
     "keys",
     "audit",
     "forecasts",

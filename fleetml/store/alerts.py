@@ -19,8 +19,9 @@ from fleetml.store.audit import connect
 from fleetml.store.tables import accounts, alert_history, alerts, events, notifications, silences
 
 OPEN_STATES = ("firing", "acknowledged")
-#: Largest id a caller may name (BIGINT); larger ones are simply unknown.
-MAX_ID = 2**63 - 1
+#: Largest id these tables can hold (INTEGER is 32-bit on PostgreSQL): a larger id a caller
+#: names is unknown, and must not reach the database, which would refuse to compare it.
+MAX_ID = 2**31 - 1
 _CHUNK = 2000  # ids per IN list: well under SQLite's bound-parameter limit
 # The partial unique index uq_alerts_open, spelled as the ON CONFLICT target must spell it.
 _OPEN_PREDICATE = sa.text("state != 'resolved'")
@@ -286,7 +287,7 @@ def list_alerts(
         query = query.where(alerts.c.group == group)
     if kind is not None:
         query = query.where(alerts.c.kind == kind)
-    if before_id is not None:
+    if before_id is not None and before_id <= MAX_ID:
         query = query.where(alerts.c.id < before_id)
     with connect(bind) as conn:
         return [dict(r) for r in conn.execute(query).mappings().all()]

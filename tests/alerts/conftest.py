@@ -68,3 +68,41 @@ def receiver() -> Iterator:
     yield make
     for r in started:
         r.close()
+
+
+class Client:
+    """A TestClient with one key per role: ``client.get(url, as_="ops")``."""
+
+    def __init__(self, client, keys: dict[str, str]):
+        self.client = client
+        self.keys = keys
+
+    def request(self, method: str, url: str, *, as_: str = "ops", headers=None, **kw):
+        headers = {"Authorization": f"Bearer {self.keys[as_]}", **(headers or {})}
+        return self.client.request(method, url, headers=headers, **kw)
+
+    def get(self, url, **kw):
+        return self.request("GET", url, **kw)
+
+    def post(self, url, **kw):
+        return self.request("POST", url, **kw)
+
+    def delete(self, url, **kw):
+        return self.request("DELETE", url, **kw)
+
+
+@pytest.fixture
+def client(settings, engine, fleet) -> Iterator[Client]:
+    """The API over the parametrised store, with the ``fleet`` registered."""
+    from fastapi.testclient import TestClient
+
+    from fleetml.api import create_app
+    from fleetml.store.keys import create_key
+
+    with engine.begin() as conn:
+        keys = {
+            role: create_key(conn, role=role, name=f"test-{role}", actor="pytest")[0]
+            for role in ("runtime", "ops", "admin")
+        }
+    with TestClient(create_app(settings, engine=engine)) as test_client:
+        yield Client(test_client, keys)
