@@ -33,6 +33,7 @@ ROUTERS = (
     "keys",
     "audit",
     "forecasts",
+    "models",
     "jobs",
 )
 

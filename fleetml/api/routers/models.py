@@ -1,0 +1,162 @@
+"""Registered models per family and what this API process serves."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from fleetml.api.deps import AnyKey, StateDep
+from fleetml.schemas.models import ModelsOut
+
+router = APIRouter(prefix="/v1", tags=["models"])
+log = logging.getLogger("fleetml.api")
+
+#: How long a registry answer is reused: the page is polled, the registry changes rarely.
+REGISTRY_CACHE_S = 5.0
+#: Most metrics listed per version (runs log a bounded set; this keeps the answer small).
+MAX_METRICS = 100
+_cache: dict[str, tuple[float, dict]] = {}
+_cache_lock = threading.Lock()
+
+
+def _families() -> dict[str, str]:
+    from fleetml.serving.anomaly import MODEL_NAME as ANOMALY
+    from fleetml.serving.forecast import MODEL_NAME as FORECAST
+    from fleetml.serving.risk import MODEL_NAME as RISK
+
+    return {"anomaly": ANOMALY, "risk": RISK, "forecast": FORECAST}
+
+
+def forget_registry_view() -> None:
+    """Drop the cached registry answers (tests that register models call this)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def _when(ms) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(int(ms) / 1000, tz=UTC)
+
+
+def _version(client, name: str, alias: str) -> dict | None:
+    """Version behind ``name@alias`` with its run's time and metrics, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+    out: dict[str, Any] = {
+        "version": int(mv.version),
+        "run_id": mv.run_id,
+        "created_at": _when(mv.creation_timestamp),
+        "trained_at": None,
+        "metrics": {},
+    }
+    if mv.run_id:
+        try:
+            run = client.get_run(mv.run_id)
+        except MlflowException as exc:  # a deleted run leaves the version without metrics
+            log.warning("run %s of %s v%s is unreadable: %s", mv.run_id, name, mv.version, exc)
+            return out
+        out["trained_at"] = _when(run.info.end_time or run.info.start_time)
+        metrics = sorted(run.data.metrics.items())[:MAX_METRICS]
+        out["metrics"] = {k: (v if math.isfinite(v) else None) for k, v in metrics}
+    return out
+
+
+def _read_registry(settings) -> dict:
+    """Champion and challenger per family, or why the registry could not be read."""
+    from fleetml.serving.forecast import registry_missing
+
+    families = _families()
+    empty = {f: {"champion": None, "challenger": None} for f in families}
+    missing = registry_missing(settings)
+    if missing is not None:
+        return {"families": empty, "available": False, "detail": missing}
+    try:
+        from mlflow import MlflowClient
+
+        from fleetml.serving.registry import CHALLENGER, CHAMPION, configure_mlflow
+
+        uri = configure_mlflow(settings)
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        found = {
+            family: {
+                "champion": _version(client, name, CHAMPION),
+                "challenger": _version(client, name, CHALLENGER),
+            }
+            for family, name in families.items()
+        }
+    except Exception as exc:  # noqa: BLE001 - a broken registry is reported, not a 500
+        log.warning("the model registry could not be read", exc_info=True)
+        detail = f"the model registry could not be read ({type(exc).__name__}: {exc})"
+        return {"families": empty, "available": False, "detail": detail}
+    return {"families": found, "available": True, "detail": None}
+
+
+def _registry_view(settings) -> dict:
+    key = settings.tracking_uri
+    now = time.monotonic()
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None and now - hit[0] < REGISTRY_CACHE_S:
+            return hit[1]
+    view = _read_registry(settings)
+    with _cache_lock:
+        _cache[key] = (time.monotonic(), view)
+    return view
+
+
+def _serving_status(request: Request) -> dict[str, dict] | None:
+    models = getattr(request.app.state.fleetml, "models", None)
+    if models is None:
+        return None
+    try:
+        return models.status()
+    except Exception:  # noqa: BLE001 - the registry part of the answer is still worth giving
+        log.warning("the serving layer's status could not be read", exc_info=True)
+        return {}
+
+
+@router.get(
+    "/models",
+    summary="Registered champion and challenger per model family, and what is loaded",
+    response_model=ModelsOut,
+)
+def list_models(request: Request, key: AnyKey, state: StateDep) -> dict:
+    """Per family (anomaly, risk, forecast): @champion and @challenger with their registration
+    and training times and the evaluation metrics of their training runs, plus whether this
+    process's serving layer has the family loaded (and which version, or a fallback and why).
+
+    Without a model registry the versions are null. Registry answers are reused for a few
+    seconds.
+    """
+    view = _registry_view(state.settings)
+    status = _serving_status(request)
+    out = []
+    for family, name in _families().items():
+        versions = view["families"][family]
+        entry = {"family": family, "name": name, **versions}
+        if status is None:
+            entry.update(
+                loaded=False,
+                loaded_version=None,
+                fallback=None,
+                reason="this process has no serving layer running",
+            )
+        else:
+            served = status.get(family) or {}
+            entry.update(
+                loaded=bool(served.get("loaded", False)),
+                loaded_version=served.get("version"),
+                fallback=served.get("fallback"),
+                reason=served.get("reason") if served else "the serving layer reports nothing",
+            )
+        out.append(entry)
+    return {"models": out, "registry_available": view["available"], "detail": view["detail"]}

@@ -1,0 +1,49 @@
+"""Registered models and what this process serves (``GET /v1/models``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+
+class ModelVersionOut(BaseModel):
+    """One registered version: when it was made, by which run, and that run's evaluation."""
+
+    version: int = Field(examples=[3])
+    run_id: str | None = None
+    created_at: datetime | None = Field(default=None, description="When it was registered.")
+    trained_at: datetime | None = Field(
+        default=None, description="When its training run ended (started, if still running)."
+    )
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Evaluation metrics logged to the training run (non-finite values as null).",
+        examples=[{"smape": 12.4, "mase": 0.81}],
+    )
+
+
+class ModelFamilyOut(BaseModel):
+    """A model family: its @champion and @challenger, and what this API process has loaded."""
+
+    family: Literal["anomaly", "risk", "forecast"]
+    name: str = Field(examples=["fleetml-forecast"])
+    champion: ModelVersionOut | None
+    challenger: ModelVersionOut | None
+    loaded: bool = Field(description="Whether this process's serving layer has a model loaded.")
+    loaded_version: int | None = Field(
+        default=None, description="The version it serves; null for a fallback or nothing."
+    )
+    fallback: bool | None = Field(
+        default=None, description="True when a heuristic answers; null when nothing is loaded."
+    )
+    reason: str | None = Field(
+        default=None, description="Why a fallback answers, or why not loaded."
+    )
+
+
+class ModelsOut(BaseModel):
+    models: list[ModelFamilyOut]
+    registry_available: bool = Field(description="False when no model registry could be read.")
+    detail: str | None = Field(default=None, description="Why the registry could not be read.")
