@@ -74,9 +74,10 @@ def run_recorded(engine: Engine, job: str, func: Job) -> dict:
 class ScoreJob:
     """The ``score`` job: one :class:`~fleetml.services.tick.LiveLoop`, built on first use."""
 
-    def __init__(self, engine: Engine, settings: Settings) -> None:
+    def __init__(self, engine: Engine, settings: Settings, notifier=None) -> None:
         self.engine = engine
         self.settings = settings
+        self.notifier = notifier  # woken by the tick when it wrote notifications
         self._loop = None
         self._lock = threading.Lock()
 
@@ -85,7 +86,7 @@ class ScoreJob:
             if self._loop is None:
                 from fleetml.services.tick import LiveLoop
 
-                self._loop = LiveLoop(self.engine, self.settings)
+                self._loop = LiveLoop(self.engine, self.settings, notifier=self.notifier)
             loop = self._loop
         return loop.run(now_ms=None)
 
@@ -184,17 +185,20 @@ def last_json_line(text: str | None) -> Any:
     return None
 
 
-def default_jobs(settings: Settings, engine: Engine) -> dict[str, Job]:
-    """The four jobs of the live loop, bound to one store."""
+def default_jobs(settings: Settings, engine: Engine, *, notifier=None) -> dict[str, Job]:
+    """The four jobs of the live loop, bound to one store (``notifier``: the outbox sender the
+    score tick wakes when it wrote notifications)."""
     return {
-        "score": ScoreJob(engine, settings),
+        "score": ScoreJob(engine, settings, notifier),
         "forecast": lambda: forecast_job(engine, settings),
         "retrain": lambda: retrain(settings),
         "retention": lambda: retention_job(engine, settings),
     }
 
 
-def resolve_jobs(settings: Settings, engine: Engine, spec: str | None = None) -> dict[str, Job]:
+def resolve_jobs(
+    settings: Settings, engine: Engine, spec: str | None = None, *, notifier=None
+) -> dict[str, Job]:
     """The job table: ``spec`` (or ``$FLEETML_WORKER_JOBS``) when given, else the defaults.
 
     ``spec`` is ``package.module:attribute`` naming a mapping of job name -> callable, or a
@@ -202,7 +206,7 @@ def resolve_jobs(settings: Settings, engine: Engine, spec: str | None = None) ->
     """
     spec = spec if spec is not None else os.environ.get(JOBS_ENV)
     if not spec:
-        return default_jobs(settings, engine)
+        return default_jobs(settings, engine, notifier=notifier)
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise ValueError(f"{JOBS_ENV}={spec!r}: expected 'package.module:attribute'")

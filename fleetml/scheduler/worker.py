@@ -2,7 +2,9 @@
 
 A :class:`Worker` is *standby* until it takes the leader lock (polling every ``poll_s``), then
 *active*: it marks runs left ``running`` by dead leaders as interrupted, starts a
-``BackgroundScheduler`` and checks every ``poll_s`` that the lock is still its own. Losing it
+``BackgroundScheduler`` (and the alert notification sender, when receivers are configured, so
+exactly one process delivers the outbox) and checks every ``poll_s`` that the lock is still its
+own. Losing it
 (PostgreSQL connection gone) stops the schedule and goes back to standby. Stopping finishes the
 jobs that are running, then releases the lock.
 
@@ -15,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -109,6 +111,11 @@ class Worker:
         The leader lock; default :func:`fleetml.scheduler.leader.leader_lock_for`.
     poll_s
         Seconds between lock attempts while standby and lock checks while active.
+    notifier_factory
+        Builds the outbox sender run while active (an object with ``start()``, ``stop()`` and
+        ``wake()``), a new one per leadership term; default a
+        :class:`fleetml.services.notify.Notifier` when ``alert_webhooks`` or
+        ``alertmanager_url`` are set, else no sender.
     """
 
     def __init__(
@@ -120,13 +127,16 @@ class Worker:
         schedules: Mapping[str, Schedule] | None = None,
         lock: LeaderLock | None = None,
         poll_s: float = DEFAULT_POLL_S,
+        notifier_factory: Callable[[], object] | None = None,
     ) -> None:
         if not poll_s > 0:
             raise ValueError(f"poll_s must be positive, got {poll_s}")
         self.settings = settings
         self.engine = engine
+        factory = notifier_factory or _default_notifier_factory(settings, engine)
+        self.notifier = _Sender(factory) if factory is not None else None
         self.jobs: dict[str, Job] = dict(
-            jobs if jobs is not None else resolve_jobs(settings, engine)
+            jobs if jobs is not None else resolve_jobs(settings, engine, notifier=self.notifier)
         )
         schedules = dict(schedules if schedules is not None else default_schedules(settings))
         unscheduled = sorted(set(self.jobs) - set(schedules))
@@ -213,6 +223,8 @@ class Worker:
                 log.warning("marked %d run(s) of dead schedulers as interrupted", interrupted)
             scheduler = self._scheduler()
             scheduler.start()
+            if self.notifier is not None:
+                self.notifier.start()
             self.is_active = True
             while not self._stop.wait(self.poll_s):
                 if not self.lock.still_held():
@@ -230,6 +242,8 @@ class Worker:
             if scheduler is not None and scheduler.running:
                 # Lost the lock: another leader may already run; do not wait on our jobs.
                 scheduler.shutdown(wait=not lost)
+            if self.notifier is not None:
+                self.notifier.stop()
             self.lock.release()
             log.info("released %s", self.lock.describe())
 
@@ -290,9 +304,42 @@ def start_embedded_worker(settings: Settings, engine: Engine) -> Worker:
         handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s %(message)s"))
         log.addHandler(handler)
         log.setLevel(logging.INFO)
-    worker = Worker(settings, engine, resolve_jobs(settings, engine), poll_s=poll_from_env())
+    worker = Worker(settings, engine, poll_s=poll_from_env())
     worker.start()
     return worker
+
+
+class _Sender:
+    """The outbox sender of the current leadership term (a stopped Notifier cannot restart).
+
+    The score tick holds this object and calls :meth:`wake`; while standby that is a no-op.
+    """
+
+    def __init__(self, factory: Callable[[], object]) -> None:
+        self.factory = factory
+        self.current = None
+
+    def start(self) -> None:
+        self.current = self.factory()
+        self.current.start()
+
+    def stop(self) -> None:
+        current, self.current = self.current, None
+        if current is not None:
+            current.stop()
+
+    def wake(self) -> None:
+        current = self.current
+        if current is not None:
+            current.wake()
+
+
+def _default_notifier_factory(settings: Settings, engine: Engine) -> Callable[[], object] | None:
+    from fleetml.services.notify import Notifier, targets
+
+    if not targets(settings):
+        return None
+    return lambda: Notifier(engine, settings)
 
 
 def _every(seconds: float) -> IntervalTrigger:

@@ -169,3 +169,48 @@ def test_run_once_records_one_run_without_the_lock(fast, sqlite_engine):
     assert len(read_runs(sqlite_engine)) == 1
     with pytest.raises(ValueError, match="unknown job 'nope'"):
         worker.run_once("nope")
+
+
+class _FakeSender:
+    def __init__(self, log):
+        self.log = log
+
+    def start(self):
+        self.log.append(("start", self))
+        return self
+
+    def stop(self):
+        self.log.append(("stop", self))
+
+    def wake(self):
+        self.log.append(("wake", self))
+
+
+def test_the_notification_sender_runs_only_while_active(fast, sqlite_engine):
+    events = []
+    holder = FileLeaderLock(lock_file_path(fast))
+    assert holder.try_acquire()
+    worker = _worker(
+        fast, sqlite_engine, {"score": dict}, notifier_factory=lambda: _FakeSender(events)
+    )
+    worker.start()
+    try:
+        time.sleep(0.3)
+        assert events == []  # standby: another process delivers the outbox
+        holder.release()
+        wait_for(lambda: worker.is_active, 10, "the worker to become active")
+        worker.notifier.wake()
+    finally:
+        worker.stop(timeout=10)
+        holder.release()
+
+    assert [e[0] for e in events] == ["start", "wake", "stop"]
+    assert len({id(e[1]) for e in events}) == 1
+    worker.notifier.wake()  # stopped: waking is a no-op
+    assert len(events) == 3
+
+
+def test_no_sender_without_receivers(fast, sqlite_engine):
+    assert _worker(fast, sqlite_engine, {"score": dict}).notifier is None
+    with_hook = fast.model_copy(update={"alert_webhooks": ["http://127.0.0.1:9/hook"]})
+    assert _worker(with_hook, sqlite_engine, {"score": dict}).notifier is not None
