@@ -27,6 +27,7 @@ _ROOT_COMMANDS: dict[str, str] = {
     "backtest": "fleetml.cli:backtest",
     "forecast": "fleetml.training.forecast_cli:forecast",
     "worker": "fleetml.scheduler.cli:worker",
+    "tick": "fleetml.services.cli:tick",
 }
 
 _HELP: dict[str, str] = {
@@ -44,6 +45,7 @@ _HELP: dict[str, str] = {
     "score": "Score stored samples with a registered model.",
     "backtest": "Walk-forward, strictly causal replay of a model family.",
     "forecast": "Forecast a metric per account or group, with intervals and peaks.",
+    "tick": "Run one scoring cycle of the live loop now (or as of --now).",
     "anomaly": "Isolation-forest anomaly detection.",
     "risk": "Failure-risk classifiers (technical faults within a horizon).",
     "worker": "Run the scheduler: scoring, forecasts, nightly retrain, retention.",

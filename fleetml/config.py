@@ -70,6 +70,17 @@ class Settings(BaseSettings):
         description="An account whose newest sample is older than this (against the tick's "
         "clock) is stale: its predictions are kept but flagged and no alert opens from them.",
     )
+    tick_clock: Literal["wall", "data"] = Field(
+        default="wall",
+        description="What 'now' is for a scheduled tick: the wall clock, or the newest stored "
+        "sample (simulations and replays whose clock is not the wall clock; the demo uses it).",
+    )
+    score_max_rows: int = Field(
+        default=60,
+        ge=1,
+        description="Most new samples of one account the anomaly model scores in one tick (a "
+        "longer backlog serves as feature history only).",
+    )
     model_check_s: float = Field(
         default=30.0,
         ge=0,

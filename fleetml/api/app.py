@@ -21,7 +21,9 @@ from fleetml.api.openapi import openapi_builder
 from fleetml.api.prometheus import ApiMetrics, PrometheusMiddleware, WriterCollector
 from fleetml.config import Settings, get_settings
 from fleetml.ingest.batch import BatchIngestor
-
+from fleetml.serving.cache import PredictionCache
+from fleetml.serving.models import ModelSet
+from fleetml.serving.ondemand import OnDemandScorer
 
 #: Router modules under ``fleetml.api.routers``, one per resource, each with ``router``.
 ROUTERS = (
@@ -29,6 +31,7 @@ ROUTERS = (
     "metrics",
     "events",
     "accounts",
+    "predictions",
     "alerts",
     "keys",
     "audit",
@@ -41,6 +44,7 @@ ROUTERS = (
 def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
     """Build the API over the store of ``settings`` (default: from the environment)."""
     import importlib
+
     from fleetml.store.engine import get_engine
 
     settings = settings or get_settings()
@@ -54,6 +58,7 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
+        models.start_watch()  # loads the champions now, then checks the registry periodically
         scheduler = None
         if os.environ.get("FLEETML_SERVE_WORKER") == "1":  # fleetml serve --worker
             from fleetml.scheduler.worker import start_embedded_worker
@@ -62,9 +67,11 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
         yield
         if scheduler is not None:
             scheduler.stop()  # finish the running job, release the leader lock
+        models.stop_watch()
         ingestor.close()  # commit what is queued, then stop the writer thread
 
     api_metrics.registry.register(WriterCollector(ingestor.writer))
+    models = ModelSet(settings)
 
     app = FastAPI(
         lifespan=lifespan,
@@ -81,6 +88,9 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
         keys=KeyCache(settings.api_key_cache_s),
         metrics=api_metrics,
         ingestor=ingestor,
+        models=models,
+        predictions=PredictionCache(engine, stale_after_s=settings.stale_after_s),
+        ondemand=OnDemandScorer(engine, models),
     )
     install_error_handlers(app)
     install_docs(app)

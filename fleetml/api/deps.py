@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -26,6 +26,11 @@ class ApiState:
     keys: KeyCache
     metrics: ApiMetrics
     ingestor: BatchIngestor
+    #: the serving layer of this process (fleetml.serving): models, cached predictions, and
+    #: on-demand scoring; built by create_app
+    models: Any = None
+    predictions: Any = None
+    ondemand: Any = None
 
 
 def get_state(request: Request) -> ApiState:
@@ -80,5 +85,7 @@ AnyKey = CurrentKey
 RuntimeKey = Annotated[ApiKey, Depends(require(ApiRole.RUNTIME))]
 #: Ops or admin: every read.
 OpsKey = Annotated[ApiKey, Depends(require(ApiRole.OPS))]
+#: Any role (runtime, ops, admin): predictions and forecasts for the runtime.
+ReaderKey = CurrentKey
 #: Admin only: registry, keys, configuration.
 AdminKey = Annotated[ApiKey, Depends(require())]

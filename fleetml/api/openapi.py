@@ -20,13 +20,13 @@ from fleetml.schemas.common import ErrorResponse
 _RAW_BODY_MODELS: list[type[BaseModel]] = []
 
 
-def raw_body_openapi(model: type[BaseModel]) -> dict:
+def raw_body_openapi(model: type[BaseModel], *, required: bool = True) -> dict:
     """``openapi_extra`` documenting a raw-read JSON body with ``model``'s schema."""
     if model not in _RAW_BODY_MODELS:
         _RAW_BODY_MODELS.append(model)
     return {
         "requestBody": {
-            "required": True,
+            "required": required,
             "content": {
                 "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
             },

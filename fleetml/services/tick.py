@@ -49,7 +49,7 @@ class LiveLoop:
         self.engine = engine
         self.settings = settings
         self.models = models or ModelSet(settings)
-        self.scorer = LiveScorer(self.models)
+        self.scorer = LiveScorer(self.models, max_rows=settings.score_max_rows)
         self.notifier = notifier
         self.read_until: int | None = None  # upper bound (ms) of the last tail read
         self._configs = None
@@ -104,7 +104,7 @@ class LiveLoop:
         from fleetml.store.predictions import write_predictions
 
         t0 = time.perf_counter()
-        now = int(now_ms) if now_ms is not None else wall_ms()
+        now = int(now_ms) if now_ms is not None else self._clock(wall_ms)
         self.models.refresh()
         configs = self.scorer.feature_configs()
         if self.read_until is None or configs != self._configs:
@@ -158,6 +158,15 @@ class LiveLoop:
             "models": self.models.versions(),
             "degraded": self.models.degraded(),
         }
+
+    def _clock(self, wall_ms) -> int:
+        if self.settings.tick_clock == "data":
+            from fleetml.store.metrics import time_range
+
+            newest = time_range(self.engine)[1]
+            if newest is not None:
+                return int(newest.value // 1_000_000)
+        return wall_ms()
 
     def _faults(self, now_ms: int) -> pd.DataFrame:
         from fleetml.serving.fallback import RISK_HISTORY_MS

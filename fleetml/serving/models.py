@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -226,6 +227,10 @@ class ModelSet:
     def _registry_champion(self, family: str) -> int | None:
         from fleetml.serving import registry
 
+        uri = self.settings.tracking_uri
+        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+            return None  # the embedded registry was never created: nothing trained yet
+
         registry.configure_mlflow(self.settings)
         return registry.get_champion_version(FAMILIES[family])
 
@@ -300,6 +305,11 @@ class ModelSet:
         )
         return True
 
+    def ensure_loaded(self) -> None:
+        """Load every family now unless a first load already happened."""
+        if len(self._slots) < len(self.families):
+            self.refresh(force=True)
+
     def get(self, family: str):
         """The model serving ``family`` now (a champion or its fallback)."""
         slot = self._slots.get(family)
@@ -349,6 +359,10 @@ class ModelSet:
         interval = max(float(self.settings.model_check_s), 1.0)
 
         def loop():
+            try:
+                self.refresh(force=True)  # champions load at start, off the request path
+            except Exception:  # noqa: BLE001 - keep watching
+                log.exception("model load failed")
             while not self._stop.wait(interval):
                 try:
                     self.refresh(force=True)

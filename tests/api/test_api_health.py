@@ -8,7 +8,11 @@ from fastapi.testclient import TestClient
 def test_readyz_reports_ready_when_migrated(sqlite_api):
     resp = sqlite_api.get("/readyz", as_=None)
     assert resp.status_code == 200
-    assert resp.json()["status"] == "ready"
+    # Nothing trained yet: ready, with both model families answered by their heuristics.
+    body = resp.json()
+    assert body["status"] == "degraded", body
+    assert set(body["degraded"]) == {"anomaly", "risk"}
+    assert "no @champion" in body["degraded"]["risk"]
     assert sqlite_api.get("/healthz", as_=None).json() == {"status": "ok"}
 
 

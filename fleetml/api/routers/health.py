@@ -18,7 +18,7 @@ async def healthz() -> dict:
 
 @router.get(
     "/readyz",
-    summary="The database is reachable and its schema is current",
+    summary="The database is reachable and its schema is current; degraded model families",
     responses={503: {"description": "Not ready: database unreachable or migrations pending."}},
 )
 def readyz(state: StateDep):
@@ -46,6 +46,13 @@ def readyz(state: StateDep):
             },
             status_code=503,
         )
+    degraded = {}
+    if state.models is not None:
+        state.models.ensure_loaded()
+        degraded = state.models.degraded()
+    if degraded:
+        # Still ready: a documented heuristic answers for these families (fallback: true).
+        return {"status": "degraded", "revision": current, "degraded": degraded}
     return {"status": "ready", "revision": current}
 
 

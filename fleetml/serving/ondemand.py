@@ -1,0 +1,190 @@
+"""Scoring one account now, on demand (``POST /v1/predictions/{account_id}/score``).
+
+The account's raw window comes from the store once, then only its new samples are read (at most
+every ``refresh_s``); samples posted with the request are scored with it but never stored. Each
+API process keeps the windows of the accounts asked about most recently (LRU).
+
+What differs from the tick, by design: features that compare an account with its group's peers
+at the same instant are not available for a lone account (they count as missing, as for an
+account without peers), and the anomaly calibration has no earlier scores of this process as
+context (the detector widens its spread for a single row, as documented in
+:class:`fleetml.models.anomaly.IsolationForestDetector`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+import pandas as pd
+
+from fleetml.serving.cache import iso
+from fleetml.serving.models import ModelSet, select_columns
+from fleetml.serving.window import RawWindow, seasonal_lags_ms, tail_reach_ms
+
+
+class OnDemandScorer:
+    """Per-account windows (LRU) plus the models of this process."""
+
+    def __init__(self, engine, models: ModelSet, *, max_accounts: int = 2000, refresh_s=1.0):
+        self.engine = engine
+        self.models = models
+        self.max_accounts = int(max_accounts)
+        self.refresh_s = float(refresh_s)
+        self._windows: OrderedDict[str, tuple[RawWindow, float, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _config(self):
+        from fleetml.features.config import FeatureConfig
+
+        for family in ("anomaly", "risk"):
+            cfg = getattr(self.models.get(family), "feature_config", None)
+            if cfg is not None:
+                return cfg
+        return FeatureConfig()
+
+    def _read(self, account_id: str, start_ms: int, end_ms: int | None) -> pd.DataFrame:
+        from fleetml.store.metrics import read_metrics
+
+        return read_metrics(
+            self.engine,
+            accounts=[account_id],
+            start=pd.Timestamp(int(start_ms), unit="ms", tz="UTC"),
+            end=None if end_ms is None else pd.Timestamp(int(end_ms), unit="ms", tz="UTC"),
+        )
+
+    def _newest(self, account_id: str) -> int | None:
+        """Where the account's window ends: its newest scored sample (the tick's table, a key
+        lookup), else the newest sample of the whole store (samples are indexed by time)."""
+        from fleetml.store.metrics import time_range
+        from fleetml.store.predictions import read_latest
+
+        known = read_latest(self.engine, accounts=[account_id])
+        if len(known) and known["data_until"].notna().any():
+            return int(known["data_until"].max())
+        hi = time_range(self.engine)[1]
+        return None if hi is None else int(hi.value // 1_000_000)
+
+    def window(self, account_id: str) -> RawWindow:
+        """The account's window, filled or brought up to date from the store."""
+        with self._lock:
+            entry = self._windows.get(account_id)
+            if entry is not None:
+                self._windows.move_to_end(account_id)
+        config = self._config()
+        reach = max(tail_reach_ms(config), 86_400_000)
+        if entry is None:
+            newest = self._newest(account_id)
+            window = RawWindow()
+            if newest is not None:
+                window.merge(self._read(account_id, newest - reach, newest))
+                for lag in seasonal_lags_ms(config):
+                    window.merge(
+                        self._read(account_id, newest - lag - 3_600_000, newest - lag + 3_600_000)
+                    )
+            entry = (window, time.monotonic(), newest or 0)
+        else:
+            window, checked, _ = entry
+            if time.monotonic() - checked >= self.refresh_s:
+                code = window.code(account_id)
+                since = int(window.newest[code]) - 300_000 if code is not None else 0
+                window.merge(self._read(account_id, max(since, 0), None))
+                entry = (window, time.monotonic(), entry[2])
+        with self._lock:
+            self._windows[account_id] = entry
+            self._windows.move_to_end(account_id)
+            while len(self._windows) > self.max_accounts:
+                self._windows.popitem(last=False)
+        return entry[0]
+
+    def score(self, account_id: str, posted: pd.DataFrame | None = None, *, group=None) -> dict:
+        """The account's prediction now (the API's prediction shape, ``on_demand: true``)."""
+        from fleetml.features.latest import latest_matrix
+
+        window = self.window(account_id)
+        frame = window.frame()
+        if posted is not None and len(posted):
+            extra = RawWindow()
+            extra.merge(frame)
+            extra.merge(posted)
+            frame = extra.frame()
+        if not len(frame):
+            raise LookupError(f"account {account_id!r} has no stored or posted samples to score")
+        frame["account_id"] = frame["account_id"].astype(str)
+        anomaly, risk = self.models.get("anomaly"), self.models.get("risk")
+        config = self._config()
+        kinds = {}
+        for m in (anomaly, risk):
+            kinds.update(getattr(m, "metric_kinds", {}) or {})
+        latest = None
+        if not (anomaly.fallback and risk.fallback):
+            latest = latest_matrix(frame, kinds=kinds, config=config)
+        data_until = int(frame["ts"].max().value // 1_000_000)
+        result = {
+            "account_id": account_id,
+            "group": group,
+            "computed_at": iso(int(time.time() * 1000)),
+            "data_until": iso(data_until),
+            "stale": False,
+            "anomaly": self._anomaly(anomaly, frame, latest, account_id),
+            "risk": self._risk(risk, frame, latest, account_id),
+            "fallback": bool(anomaly.fallback or risk.fallback),
+            "on_demand": True,
+            "models": {"anomaly": anomaly.version, "risk": risk.version},
+        }
+        return result
+
+    @staticmethod
+    def _anomaly(model, frame, latest, account_id) -> dict:
+        if model.fallback:
+            out = model.predict_latest(frame)
+            row = out.iloc[-1]
+            top = [m for m in str(row["top_metrics"]).split(";") if m]
+            return {
+                "score": float(row["score"]),
+                "is_anomaly": bool(row["flag"]),
+                "top_metrics": top,
+                "model_version": None,
+            }
+        X = select_columns(latest.values, latest.columns, model.feature_columns)
+        accounts = np.asarray([account_id], dtype=object)
+        score = model.calibrate(model.raw_scores(X, accounts), accounts, X)
+        flag = bool(score[0] >= model.rule.threshold)
+        top = model.top_metrics(X, accounts, np.array([flag]))[0]
+        return {
+            "score": float(score[0]),
+            "is_anomaly": flag,
+            "top_metrics": [m for m in top.split(";") if m],
+            "model_version": model.version,
+        }
+
+    @staticmethod
+    def _risk(model, frame, latest, account_id) -> list[dict]:
+        if model.fallback:
+            out = model.predict_latest(frame)
+            return [
+                {
+                    "horizon": r.horizon,
+                    "risk": float(r.score),
+                    "at_risk": bool(r.flag),
+                    "model_version": None,
+                }
+                for r in out.itertuples(index=False)
+            ]
+        X = select_columns(latest.values, latest.columns, model.feature_columns)
+        wide = model.risk_of([account_id], latest.ts_ms, X)
+        items = []
+        for h in model.horizons:
+            value = float(wide[h].iloc[0])
+            item = {
+                "horizon": h,
+                "risk": value,
+                "at_risk": bool(value >= model.thresholds[h]),
+                "model_version": model.version,
+            }
+            if f"enforcement_{h}" in wide:
+                item["enforcement_risk"] = float(wide[f"enforcement_{h}"].iloc[0])
+            items.append(item)
+        return items
