@@ -51,10 +51,14 @@ class IngestResult(BaseModel):
 
 
 class MetricsOut(BaseModel):
-    """A range read in the ingest shape; a metric missing from ``values`` was not observed."""
+    """A page of a range read in the ingest shape; a metric missing from ``values`` was not
+    observed. Pass ``next_cursor`` as ``cursor`` for the next page."""
 
     samples: list[MetricSample]
     count: int
+    next_cursor: str | None = Field(
+        default=None, description="Opaque cursor of the next page; null on the last page."
+    )
 
 
 MetricKindName = Literal["gauge", "counter"]

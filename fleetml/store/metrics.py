@@ -200,6 +200,64 @@ def read_metrics(
     ``start`` and ``end`` are inclusive; ``accounts`` and ``metrics`` default to all. Rows are
     sorted by (account_id, ts); a metric the sample did not carry is ``NaN``.
     """
+    rows, names, pk_map = _read_rows(bind, accounts=accounts, metrics=metrics, start=start, end=end)
+    return _rows_frame(rows, names, pk_map)
+
+
+#: Position of a row in the samples' primary-key order: (ts in epoch ms, account_pk).
+SampleKey = tuple[int, int]
+
+
+def read_metrics_page(
+    bind,
+    *,
+    limit: int,
+    after: SampleKey | None = None,
+    accounts: Iterable[str] | None = None,
+    metrics: Iterable[str] | None = None,
+    start=None,
+    end=None,
+) -> tuple[pd.DataFrame, SampleKey | None]:
+    """One page of :func:`read_metrics`: at most ``limit`` rows in (ts, account) order.
+
+    A keyset read: rows strictly after the key ``after`` in the primary-key order (ts, then the
+    account's internal key). Returns the frame and the key to pass as ``after`` for the next
+    page, or ``None`` when this page is the last. Pages stay stable while ingest appends newer
+    samples: every row present when the first page was read is returned exactly once, and rows
+    stored later with a newer ts show up in later pages.
+    """
+    limit = int(limit)
+    if limit < 1:
+        raise InvalidInput(f"limit must be at least 1, got {limit}")
+    rows, names, pk_map = _read_rows(
+        bind,
+        accounts=accounts,
+        metrics=metrics,
+        start=start,
+        end=end,
+        after=after,
+        limit=limit + 1,  # one more row says whether another page follows
+    )
+    more = len(rows) > limit
+    rows = rows[:limit]
+    next_key = (int(rows[-1][1]), int(rows[-1][0])) if more else None
+    return _rows_frame(rows, names, pk_map, sort=False), next_key
+
+
+def _read_rows(
+    bind,
+    *,
+    accounts: Iterable[str] | None,
+    metrics: Iterable[str] | None,
+    start,
+    end,
+    after: SampleKey | None = None,
+    limit: int | None = None,
+) -> tuple[list, list[str], dict[str, int]]:
+    """(account_pk, ts, vals) rows of the selection, the metric names and the account keys.
+
+    With ``limit`` the rows come in (ts, account_pk) order, starting after ``after``.
+    """
     with connect(bind) as conn:
         known = metric_kinds(conn)
         names = list(known) if metrics is None else list(dict.fromkeys(metrics))
@@ -212,7 +270,7 @@ def read_metrics(
             if missing:
                 raise InvalidInput(f"unknown accounts: {', '.join(missing[:20])}")
             if not pk_map:
-                return _wide_frame(np.empty(0, "int64"), np.empty(0, "int64"), [], names, {})
+                return [], names, pk_map
         postgres = conn.dialect.name == "postgresql"
         mark = "%s" if postgres else "?"
         where, params = [], []
@@ -224,21 +282,32 @@ def read_metrics(
         if end is not None:
             where.append(f"ts <= {mark}")
             params.append(to_ms(end))
+        if after is not None:
+            # a row-value comparison walks the (ts, account_pk) primary key on both databases
+            where.append(f"(ts, account_pk) > ({mark}, {mark})")
+            params += [int(after[0]), int(after[1])]
         sql = "SELECT account_pk, ts, " + ("vals::text" if postgres else "vals") + " FROM samples"
         if where:
             sql += " WHERE " + " AND ".join(where)
+        if limit is not None:
+            sql += f" ORDER BY ts, account_pk LIMIT {int(limit)}"
         cursor = conn.connection.dbapi_connection.cursor()
         try:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
         finally:
             cursor.close()
+    return rows, names, pk_map
+
+
+def _rows_frame(rows: list, names: list[str], pk_map: Mapping[str, int], *, sort: bool = True):
     n = len(rows)
     pks = np.fromiter((r[0] for r in rows), dtype="int64", count=n)
     ts = np.fromiter((r[1] for r in rows), dtype="int64", count=n)
     texts = [r[2] for r in rows]
     del rows
-    return _wide_frame(pks, ts, texts, names, {pk: aid for aid, pk in pk_map.items()})
+    id_of_pk = {pk: aid for aid, pk in pk_map.items()}
+    return _wide_frame(pks, ts, texts, names, id_of_pk, sort=sort)
 
 
 def _parse_values(texts: list[str], names: list[str]) -> np.ndarray:
@@ -264,15 +333,19 @@ def _parse_values(texts: list[str], names: list[str]) -> np.ndarray:
     return out
 
 
-def _wide_frame(pks, ts, texts, names: list[str], id_of_pk: Mapping[int, str]) -> pd.DataFrame:
+def _wide_frame(
+    pks, ts, texts, names: list[str], id_of_pk: Mapping[int, str], *, sort: bool = True
+) -> pd.DataFrame:
+    """The wide frame of parsed rows, sorted by (account_id, ts) (as given with ``sort=False``)."""
     values = _parse_values(texts, names)
     uniq, inverse = np.unique(pks, return_inverse=True)
     uniq_ids = np.array([id_of_pk.get(int(p), str(p)) for p in uniq], dtype=object)
-    # Sort rows by (account_id, ts) without comparing strings per row: rank the distinct ids.
-    rank = np.empty(len(uniq_ids), dtype="int64")
-    rank[np.argsort(uniq_ids.astype(str), kind="stable")] = np.arange(len(uniq_ids))
-    order = np.lexsort((ts, rank[inverse]))
-    ts, values, inverse = ts[order], values[order], inverse[order]
+    if sort:
+        # Sort rows by (account_id, ts) without comparing strings per row: rank the distinct ids.
+        rank = np.empty(len(uniq_ids), dtype="int64")
+        rank[np.argsort(uniq_ids.astype(str), kind="stable")] = np.arange(len(uniq_ids))
+        order = np.lexsort((ts, rank[inverse]))
+        ts, values, inverse = ts[order], values[order], inverse[order]
     ids = uniq_ids[inverse]
     frame = pd.DataFrame(
         {
@@ -305,6 +378,8 @@ __all__ = [
     "ensure_metric_kinds",
     "metric_kinds",
     "read_metrics",
+    "read_metrics_page",
     "time_range",
     "write_samples",
 ]
+
