@@ -156,7 +156,9 @@ def list_models(request: Request, key: AnyKey, state: StateDep) -> dict:
                 loaded=bool(served.get("loaded", False)),
                 loaded_version=served.get("version"),
                 fallback=served.get("fallback"),
-                reason=served.get("reason") if served else "the serving layer reports nothing",
+                reason=served.get("reason")
+                if served
+                else "the serving layer does not hold this family in memory",
             )
         out.append(entry)
     return {"models": out, "registry_available": view["available"], "detail": view["detail"]}
