@@ -43,9 +43,13 @@ def _cursor_out(account_id: str) -> str:
 
 def _cursor_in(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        padded = cursor + "=" * (-len(cursor) % 4)
+        value = base64.b64decode(padded, altchars=b"-_", validate=True).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this API returned") from None
+        value = None
+    if not value or _cursor_out(value) != cursor:
+        raise InvalidInput(f"cursor {cursor[:40]!r} is not one this API returned")
+    return value
 
 
 @router.get(

@@ -1,0 +1,166 @@
+"""The prediction API for the runtime: cached reads, filters, paging, on-demand scoring, roles."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fleetml.services.tick import LiveLoop
+from fleetml.serving.models import ModelSet, ServedAnomaly
+
+
+def _fleet():
+    from tests.serving.conftest import fit_anomaly, small_fleet
+
+    frame = small_fleet(n_accounts=4, hours=20)
+    return frame, fit_anomaly(frame)
+
+
+@pytest.fixture
+def ticked(api):
+    """The API after one tick over a stored 4-account fleet (two groups)."""
+    from fleetml.ingest.files import import_metrics_frame
+    from fleetml.store.engine import get_engine
+
+    frame, bundle = _fleet()
+    engine = get_engine(api.settings)
+    for k in range(4):
+        api.register(f"acc-{k}", group="g-even" if k % 2 == 0 else "g-odd")
+    with engine.begin() as conn:
+        import_metrics_frame(conn, frame, register=False, actor="test")
+    models = ModelSet(
+        api.settings,
+        champion_version=lambda f: 1 if f == "anomaly" else None,
+        load=lambda f, v: ServedAnomaly(bundle, v),
+    )
+    now = int(frame["ts"].max().value // 1_000_000)
+    LiveLoop(engine, api.settings, models=models).run(now_ms=now)
+    state = api.client.app.state.fleetml
+    state.predictions.check_s = 0.0
+    state.models = state.ondemand.models = models
+    return api, frame, now
+
+
+def test_every_role_reads_predictions_and_no_key_is_refused(ticked):
+    api, _, _ = ticked
+    for role in ("runtime", "ops", "admin"):
+        assert api.get("/v1/predictions", as_=role).status_code == 200
+    resp = api.get("/v1/predictions", as_=None)
+    assert resp.status_code == 401 and resp.json()["detail"]
+
+
+def test_list_has_every_account_with_versions_and_staleness(ticked):
+    api, frame, now = ticked
+    body = api.get("/v1/predictions", as_="runtime").json()
+    assert [p["account_id"] for p in body["predictions"]] == [f"acc-{k}" for k in range(4)]
+    assert body["models"] == {"anomaly": 1, "risk": None}
+    first = body["predictions"][0]
+    assert first["group"] == "g-even"
+    assert first["anomaly"]["model_version"] == 1
+    assert 0.0 <= first["anomaly"]["score"] <= 1.0
+    assert [r["horizon"] for r in first["risk"]] == ["1h", "6h", "24h"]
+    assert all(r["model_version"] is None for r in first["risk"])
+    assert first["fallback"] is True  # the risk heuristic answered
+    assert first["stale"] is False
+    assert pd.Timestamp(first["data_until"]) == pd.Timestamp(now, unit="ms", tz="UTC")
+
+
+def test_filters_and_cursor_paging(ticked):
+    api, _, _ = ticked
+    odd = api.get("/v1/predictions?group=g-odd", as_="runtime").json()["predictions"]
+    assert [p["account_id"] for p in odd] == ["acc-1", "acc-3"]
+    two = api.get("/v1/predictions?account_id=acc-2&account_id=acc-0", as_="runtime").json()
+    assert [p["account_id"] for p in two["predictions"]] == ["acc-0", "acc-2"]
+    flagged = api.get("/v1/predictions?is_anomaly=true", as_="runtime").json()["predictions"]
+    assert all(p["anomaly"]["is_anomaly"] for p in flagged)
+    calm = api.get("/v1/predictions?at_risk=false", as_="runtime").json()["predictions"]
+    assert len(calm) == 4
+    seen, cursor = [], None
+    while True:
+        url = "/v1/predictions?limit=3" + (f"&cursor={cursor}" if cursor else "")
+        page = api.get(url, as_="runtime").json()
+        seen += [p["account_id"] for p in page["predictions"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == [f"acc-{k}" for k in range(4)]
+    bad = api.get("/v1/predictions?cursor=!!not-a-cursor", as_="runtime")
+    assert bad.status_code == 422 and "cursor" in bad.json()["detail"]
+    assert api.get("/v1/predictions?limit=0", as_="runtime").status_code == 422
+
+
+def test_one_account_and_unknown_account(ticked):
+    api, _, _ = ticked
+    resp = api.get("/v1/predictions/acc-1", as_="runtime")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["account_id"] == "acc-1" and body["models"]["anomaly"] == 1
+    missing = api.get("/v1/predictions/nobody", as_="runtime")
+    assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
+
+
+def test_a_new_tick_is_served_without_restart(ticked):
+    api, frame, now = ticked
+    from fleetml.ingest.files import import_metrics_frame
+    from fleetml.store.engine import get_engine
+
+    nxt = frame[frame["ts"] == frame["ts"].max()].copy()
+    nxt["ts"] = nxt["ts"] + pd.Timedelta("5min")
+    engine = get_engine(api.settings)
+    with engine.begin() as conn:
+        import_metrics_frame(conn, nxt, register=False, actor="test")
+    models = api.client.app.state.fleetml.models
+    LiveLoop(engine, api.settings, models=models).run(now_ms=now + 300_000)
+    body = api.get("/v1/predictions/acc-0", as_="runtime").json()
+    assert pd.Timestamp(body["data_until"]) == pd.Timestamp(now + 300_000, unit="ms", tz="UTC")
+
+
+def test_score_on_demand_with_and_without_posted_samples(ticked):
+    api, frame, now = ticked
+    plain = api.post("/v1/predictions/acc-1/score", as_="runtime")
+    assert plain.status_code == 200, plain.text
+    body = plain.json()
+    assert body["on_demand"] is True and body["anomaly"]["model_version"] == 1
+    assert pd.Timestamp(body["data_until"]) == pd.Timestamp(now, unit="ms", tz="UTC")
+    ts = pd.Timestamp(now + 60_000, unit="ms", tz="UTC").isoformat()
+    sample = {"account_id": "acc-1", "ts": ts, "values": {"reply_latency_ms": 5000.0}}
+    hot = api.post("/v1/predictions/acc-1/score", as_="runtime", json={"samples": [sample]})
+    assert hot.status_code == 200, hot.text
+    hot = hot.json()
+    assert pd.Timestamp(hot["data_until"]) == pd.Timestamp(ts)
+    assert hot["anomaly"]["score"] >= body["anomaly"]["score"]
+    # nothing posted was stored
+    stored = api.get("/v1/metrics?account_id=acc-1&from=" + ts, as_="ops").json()
+    assert not stored.get("samples") and not stored.get("rows")
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "words"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b'{"samples": [{"account_id": "acc-2", "ts": 1, "values": {"x": 1}}]}', 422, "acc-2"),
+        (b'{"samples": [{"account_id": "acc-1", "ts": 1, "values": {"x": NaN}}]}', 422, "NaN"),
+        (b"[1, 2]", 422, "samples"),
+    ],
+)
+def test_score_refuses_bad_bodies_with_4xx(ticked, body, status, words):
+    api, _, _ = ticked
+    resp = api.post(
+        "/v1/predictions/acc-1/score",
+        as_="runtime",
+        content=body,
+        headers={"Content-Type": "application/json"},
+    )
+    assert resp.status_code == status, resp.text
+    text = resp.text
+    assert words in text
+
+
+def test_score_unknown_account_is_404(ticked):
+    api, _, _ = ticked
+    from fleetml.store.engine import get_engine
+
+    with get_engine(api.settings).begin() as conn:
+        conn.exec_driver_sql("DELETE FROM samples")
+    resp = api.post("/v1/predictions/ghost/score", as_="runtime")
+    assert resp.status_code == 404, resp.text
