@@ -382,4 +382,3 @@ __all__ = [
     "time_range",
     "write_samples",
 ]
-
