@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -49,7 +49,12 @@ class Settings(BaseSettings):
 
     # ---- the live loop: scheduler, serving, alerts
     score_every_s: float = Field(
-        default=60.0, gt=0, description="Seconds between scoring ticks of the scheduler."
+        default=60.0,
+        gt=0,
+        validation_alias=AliasChoices(
+            "score_every_s", "FLEETML_SCORE_EVERY", "FLEETML_SCORE_EVERY_S"
+        ),
+        description="Seconds between scoring ticks of the scheduler (FLEETML_SCORE_EVERY).",
     )
     forecast_every_s: float = Field(
         default=3600.0, gt=0, description="Seconds between forecast refreshes."

@@ -3,9 +3,14 @@
 1. migrate the store under the home folder;
 2. on the first run, simulate a small fleet's recent history (ending where the live stream will
    start) and load accounts, metrics and events into the store;
-3. create an admin and a runtime key once (kept in ``<home>/demo-keys.json``, mode 600);
-4. serve the API on 127.0.0.1:8000 while a background thread streams the fleet live to it
-   through the public HTTP API, exactly as a bot runtime would.
+3. train the anomaly and failure-risk models on that history when no champion exists yet
+   (``fleetml train anomaly`` / ``fleetml train risk``, the same commands a user runs);
+4. create an admin and a runtime key once (kept in ``<home>/demo-keys.json``, mode 600);
+5. serve the API on 127.0.0.1:8000 with the scheduler inside (``fleetml serve --worker``):
+   every minute a tick scores the fleet, stores predictions and opens or resolves alerts, while
+   a background thread streams the fleet live through the public HTTP API, exactly as a bot
+   runtime would. The simulated clock runs ahead of the wall clock (``--speed``), so the demo's
+   ticks judge freshness against the newest sample (``FLEETML_TICK_CLOCK=data``).
 """
 
 from __future__ import annotations
@@ -60,6 +65,45 @@ def load_history(
         "events": reports["events"].rows_stored,
         "files": str(workdir),
     }
+
+
+def train_models(home: Path) -> dict:
+    """Train and register the anomaly and risk models, each only when it has no champion yet.
+
+    Runs the ``fleetml train`` commands in child processes, as a user would (their progress and
+    summaries go to this terminal), so the memory they use is returned when they end.
+    """
+    import subprocess
+    import sys
+
+    from fleetml.config import get_settings
+    from fleetml.serving import registry
+    from fleetml.serving.models import FAMILIES
+
+    settings = get_settings(home)
+    outcome = {}
+    for family, name in FAMILIES.items():
+        registry.configure_mlflow(settings)
+        if registry.get_champion_version(name) is not None:
+            outcome[family] = "champion exists"
+            continue
+        click.echo(f"demo: training the {family} model on the stored history ...", err=True)
+        env = {**os.environ, "FLEETML_HOME": str(home)}
+        done = subprocess.run(
+            [sys.executable, "-m", "fleetml.cli", "train", family],
+            env=env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+        summary = json.loads(lines[-1]) if lines else {}
+        outcome[family] = (
+            f"version {summary.get('version')}, champion {summary.get('champion')}"
+            if done.returncode == 0
+            else f"training failed (exit {done.returncode}); a heuristic answers instead"
+        )
+        click.echo(f"demo: {family}: {outcome[family]}", err=True)
+    return outcome
 
 
 def _wait_ready(url: str, timeout_s: float = 60.0) -> bool:
@@ -132,8 +176,19 @@ def _stream(
 @click.option("--seed", default=7, show_default=True, type=int)
 @click.option("--no-live", is_flag=True, help="Serve the stored history only.")
 @click.option("--no-serve", is_flag=True, help="Prepare the store and keys, then exit.")
+@click.option("--no-train", is_flag=True, help="Do not train models at start (heuristics answer).")
 def demo(
-    host, port, masters, servants, history_days, live_days, speed, seed, no_live, no_serve
+    host,
+    port,
+    masters,
+    servants,
+    history_days,
+    live_days,
+    speed,
+    seed,
+    no_live,
+    no_serve,
+    no_train,
 ) -> None:
     """Run the quickstart: a simulated demo fleet in the embedded store, served on HTTP."""
     from fleetml.simulate.live import live_start
@@ -168,11 +223,15 @@ def demo(
         )
     keys = _load_or_create_keys(engine, home)
     engine.dispose()
+    if not no_train:
+        train_models(home)
     url = f"http://{host}:{port}"
     click.echo(
         f"\nfleetml demo\n  home        {home}\n  API         {url}  (docs: {url}/docs)\n"
         f"  admin key   {keys['admin']}\n  runtime key {keys['runtime']}\n"
-        f"  try: curl -H 'Authorization: Bearer {keys['admin']}' {url}/v1/accounts\n"
+        f"  try: curl -H 'Authorization: Bearer {keys['runtime']}' {url}/v1/predictions\n"
+        f"       curl -H 'Authorization: Bearer {keys['admin']}' {url}/v1/alerts\n"
+        f"  predictions and alerts refresh every minute (the scheduler runs inside the API)\n"
     )
     if no_serve:
         return
@@ -195,4 +254,6 @@ def demo(
         ).start()
     from fleetml.api.cli import serve
 
-    click.get_current_context().invoke(serve, host=host, port=port)
+    # The simulated clock is not the wall clock: judge freshness against the newest sample.
+    os.environ.setdefault("FLEETML_TICK_CLOCK", "data")
+    click.get_current_context().invoke(serve, host=host, port=port, run_worker=True)

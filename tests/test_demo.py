@@ -14,7 +14,8 @@ from fleetml.store.metrics import count_samples, metric_kinds
 
 def test_demo_prepares_fleet_and_keys(sqlite_settings):
     runner = CliRunner()
-    args = ["demo", "--no-serve", "--masters", "2", "--servants", "1", "--history-days", "0.25"]
+    args = ["demo", "--no-serve", "--no-train", "--masters", "2", "--servants", "1"]
+    args += ["--history-days", "0.25"]
     result = runner.invoke(cli, args)
     assert result.exit_code == 0, result.output
     engine = get_engine(sqlite_settings)
