@@ -107,12 +107,21 @@ class LiveLoop:
         now = int(now_ms) if now_ms is not None else self._clock(wall_ms)
         self.models.refresh()
         configs = self.scorer.feature_configs()
-        if self.read_until is None or configs != self._configs:
+        refill = (
+            self.read_until is None
+            or configs != self._configs
+            or len(self.scorer.window) == 0  # nothing held yet (an empty store at start)
+            or now < self.read_until  # the clock went back (a replay): start over
+        )
+        if refill:
+            if len(self.scorer.window):  # held samples and state belong to another clock/config
+                self.scorer = LiveScorer(self.models, max_rows=self.settings.score_max_rows)
+                configs = self.scorer.feature_configs()
             counts = self._fill(now)
         else:
             counts = self._tail(now)
         self._configs = configs
-        self.read_until = max(now, self.read_until or now)
+        self.read_until = now
         self.scorer.trim()
         kinds = dict(metric_kinds(self.engine))
         groups = account_groups(self.engine)
