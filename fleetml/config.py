@@ -103,6 +103,12 @@ class Settings(BaseSettings):
         default=None,
         description="Alertmanager base URL; alerts are POSTed to <url>/api/v2/alerts.",
     )
+    alertmanager_resend_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Seconds between re-posts of every open, unsilenced alert to Alertmanager, "
+        "which resolves an alert nobody re-posts within its resolve_timeout (default 5 min).",
+    )
     alert_min_duration: int = Field(
         default=2, ge=1, description="Consecutive ticks a risk must stay over its threshold."
     )

@@ -9,12 +9,19 @@ grouped per (target, group), one request per group, retrying with exponential ba
 Two formats: ``json`` (``alert_webhooks``): ``{"source": "fleetml", "group": ..., "alerts": [...]}``
 with every alert's fields; ``alertmanager`` (``alertmanager_url``): Alertmanager's own list of
 alerts, POSTed to ``<url>/api/v2/alerts``.
+
+Alertmanager resolves an alert that nobody re-posts within its ``resolve_timeout`` (5 min by
+default), so the sender also re-posts every open, unsilenced alert there every
+``alertmanager_resend_s`` (:meth:`Notifier.resend_open`): same labels and ``startsAt``, no
+``endsAt``. Re-posts are idempotent on Alertmanager's side and write no outbox rows; one that
+fails is logged and simply happens again next time.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -42,8 +49,13 @@ def targets(settings: Settings) -> list[tuple[str, str]]:
     """Every configured receiver as (target URL, format)."""
     out = [(url, JSON) for url in settings.alert_webhooks if url]
     if settings.alertmanager_url:
-        out.append((settings.alertmanager_url.rstrip("/") + "/api/v2/alerts", ALERTMANAGER))
+        out.append((alertmanager_target(settings.alertmanager_url), ALERTMANAGER))
     return list(dict.fromkeys(out))
+
+
+def alertmanager_target(url: str) -> str:
+    """Where alerts are POSTed for an Alertmanager base URL."""
+    return url.rstrip("/") + "/api/v2/alerts"
 
 
 def rfc3339(ms: int | None) -> str | None:
@@ -170,7 +182,8 @@ class Notifier:
     ``backoff_s`` and ``backoff_max_s`` shape the exponential wait between tries of one request
     (tests make them tiny); ``tries_per_round`` bounds the tries of one round, so one dead
     receiver delays the others by at most a few waits; ``poll_s`` is the pause between rounds
-    when nobody calls :meth:`wake`.
+    when nobody calls :meth:`wake`. The thread also calls :meth:`resend_open` on its first
+    round and then every ``settings.alertmanager_resend_s``.
     """
 
     def __init__(
@@ -200,6 +213,7 @@ class Notifier:
         self._stopping = threading.Event()
         self._woken = threading.Event()
         self._thread: threading.Thread | None = None
+        self._resend_due = 0.0  # time.monotonic() of the next re-post to Alertmanager
 
     # -- thread control
 
@@ -232,7 +246,17 @@ class Notifier:
                 self.deliver_pending()
             except Exception:
                 log.exception("notification round failed; next round in %.0f s", self.poll_s)
-            self._woken.wait(self.poll_s)
+            if time.monotonic() >= self._resend_due:
+                self._resend_due = time.monotonic() + self.settings.alertmanager_resend_s
+                try:
+                    self.resend_open()
+                except Exception:
+                    log.exception(
+                        "re-posting open alerts to Alertmanager failed; again in %.0f s",
+                        self.settings.alertmanager_resend_s,
+                    )
+            wait = min(self.poll_s, self._resend_due - time.monotonic())
+            self._woken.wait(max(wait, 0.0))
 
     # -- delivery
 
@@ -273,6 +297,57 @@ class Notifier:
                     error,
                 )
         return delivered
+
+    def resend_open(self) -> int:
+        """Re-post every open, unsilenced alert to Alertmanager (when one is configured), one
+        request per group, one try each; returns the alerts Alertmanager accepted.
+
+        The payload is the alert as it stands (``startsAt`` its opening, no ``endsAt``), so
+        Alertmanager keeps it firing past its ``resolve_timeout``. Nothing is written to the
+        outbox; a failed request is logged and the next re-post repeats it.
+        """
+        if not self.settings.alertmanager_url:
+            return 0
+        target = alertmanager_target(self.settings.alertmanager_url)
+        by_group: dict[str | None, list[dict]] = {}
+        for alert in self._open_alerts():
+            if not alert["silenced"]:
+                by_group.setdefault(alert["group"], []).append(
+                    alertmanager_alert(alert, event="firing")
+                )
+        accepted = 0
+        for group, payloads in by_group.items():
+            for start in range(0, len(payloads), self.batch_size):
+                if self._stopping.is_set():
+                    return accepted
+                batch = payloads[start : start + self.batch_size]
+                _, error, _ = self._send(target, request_body(ALERTMANAGER, group, batch), 1)
+                if error is None:
+                    accepted += len(batch)
+                else:
+                    log.warning(
+                        "could not re-post %d open alert(s) of group %s to %s (next try in "
+                        "%.0f s): %s",
+                        len(batch),
+                        group,
+                        target,
+                        self.settings.alertmanager_resend_s,
+                        error,
+                    )
+        return accepted
+
+    def _open_alerts(self) -> list[dict]:
+        """Every open alert, read a page at a time."""
+        out: list[dict] = []
+        before: int | None = None
+        while True:
+            page = store.list_alerts(
+                self.engine, state="open", limit=self.batch_size, before_id=before
+            )
+            out += page
+            if len(page) < self.batch_size:
+                return out
+            before = page[-1]["id"]
 
     def _send(self, target: str, body: Any, max_tries: int) -> tuple[int, str | None, bool]:
         """POST ``body`` with retries; returns (tries, error or None, whether to give up now)."""

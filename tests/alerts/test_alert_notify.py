@@ -142,3 +142,106 @@ def test_background_thread_delivers_when_woken(engine, settings, fleet, receiver
     finally:
         sender.stop()
     assert len(hook.requests) == 1
+
+
+# ---- re-posting open alerts to Alertmanager ---------------------------------------------------
+
+
+def silence(engine, account_id):
+    from fleetml.store.alerts import create_silence
+
+    with engine.begin() as conn:
+        create_silence(
+            conn,
+            account_id=account_id,
+            group=None,
+            kind=None,
+            starts_at=NOW - 60_000,
+            ends_at=NOW + 3_600_000,
+            comment="pytest",
+            actor="pytest",
+            now_ms=NOW,
+        )
+
+
+def test_resend_reposts_open_unsilenced_alerts_without_outbox_rows(
+    engine, settings, fleet, receiver
+):
+    am, hook = receiver(), receiver()
+    cfg = configure(settings, alertmanager_url=am.url, alert_webhooks=[hook.url])
+    silence(engine, "b1")
+    frame = predictions(anomaly("a1"), anomaly("a2"), anomaly("b1"))
+    evaluate_alerts(engine, cfg, frame, now_ms=NOW, groups=fleet)
+    evaluate_alerts(  # a2 resolves; a1 stays open and is refreshed a minute later
+        engine,
+        cfg,
+        predictions(anomaly("a1"), anomaly("a2", flag=False)),
+        now_ms=NOW + 60_000,
+        groups=fleet,
+    )
+    rows_before = outbox(engine)
+    sender = notifier(engine, cfg)
+    try:
+        assert sender.resend_open() == 1
+        assert sender.resend_open() == 1
+    finally:
+        sender.stop()
+
+    assert hook.requests == []  # only Alertmanager forgets unrepeated alerts
+    assert [path for path, _ in am.requests] == ["/api/v2/alerts"] * 2
+    for _, body in am.requests:
+        [alert] = body
+        assert alert["labels"]["account_id"] == "a1" and alert["labels"]["group"] == "eu"
+        assert alert["startsAt"] == "2026-01-01T00:00:00.000Z"  # when it opened, unchanged
+        assert "endsAt" not in alert
+    assert outbox(engine) == rows_before
+
+
+def test_failed_resend_is_logged_and_made_again_next_time(
+    engine, settings, fleet, receiver, caplog
+):
+    am = receiver([503])
+    cfg = configure(settings, alertmanager_url=am.url)
+    evaluate_alerts(engine, cfg, predictions(anomaly("a1")), now_ms=NOW, groups=fleet)
+    sender = notifier(engine, cfg)
+    try:
+        with caplog.at_level("WARNING", logger="fleetml.notify"):
+            assert sender.resend_open() == 0
+        assert "re-post 1 open alert" in caplog.text and "503" in caplog.text
+        assert sender.resend_open() == 1
+    finally:
+        sender.stop()
+    assert len(am.requests) == 2  # one try per re-post: the next one is the retry
+    [row] = outbox(engine)
+    assert (row["state"], row["attempts"]) == ("pending", 0)  # the outbox is not touched
+
+
+def test_resend_without_alertmanager_posts_nothing(engine, settings, fleet, receiver):
+    hook = receiver()
+    cfg = configure(settings, alert_webhooks=[hook.url])
+    evaluate_alerts(engine, cfg, predictions(anomaly("a1")), now_ms=NOW, groups=fleet)
+    sender = notifier(engine, cfg)
+    try:
+        assert sender.resend_open() == 0
+    finally:
+        sender.stop()
+    assert hook.requests == []
+
+
+@pytest.mark.timeout(30)
+def test_background_thread_reposts_every_resend_interval(engine, settings, fleet, receiver):
+    am = receiver()
+    cfg = configure(settings, alertmanager_url=am.url, alertmanager_resend_s=0.2)
+    evaluate_alerts(engine, cfg, predictions(anomaly("a1")), now_ms=NOW, groups=fleet)
+    sender = notifier(engine, cfg, poll_s=60.0).start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(am.requests) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        sender.stop()
+    # the outbox's firing row, then re-posts although nobody woke the thread for 60 s
+    assert len(am.requests) >= 4
+    assert all(body[0]["labels"]["account_id"] == "a1" for _, body in am.requests)
+    [row] = outbox(engine)
+    assert row["state"] == "delivered" and row["attempts"] == 1
