@@ -316,19 +316,56 @@ def apply_promotion_rule(
     force: bool,
     gate_passed: bool,
     gate_reason: str,
+    sanity_passed: bool = True,
+    sanity_reason: str = "",
     settings: Settings | None = None,
 ) -> tuple[bool, str]:
     """The promotion rule every model family shares; returns ``(promoted, reason)``.
 
-    The first version registered while no champion exists becomes champion; later versions only
-    when forced (``--promote``) or when they passed the family's promotion gate.
+    * ``force`` (``--promote``) always promotes; the reason still names a failed gate or sanity
+      check ("promoted although its gate failed: ...").
+    * A version failing its family's *sanity check* (e.g. an anomaly model alerting several times
+      per account-day) is never promoted otherwise, not even the first one: without a champion,
+      serving falls back to its heuristics, which is safer than a model that cries wolf.
+    * The first version registered while no champion exists becomes champion when it passes the
+      sanity check, even if its promotion gate failed (there is nothing better); the reason says
+      so ("promoted as first version although its gate failed: ...").
+    * Later versions need both the gate and the sanity check.
     """
-    if champion_version is None:
-        promoted, reason = True, "first version: no champion existed"
-    elif force:
-        promoted, reason = True, "forced with --promote"
+    gate_note = "" if gate_passed else f"its gate failed: {gate_reason}"
+    sanity_note = "" if sanity_passed else f"its sanity check failed: {sanity_reason}"
+    failed = " and ".join(n for n in (gate_note, sanity_note) if n)
+    if force:
+        promoted = True
+        reason = "forced with --promote" + (f"; promoted although {failed}" if failed else "")
+    elif not sanity_passed:
+        promoted = False
+        first = "first version " if champion_version is None else ""
+        reason = f"not promoted: {first}failed its sanity check: {sanity_reason}" + (
+            "; no champion exists, so serving uses its heuristic fallback"
+            if champion_version is None
+            else ""
+        )
+        reason += "; use --promote to force"
+    elif champion_version is None:
+        promoted = True
+        reason = (
+            f"promoted as first version although {gate_note}"
+            if gate_note
+            else f"first version: no champion existed; gate passed: {gate_reason}"
+        )
     else:
-        promoted, reason = gate_passed, gate_reason
+        promoted = gate_passed
+        reason = gate_reason if gate_passed else f"not promoted: {gate_reason}"
     if promoted:
         promote(name, version, reason=reason, settings=settings)
     return promoted, reason
+
+
+def promotion_warnings(
+    *, promoted: bool, gate_passed: bool, sanity_passed: bool, reason: str
+) -> list[str]:
+    """The human-readable warnings a training run must print about its promotion outcome."""
+    if (promoted and not (gate_passed and sanity_passed)) or (not promoted and not sanity_passed):
+        return [reason]
+    return []
