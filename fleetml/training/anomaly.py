@@ -8,7 +8,14 @@ time range is held out), fit :class:`~fleetml.models.anomaly.IsolationForestDete
 earlier part, score the later part with the challenger, the simple baseline
 (:class:`~fleetml.models.anomaly.RobustZBaseline`) and the current champion, log everything to
 MLflow, register a version of ``fleetml-anomaly`` (alias ``challenger``) and move ``champion`` to it
-when :func:`promotion_decision` says so (or when forced, or when there is no champion yet).
+when :func:`fleetml.training.registry.apply_promotion_rule` allows it: the promotion gate
+(:func:`promotion_decision`) and the sanity check (:func:`fleetml.training.sanity.anomaly_sanity`:
+at most ``max_alerts_per_account_day`` alert onsets per account-day on the held-out period).
+
+The alert rule is chosen from the training period's own data, never from the held-out labels
+(:func:`choose_rule`): the range check needs ``range_check_min_days`` of history, and the
+threshold is the lowest candidate (at least ``threshold``) whose alert onsets on a validation
+slice at the end of the training period stay within ``alert_budget`` per account-day.
 
 Labels for evaluation are the stored technical-fault events (:data:`fleetml.vocab.FAULT_KINDS`):
 each fault at time ``t`` on an account is a window ``[t - label_before, t + label_after]``.
@@ -18,7 +25,8 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,11 +45,29 @@ from fleetml.models.anomaly import (
 from fleetml.services.data import FleetData as TrainingData  # noqa: F401
 from fleetml.services.data import load_fleet_data as load_data
 from fleetml.serving.anomaly import _RESULT_DTYPES, MODEL_NAME, lookback_ms  # noqa: F401
+from fleetml.training.sanity import (
+    MAX_ALERTS_PER_ACCOUNT_DAY,
+    account_days,
+    alerts_per_account_day,
+    anomaly_sanity,
+)
+from fleetml.training.summary import json_ready  # noqa: F401 - re-exported for the CLI
 
 EXPERIMENT = "fleetml-anomaly"
 #: Feature holding a metric's current level (``<metric>__value``): the range-checked features.
 LEVEL_SUFFIX = "__value"
 RESULT_COLUMNS = ["ts", "account_id", "anomaly_score", "is_anomaly", "top_metrics"]
+#: Stages of :func:`train_anomaly`, in order (what its ``progress`` callback is called with).
+STAGES = (
+    "load data",
+    "build features",
+    "choose alert rule",
+    "fit",
+    "evaluate",
+    "compare with champion",
+    "log to MLflow",
+    "promote",
+)
 
 
 @dataclass
@@ -57,6 +83,17 @@ class AnomalyTrainConfig:
     range-checks every ``<metric>__value`` feature. ``threshold`` is on the calibrated score
     (0.5: a tail probability of 1e-5 under the likelihood calibration); the CDF-calibrated
     baseline is judged at ``baseline_threshold``.
+
+    Rule choice (:func:`choose_rule`, training data only): the range check is used only with at
+    least ``range_check_min_days`` of training history (a level range learned from a few days
+    misses weekly cycles and slow drift, and scores every later level outside it as 1, which no
+    threshold can silence); with ``tune_threshold`` the threshold is the lowest of
+    ``threshold_candidates`` (at least ``threshold``) that keeps alert onsets on the last
+    ``val_fraction`` of the training period within ``alert_budget`` per account-day.
+
+    Sanity (:func:`fleetml.training.sanity.anomaly_sanity`): a version raising more than
+    ``max_alerts_per_account_day`` alert onsets per account-day on the held-out period is never
+    promoted without ``--promote``, not even as the first version.
     """
 
     n_estimators: int = 100
@@ -78,6 +115,12 @@ class AnomalyTrainConfig:
     label_after: str = "15min"
     gate_tolerance: float = 0.0
     max_alert_rate: float = 0.05
+    max_alerts_per_account_day: float = MAX_ALERTS_PER_ACCOUNT_DAY
+    tune_threshold: bool = True
+    alert_budget: float = 0.5
+    threshold_candidates: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+    val_fraction: float = 0.2
+    range_check_min_days: float = 7.0
     min_train_rows: int = 50
     feature_config: Any = None  # fleetml.features.FeatureConfig; None uses its defaults
     extra: dict = field(default_factory=dict)
@@ -187,7 +230,7 @@ def evaluate_scores(
     """Event-wise and point-wise metrics of a scored frame (``RESULT_COLUMNS``) against windows."""
     alerts = alert_onsets(scored)
     n_rows = max(len(scored), 1)
-    days = _account_days(scored)
+    days = account_days(scored)
     out: dict[str, float] = {
         "alert_rate": float(scored["is_anomaly"].sum()) / n_rows,
         "alerts_per_account_day": len(alerts) / days if days > 0 else float("nan"),
@@ -198,24 +241,6 @@ def evaluate_scores(
         out["n_windows"] = ev["n_windows"]
         out.update(pointwise_metrics(label_rows(scored, windows), scored["anomaly_score"]))
     return {f"{prefix}{k}": v for k, v in out.items()}
-
-
-def json_ready(obj: Any) -> Any:
-    """``obj`` with NaN/inf floats replaced by ``None`` so the printed JSON is strict."""
-    if isinstance(obj, dict):
-        return {k: json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [json_ready(v) for v in obj]
-    if isinstance(obj, float | np.floating) and not math.isfinite(float(obj)):
-        return None
-    return obj
-
-
-def _account_days(scored: pd.DataFrame) -> float:
-    if not len(scored):
-        return 0.0
-    span = scored.groupby("account_id")["ts"].agg(["min", "max"])
-    return float(((span["max"] - span["min"]).dt.total_seconds() / 86400.0).sum())
 
 
 def promotion_decision(
@@ -272,6 +297,105 @@ def _baseline_scores(feats_train, feats_test, columns, config) -> pd.DataFrame:
     )
 
 
+# --------------------------------------------------------------------------- rule choice
+
+
+@dataclass
+class RuleChoice:
+    """The alert rule chosen from the training period, and what it measured on validation."""
+
+    threshold: float
+    range_check: bool
+    val_alerts_per_account_day: float = float("nan")
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _history_days(feats: pd.DataFrame) -> float:
+    if not len(feats):
+        return 0.0
+    return float((feats["ts"].max() - feats["ts"].min()).total_seconds() / 86400.0)
+
+
+def _val_onsets(scored: pd.DataFrame, rule: AlertRule) -> float:
+    flags = rule.apply(
+        scored["anomaly_score"].to_numpy(), scored["account_id"].to_numpy(dtype=object)
+    )
+    return alerts_per_account_day(scored.assign(is_anomaly=flags))
+
+
+def choose_rule(
+    train: pd.DataFrame,
+    columns: list[str],
+    config: AnomalyTrainConfig,
+    *,
+    kinds: dict[str, str] | None = None,
+    groups: dict[str, str] | None = None,
+) -> RuleChoice:
+    """Choose the range check and the threshold from the training rows only (no labels).
+
+    The range check needs ``range_check_min_days`` of history. The threshold: a detector fitted
+    on the first ``1 - val_fraction`` of the training period scores the rest; the lowest of
+    ``threshold_candidates`` (never below ``config.threshold``) whose alert onsets there stay
+    within ``alert_budget`` per account-day wins. When even the highest candidate does not (the
+    range check scores 1, which no threshold silences), the range check is dropped and the
+    search repeated.
+    """
+    days = _history_days(train)
+    range_check = config.range_check
+    notes: list[str] = []
+    warnings: list[str] = []
+    if range_check and days < config.range_check_min_days:
+        range_check = False
+        notes.append(
+            f"range check off: {days:.1f} days of training history, under "
+            f"range_check_min_days={config.range_check_min_days:g} (a short history's level "
+            "range is no evidence that a new level is a fault)"
+        )
+    if not config.tune_threshold:
+        return RuleChoice(config.threshold, range_check, notes=notes)
+    cut = time_cutoff(train, config.val_fraction)
+    is_val = (train["ts"] >= cut).to_numpy()
+    fit_rows = train[~is_val]
+    if len(fit_rows) < config.min_train_rows or not is_val.any():
+        warnings.append(
+            f"threshold not tuned: {len(fit_rows)} rows before the validation cut at {cut}; "
+            f"kept {config.threshold}"
+        )
+        return RuleChoice(config.threshold, range_check, notes=notes, warnings=warnings)
+    candidates = sorted({c for c in config.threshold_candidates if c >= config.threshold})
+    candidates = candidates or [config.threshold]
+    options = [range_check, False] if range_check else [False]
+    rate = float("nan")
+    for use_range in options:
+        trial = replace(config, range_check=use_range)
+        model = fit_model(fit_rows, columns, trial, kinds=kinds, groups=groups)
+        # Score the whole training frame so validation rows have their earlier context.
+        val = model.score_features(train)[is_val].reset_index(drop=True)
+        for threshold in candidates:
+            rule = replace(trial.rule(), threshold=threshold)
+            rate = _val_onsets(val, rule)
+            if not math.isfinite(rate) or rate <= config.alert_budget:
+                note = (
+                    f"threshold {threshold:g}: {rate:.2f} alert onsets per account-day on the "
+                    f"validation period (budget {config.alert_budget:g})"
+                )
+                if use_range != range_check:
+                    notes.append(
+                        "range check off: levels left their training range too often on the "
+                        "validation period for any threshold to keep within the budget"
+                    )
+                return RuleChoice(threshold, use_range, rate, notes + [note], warnings)
+    warnings.append(
+        f"no threshold keeps the validation period within {config.alert_budget:g} alert onsets "
+        f"per account-day (at {candidates[-1]:g}: {rate:.2f}); using {candidates[-1]:g}"
+    )
+    return RuleChoice(candidates[-1], False, rate, notes, warnings)
+
+
 # --------------------------------------------------------------------------- training
 
 
@@ -285,17 +409,23 @@ def train_anomaly(
     promote: bool = False,
     config: AnomalyTrainConfig | None = None,
     log_plots: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, log, register and (maybe) promote an anomaly model; return a summary.
 
     The summary holds ``run_id``, ``model``, ``version``, ``champion`` (version after this run),
-    ``promoted``, ``promotion_reason``, the data range and the evaluation metrics
-    (``test_*`` for the challenger, ``baseline_*`` and ``champion_*`` for the references).
+    ``promoted``, ``promotion_reason``, the gate and sanity outcomes (``gate_passed``,
+    ``gate_reason``, ``sanity_passed``, ``sanity_reason``), the chosen ``rule``, ``warnings``
+    (everything a user must not miss), the data range and the evaluation metrics (``test_*`` for
+    the challenger, ``baseline_*`` and ``champion_*`` for the references). ``progress`` is called
+    with each of :data:`STAGES` as it starts.
     """
     from fleetml.training import registry
 
+    step = progress or (lambda stage: None)
     config = config or AnomalyTrainConfig()
     t0 = time.perf_counter()
+    step("load data")
     data = load_data(engine, start=start, end=end, accounts=accounts)
     frame = data.frame
     if len(frame) < 2 * config.min_train_rows:
@@ -304,6 +434,7 @@ def train_anomaly(
             f"needs at least {2 * config.min_train_rows}. Import metrics first "
             "(`fleetml import metrics FILE`) or widen --from/--to/--account."
         )
+    step("build features")
     feats, columns = _feature_frame(frame, data.kinds, data.groups, config.feature_config)
     cutoff = time_cutoff(frame, config.test_fraction)
     is_test = (feats["ts"] >= cutoff).to_numpy()
@@ -323,11 +454,16 @@ def train_anomaly(
         "n_train_rows": len(train),
         "n_test_rows": len(test),
     }
+    step("choose alert rule")
+    choice = choose_rule(train, columns, config, kinds=data.kinds, groups=data.groups)
+    config = replace(config, threshold=choice.threshold, range_check=choice.range_check)
+    step("fit")
     model = fit_model(
         train, columns, config, kinds=data.kinds, groups=data.groups, info=dict(data_range)
     )
     fit_s = time.perf_counter() - t0
 
+    step("evaluate")
     windows = fault_windows(data.events, before=config.label_before, after=config.label_after)
     windows = windows[windows["end"] >= cutoff] if len(windows) else windows
     scored = model.score_features(feats)
@@ -336,6 +472,7 @@ def train_anomaly(
     baseline_scored = _baseline_scores(train, test, columns, config)
     baseline = evaluate_scores(baseline_scored, windows)
 
+    step("compare with champion")
     registry.configure_mlflow(settings)
     champion_version = registry.get_champion_version(MODEL_NAME)
     champion = None
@@ -354,13 +491,18 @@ def train_anomaly(
         tolerance=config.gate_tolerance,
         max_alert_rate=config.max_alert_rate,
     )
+    sane, sanity_reason = anomaly_sanity(
+        metrics, max_alerts_per_account_day=config.max_alerts_per_account_day
+    )
 
+    step("log to MLflow")
     with registry.start_run(EXPERIMENT, settings=settings, run_name="train-anomaly") as run:
         registry.log_params(config.params())
         registry.log_params({"n_features": len(columns)})
         registry.set_tags({"family": "anomaly", **{k: v for k, v in data_range.items()}})
         registry.log_metrics(metrics, prefix="test_")
         registry.log_metrics(baseline, prefix="baseline_")
+        registry.log_metrics({"val_alerts_per_account_day": choice.val_alerts_per_account_day})
         if champion and "error" not in champion:
             registry.log_metrics(champion, prefix="champion_")
         registry.log_metrics({"fit_seconds": fit_s})
@@ -374,7 +516,9 @@ def train_anomaly(
                 "challenger": metrics,
                 "baseline": baseline,
                 "champion": champion,
+                "rule": choice.as_dict(),
                 "gate": {"passed": gate_ok, "reason": gate_reason},
+                "sanity": {"passed": sane, "reason": sanity_reason},
             },
             "evaluation.json",
         )
@@ -389,12 +533,15 @@ def train_anomaly(
                 "data_start": data_range["data_start"],
                 "data_end": data_range["data_end"],
                 "gate_passed": gate_ok,
+                "sanity_passed": sane,
                 "test_f1": metrics.get("f1", float("nan")),
             },
-            description=f"isolation forest on {len(columns)} features; gate: {gate_reason}",
+            description=f"isolation forest on {len(columns)} features; gate: {gate_reason}; "
+            f"sanity: {sanity_reason}",
         )
         run_id = run.info.run_id
 
+    step("promote")
     promoted, reason = registry.apply_promotion_rule(
         MODEL_NAME,
         version,
@@ -402,6 +549,11 @@ def train_anomaly(
         force=promote,
         gate_passed=gate_ok,
         gate_reason=gate_reason,
+        sanity_passed=sane,
+        sanity_reason=sanity_reason,
+    )
+    warnings = choice.warnings + registry.promotion_warnings(
+        promoted=promoted, gate_passed=gate_ok, sanity_passed=sane, reason=reason
     )
     return json_ready(
         {
@@ -413,6 +565,18 @@ def train_anomaly(
             "promoted": promoted,
             "promotion_reason": reason,
             "gate_passed": gate_ok,
+            "gate_reason": gate_reason,
+            "sanity_passed": sane,
+            "sanity_reason": sanity_reason,
+            "promoted_despite_failed_gate": promoted and not (gate_ok and sane),
+            "warnings": warnings,
+            "rule": {
+                "threshold": choice.threshold,
+                "range_check": choice.range_check,
+                "val_alerts_per_account_day": choice.val_alerts_per_account_day,
+                "notes": choice.notes,
+            },
+            "threshold": choice.threshold,
             "n_features": len(columns),
             **{k: v for k, v in data_range.items()},
             **{f"test_{k}": v for k, v in metrics.items()},

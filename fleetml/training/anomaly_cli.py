@@ -9,6 +9,8 @@ from __future__ import annotations
 import click
 
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result, write_frame
+from fleetml.training.cli_output import echo_training_outcome
+from fleetml.training.progress import PROGRESS_OPTION, StageProgress, progress_enabled
 
 _FROM = click.option("--from", "start", type=TIMESTAMP, default=None, help="First sample time.")
 _TO = click.option("--to", "end", type=TIMESTAMP, default=None, help="Last sample time.")
@@ -25,44 +27,85 @@ def _fail(exc: Exception) -> None:
 @_FROM
 @_TO
 @_ACCOUNT
-@click.option("--promote", is_flag=True, help="Make this version champion whatever the gate says.")
 @click.option(
-    "--threshold", type=float, default=None, help="Alert threshold on the calibrated score."
+    "--promote", is_flag=True, help="Make this version champion whatever the gate and sanity say."
+)
+@click.option(
+    "--threshold",
+    type=float,
+    default=None,
+    help="Fixed alert threshold on the calibrated score (default: chosen on validation).",
+)
+@click.option(
+    "--max-alerts-per-account-day",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sanity limit: alert onsets per account-day on the held-out period.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def train_anomaly(start, end, accounts, promote, threshold, seed) -> None:
+@PROGRESS_OPTION
+def train_anomaly(
+    start, end, accounts, promote, threshold, max_alerts_per_account_day, seed, progress
+) -> None:
     """Train the anomaly detector on stored metrics, register it and maybe promote it.
 
     The last quarter of the selected time range is held out to evaluate the new version against a
-    robust z-score baseline and the current champion. The first version ever registered
-    becomes champion; later ones only when they pass the promotion gate or with --promote.
+    robust z-score baseline and the current champion. The alert rule comes from the training
+    period alone: the threshold is the lowest that keeps a validation slice (its last fifth)
+    within 0.5 alert onsets per account-day, and the level range check needs 7 days of history.
+
+    \b
+    Promotion:
+    - sanity check: at most --max-alerts-per-account-day alert onsets per account-day on the
+      held-out period; a version failing it is never promoted without --promote, not even the
+      first one (with no champion, serving falls back to its heuristics);
+    - gate: event-wise F1 above the baseline's and not below the champion's, alerting on at most
+      5 % of held-out rows;
+    - the first version becomes champion when it passes the sanity check, even if its gate
+      failed (the output says so); later versions need both, or --promote.
     """
-    from fleetml.training.anomaly import AnomalyTrainConfig
+    from fleetml.training.anomaly import STAGES, AnomalyTrainConfig
     from fleetml.training.anomaly import train_anomaly as run
 
     settings = ctx_settings()
     engine = open_engine(settings)
-    config = AnomalyTrainConfig(random_state=seed)
+    config = AnomalyTrainConfig(
+        random_state=seed, max_alerts_per_account_day=max_alerts_per_account_day
+    )
     if threshold is not None:
         config.threshold = threshold
+        config.tune_threshold = False
     try:
-        result = run(
-            engine,
-            settings,
-            start=start,
-            end=end,
-            accounts=list(accounts) or None,
-            promote=promote,
-            config=config,
-        )
+        with StageProgress(STAGES, enabled=progress_enabled(progress), desc="train anomaly") as bar:
+            result = run(
+                engine,
+                settings,
+                start=start,
+                end=end,
+                accounts=list(accounts) or None,
+                promote=promote,
+                config=config,
+                progress=bar,
+            )
     except (ValueError, LookupError) as exc:
         _fail(exc)
-    click.echo(
-        f"registered {result['model']} version {result['version']} (run {result['run_id']}); "
-        f"champion is version {result['champion']}: {result['promotion_reason']}",
-        err=True,
-    )
+    echo_training_outcome(result, _anomaly_lines(result))
     print_result(result)
+
+
+def _anomaly_lines(result: dict) -> list[str]:
+    rate = result.get("test_alerts_per_account_day")
+    share = result.get("test_alert_rate")
+    f1 = result.get("test_f1")
+    return [
+        f"rule: threshold {result['threshold']:g}, range check "
+        f"{'on' if result['rule']['range_check'] else 'off'}",
+        "held out: "
+        + (f"{rate:.2f} alert onsets per account-day" if rate is not None else "no alerts measured")
+        + (f", {100 * share:.1f} % of rows flagged" if share is not None else "")
+        + (f", event F1 {f1:.3f}" if f1 is not None else ", no labelled fault windows"),
+    ]
 
 
 @click.command("anomaly")
