@@ -16,12 +16,22 @@ parses arguments and calls them.
   ``max_negative_ratio`` per positive (and ``max_train_rows`` in all); calibration on the (not
   subsampled) validation period restores true probabilities.
 * **Threshold.** Chosen on validation for ``target_precision`` and stored with the model.
+* **Horizons from the data.** A horizon is trained only when its training rows hold at least
+  ``min_positives`` positives and its validation rows some positives (else no calibration and no
+  threshold can be learned); otherwise it is dropped with a warning. Every split's positive and
+  negative row counts are reported per horizon.
+* **Promotion.** The gate (:func:`promotion_decision`) compares mean test PR-AUC with the
+  champion's; the sanity check (:func:`fleetml.training.sanity.risk_sanity`) needs positive rows
+  for every trained horizon and at most ``max_alerts_per_account_day`` at-risk onsets per
+  account-day on the held-out period. :func:`fleetml.training.registry.apply_promotion_rule`
+  combines them.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -40,9 +50,13 @@ from fleetml.models.risk import HorizonModel, ProbabilityCalibrator, RiskClassif
 from fleetml.services.data import FleetData as RiskData  # noqa: F401
 from fleetml.services.data import load_fleet_data as load_risk_data
 from fleetml.serving.risk import MODEL_NAME, score_frame  # noqa: F401
+from fleetml.training.sanity import MAX_ALERTS_PER_ACCOUNT_DAY, alerts_per_account_day, risk_sanity
+from fleetml.training.summary import json_ready
 from fleetml.vocab import ENFORCEMENT_LABELS  # noqa: F401
 
 EXPERIMENT = "fleetml-risk"
+#: Stages of :func:`train_risk`, in order (what its ``progress`` callback is called with).
+STAGES = ("load data", "fit", "compare with champion", "log to MLflow", "promote")
 
 
 @dataclass
@@ -67,6 +81,8 @@ class RiskTrainConfig:
     n_threads: int | None = 1  # 2 shared cores: 1 OpenMP thread measured 3.6x faster than 2
     enforcement: bool = True
     min_positives: int = 3
+    require_val_positives: bool = True
+    max_alerts_per_account_day: float = MAX_ALERTS_PER_ACCOUNT_DAY
     importance_rows: int = 2000
     gate_tolerance: float = 0.0
     feature_config: Any = None  # fleetml.features.FeatureConfig; None uses its defaults
@@ -267,6 +283,17 @@ class FitResult:
     notes: dict[str, str]
     test_scores: pd.DataFrame
     data_range: dict[str, Any]
+    #: Per horizon: positive and negative rows of each split (``train`` counts the rows used).
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def positives(self) -> dict[str, dict[str, int]]:
+        """Per horizon: positive rows in ``train``, ``val`` and ``test``."""
+        return {
+            h: {k: c[f"{k}_positives"] for k in ("train", "val", "test")}
+            for h, c in self.counts.items()
+        }
 
 
 def fit_risk(
@@ -348,28 +375,47 @@ def fit_risk(
         account_groups=dict(groups or {}),
         target_precision=config.target_precision,
     )
-    notes, importances = {}, {}
+    notes, importances, counts, warnings = {}, {}, {}, []
+    val_hours = (t_test - t_val) / 3_600_000
     for h in horizons:
         y = labels[h][rows]
         tr = sel["train"] & masks[h]["train"][rows] & ~np.isnan(y)
         va = sel["val"] & masks[h]["val"][rows] & ~np.isnan(y)
+        te = sel["test"] & ~np.isnan(y)
+        counts[h] = _split_counts(y, {"train": tr, "val": va, "test": te})
+        skip = _skip_reason(h, counts[h], config, val_hours)
+        if skip:
+            notes[h] = f"dropped: {skip}"
+            warnings.append(f"risk horizon {h} dropped: {skip}")
+            continue
+        if counts[h]["test_positives"] == 0:
+            warnings.append(
+                f"risk horizon {h}: no positive rows in the held-out period, so its test "
+                "metrics are undefined"
+            )
         hm, note = fit_horizon(X[tr], y[tr], X[va], y[va], config, h)
         notes[h] = note
         if hm is not None:
             model.horizons[h] = hm
             importances[h] = _importances(hm, X[va], y[va], columns, config)
-        if h in enf_labels:
-            ye = enf_labels[h][rows]
-            tr_e = sel["train"] & masks[h]["train"][rows] & ~np.isnan(ye)
-            va_e = sel["val"] & masks[h]["val"][rows] & ~np.isnan(ye)
-            em, enote = fit_horizon(X[tr_e], ye[tr_e], X[va_e], ye[va_e], config, h)
-            notes[f"enforcement_{h}"] = enote
-            if em is not None:
-                model.enforcement[h] = em
+    if enf_labels and model.horizons:
+        # Enforcement rides on the longest horizon actually trained (a dropped one has no rows).
+        longest = max(model.horizons, key=_ms)
+        if longest not in enf_labels:
+            enf_labels = make_labels(ts_ms, account_id, enforcement, (longest,), end_ms)
+    for h in enf_labels if model.horizons else ():
+        ye = enf_labels[h][rows]
+        tr_e = sel["train"] & masks[h]["train"][rows] & ~np.isnan(ye)
+        va_e = sel["val"] & masks[h]["val"][rows] & ~np.isnan(ye)
+        em, enote = fit_horizon(X[tr_e], ye[tr_e], X[va_e], ye[va_e], config, h)
+        notes[f"enforcement_{h}"] = enote
+        if em is not None:
+            model.enforcement[h] = em
     if not model.horizons:
         raise ValueError(
-            "no horizon could be trained: too few technical-fault events before the validation "
-            f"cut ({notes}). Import fault events (`fleetml import events`) or widen the range."
+            "no horizon could be trained: too few technical-fault events in the training or "
+            f"validation period ({notes}). Import fault events (`fleetml import events`), widen "
+            "the range or use shorter horizons."
         )
 
     test_rows = sel["test"]
@@ -388,6 +434,10 @@ def fit_risk(
         alerts = wide.loc[wide[h].to_numpy() >= hm.threshold, ["ts", "account_id"]]
         metrics[h].update(lead_time_summary(lead_times(alerts, t_faults, h)))
         metrics[h]["threshold"] = hm.threshold
+        # Test rows are all kept up to max_eval_rows; beyond, sampling gaps inflate the onsets.
+        at_risk = wide[["ts", "account_id"]].assign(at_risk=wide[h].to_numpy() >= hm.threshold)
+        metrics[h]["alerts_per_account_day"] = alerts_per_account_day(at_risk, flag="at_risk")
+        metrics[h]["alert_rate"] = float(at_risk["at_risk"].mean()) if len(at_risk) else math.nan
         reliability[h] = reliability_table(y, wide[h].to_numpy())
     for h, em in model.enforcement.items():
         y = enf_labels[h][rows][test_rows]
@@ -413,8 +463,47 @@ def fit_risk(
     model.info = {**{k: str(v) for k, v in data_range.items()}, "notes": notes}
     scores = model.to_long(wide)
     return FitResult(
-        model, metrics, enf_metrics, reliability, importances, notes, scores, data_range
+        model,
+        metrics,
+        enf_metrics,
+        reliability,
+        importances,
+        notes,
+        scores,
+        data_range,
+        counts=counts,
+        warnings=warnings,
     )
+
+
+def _split_counts(y: np.ndarray, splits: dict[str, np.ndarray]) -> dict[str, int]:
+    out = {}
+    for name, mask in splits.items():
+        out[f"{name}_positives"] = int((y[mask] == 1).sum())
+        out[f"{name}_negatives"] = int((y[mask] == 0).sum())
+    return out
+
+
+def _skip_reason(h: str, counts: dict[str, int], config: RiskTrainConfig, val_hours: float) -> str:
+    """Why horizon ``h`` cannot be trained meaningfully on these rows ('' when it can)."""
+    if counts["train_positives"] < config.min_positives:
+        return (
+            f"{counts['train_positives']} positive training rows (fewer than "
+            f"{config.min_positives}): too few faults within {h} before the validation period"
+        )
+    if not config.require_val_positives:
+        return ""
+    if counts["val_positives"] + counts["val_negatives"] == 0:
+        return (
+            f"no validation rows: the validation period ({val_hours:.1f} h) is not longer than "
+            "the horizon; store more history or use shorter horizons"
+        )
+    if counts["val_positives"] == 0:
+        return (
+            f"no positive validation rows (no fault within {h} of any of them), so no "
+            "calibration or threshold can be learned"
+        )
+    return ""
 
 
 def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
@@ -493,13 +582,23 @@ def train_risk(
     accounts=None,
     promote: bool = False,
     config: RiskTrainConfig | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, log, register and (maybe) promote a risk model; return a summary."""
+    """Train, evaluate, log, register and (maybe) promote a risk model; return a summary.
+
+    Besides the metrics the summary holds ``positives`` (per horizon: positive rows in train,
+    validation and test), ``row_counts`` (positives and negatives), the gate and sanity outcomes
+    and ``warnings`` (dropped horizons, horizons without held-out positives, a promotion despite
+    a failed gate). ``progress`` is called with each of :data:`STAGES` as it starts.
+    """
     from fleetml.training import registry
 
+    step = progress or (lambda stage: None)
     config = config or RiskTrainConfig()
     t0 = time.perf_counter()
+    step("load data")
     data = load_risk_data(engine, start=start, end=end, accounts=accounts)
+    step("fit")
     fit = fit_risk(
         data.frame,
         faults=data.faults,
@@ -510,6 +609,7 @@ def train_risk(
     )
     fit_s = time.perf_counter() - t0
 
+    step("compare with champion")
     registry.configure_mlflow(settings)
     champion_version = registry.get_champion_version(MODEL_NAME)
     champion = None
@@ -523,12 +623,20 @@ def train_risk(
     gate_ok, gate_reason = promotion_decision(
         fit.metrics, comparable, tolerance=config.gate_tolerance
     )
+    sane, sanity_reason = risk_sanity(
+        fit.metrics,
+        fit.positives,
+        min_positives=config.min_positives,
+        max_alerts_per_account_day=config.max_alerts_per_account_day,
+    )
 
+    step("log to MLflow")
     with registry.start_run(EXPERIMENT, settings=settings, run_name="train-risk") as run:
         registry.log_params(config.params())
         registry.set_tags({"family": "risk", **fit.data_range})
         registry.log_metrics(flatten(fit.metrics), prefix="test_")
         registry.log_metrics(flatten(fit.enforcement_metrics), prefix="enforcement_test_")
+        registry.log_metrics(flatten(fit.counts), prefix="rows_")
         if comparable:
             registry.log_metrics(flatten(comparable), prefix="champion_")
         registry.log_metrics({"fit_seconds": fit_s})
@@ -543,8 +651,11 @@ def train_risk(
                 "enforcement": fit.enforcement_metrics,
                 "champion": champion,
                 "thresholds": fit.model.thresholds,
+                "row_counts": fit.counts,
                 "notes": fit.notes,
+                "warnings": fit.warnings,
                 "gate": {"passed": gate_ok, "reason": gate_reason},
+                "sanity": {"passed": sane, "reason": sanity_reason},
             },
             "evaluation.json",
         )
@@ -559,13 +670,15 @@ def train_risk(
                 "horizons": ",".join(fit.model.horizons),
                 "thresholds": fit.model.thresholds,
                 "gate_passed": gate_ok,
+                "sanity_passed": sane,
                 "test_mean_pr_auc": mean_pr_auc(fit.metrics),
             },
             description=f"gradient-boosted trees on {len(fit.model.feature_columns)} features; "
-            f"gate: {gate_reason}",
+            f"gate: {gate_reason}; sanity: {sanity_reason}",
         )
         run_id = run.info.run_id
 
+    step("promote")
     promoted, reason = registry.apply_promotion_rule(
         MODEL_NAME,
         version,
@@ -573,25 +686,40 @@ def train_risk(
         force=promote,
         gate_passed=gate_ok,
         gate_reason=gate_reason,
+        sanity_passed=sane,
+        sanity_reason=sanity_reason,
     )
-    return {
-        "run_id": run_id,
-        "model": MODEL_NAME,
-        "version": version,
-        "champion": version if promoted else champion_version,
-        "previous_champion": champion_version,
-        "promoted": promoted,
-        "promotion_reason": reason,
-        "gate_passed": gate_ok,
-        "horizons": list(fit.model.horizons),
-        "thresholds": fit.model.thresholds,
-        "metrics": fit.metrics,
-        "enforcement_metrics": fit.enforcement_metrics,
-        "top_metrics": {h: [d["metric"] for d in v[:5]] for h, v in fit.importances.items()},
-        "notes": fit.notes,
-        **fit.data_range,
-        "seconds": round(time.perf_counter() - t0, 2),
-    }
+    warnings = fit.warnings + registry.promotion_warnings(
+        promoted=promoted, gate_passed=gate_ok, sanity_passed=sane, reason=reason
+    )
+    return json_ready(
+        {
+            "run_id": run_id,
+            "model": MODEL_NAME,
+            "version": version,
+            "champion": version if promoted else champion_version,
+            "previous_champion": champion_version,
+            "promoted": promoted,
+            "promotion_reason": reason,
+            "gate_passed": gate_ok,
+            "gate_reason": gate_reason,
+            "sanity_passed": sane,
+            "sanity_reason": sanity_reason,
+            "promoted_despite_failed_gate": promoted and not (gate_ok and sane),
+            "warnings": warnings,
+            "requested_horizons": list(config.horizons),
+            "horizons": list(fit.model.horizons),
+            "positives": fit.positives,
+            "row_counts": fit.counts,
+            "thresholds": fit.model.thresholds,
+            "metrics": fit.metrics,
+            "enforcement_metrics": fit.enforcement_metrics,
+            "top_metrics": {h: [d["metric"] for d in v[:5]] for h, v in fit.importances.items()},
+            "notes": fit.notes,
+            **fit.data_range,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    )
 
 
 # --------------------------------------------------------------------------- scoring

@@ -9,6 +9,8 @@ from __future__ import annotations
 import click
 
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result, write_frame
+from fleetml.training.cli_output import echo_training_outcome
+from fleetml.training.progress import PROGRESS_OPTION, StageProgress, progress_enabled
 
 _FROM = click.option("--from", "start", type=TIMESTAMP, default=None, help="First sample time.")
 _TO = click.option("--to", "end", type=TIMESTAMP, default=None, help="Last sample time.")
@@ -52,47 +54,89 @@ def _config(horizons: str, target_precision: float, seed: int):
 @_TO
 @_ACCOUNT
 @_PRECISION
-@click.option("--promote", is_flag=True, help="Make this version champion whatever the gate says.")
+@click.option(
+    "--promote", is_flag=True, help="Make this version champion whatever the gate and sanity say."
+)
+@click.option(
+    "--max-alerts-per-account-day",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Sanity limit: at-risk onsets per account-day and horizon on the held-out period.",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
-def train_risk(horizons, start, end, accounts, target_precision, promote, seed) -> None:
+@PROGRESS_OPTION
+def train_risk(
+    horizons,
+    start,
+    end,
+    accounts,
+    target_precision,
+    promote,
+    max_alerts_per_account_day,
+    seed,
+    progress,
+) -> None:
     """Train failure-risk classifiers (one per horizon), register them as ``fleetml-risk``.
 
     Labels: a technical fault (crash, disconnect, logout, unreachable, degraded) within
     (t, t + horizon]. The time range is split train / validation / test with a purge gap of one
     horizon; calibration and the decision threshold come from validation, the reported metrics
-    from test. The first version becomes champion; later ones when their mean test PR-AUC is at
-    least the champion's on the same period, or with --promote.
+    from test. A horizon with too few positive training rows or no positive validation rows is
+    dropped with a warning (a classifier without positives would be meaningless).
+
+    \b
+    Promotion:
+    - sanity check: every trained horizon has positive training and validation rows and at most
+      --max-alerts-per-account-day at-risk onsets per account-day on the held-out period; a
+      version failing it is never promoted without --promote, not even the first one (with no
+      champion, serving falls back to its heuristics);
+    - gate: mean test PR-AUC at least the champion's on the same period;
+    - the first version becomes champion when it passes the sanity check, even if its gate
+      failed (the output says so); later versions need both, or --promote.
     """
+    from fleetml.training.risk import STAGES
     from fleetml.training.risk import train_risk as run
 
     config = _config(horizons, target_precision, seed)
+    config.max_alerts_per_account_day = max_alerts_per_account_day
     settings = ctx_settings()
     engine = open_engine(settings)
     try:
-        result = run(
-            engine,
-            settings,
-            start=start,
-            end=end,
-            accounts=list(accounts) or None,
-            promote=promote,
-            config=config,
-        )
+        with StageProgress(STAGES, enabled=progress_enabled(progress), desc="train risk") as bar:
+            result = run(
+                engine,
+                settings,
+                start=start,
+                end=end,
+                accounts=list(accounts) or None,
+                promote=promote,
+                config=config,
+                progress=bar,
+            )
     except (ValueError, LookupError) as exc:
         _fail(exc)
-    for h, m in result["metrics"].items():
-        click.echo(
-            f"{h}: PR-AUC {m['pr_auc']:.3f}, recall@{target_precision} "
-            f"{m['recall_at_target_precision']:.3f}, threshold {m['threshold']:.3f}, "
-            f"ECE {m['ece']:.3f}, faults caught {m['faults_caught']}/{m['faults']}",
-            err=True,
-        )
-    click.echo(
-        f"registered {result['model']} version {result['version']} (run {result['run_id']}); "
-        f"champion is version {result['champion']}: {result['promotion_reason']}",
-        err=True,
-    )
+    echo_training_outcome(result, _risk_lines(result, target_precision))
     print_result(result)
+
+
+def _num(value, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _risk_lines(result: dict, target_precision: float) -> list[str]:
+    lines = []
+    for h, m in result["metrics"].items():
+        counts = result["positives"].get(h, {})
+        lines.append(
+            f"{h}: PR-AUC {_num(m.get('pr_auc'))}, recall@{target_precision} "
+            f"{_num(m.get('recall_at_target_precision'))}, threshold {_num(m.get('threshold'))}, "
+            f"ECE {_num(m.get('ece'))}, faults caught {m.get('faults_caught')}/{m.get('faults')}, "
+            f"{_num(m.get('alerts_per_account_day'), '.2f')} at-risk onsets per account-day; "
+            f"positive rows train/val/test {counts.get('train')}/{counts.get('val')}/"
+            f"{counts.get('test')}"
+        )
+    return lines
 
 
 @click.command("risk")
