@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result, write_frame
+from fleetml.training.cli_output import echo_training_outcome
+from fleetml.training.progress import PROGRESS_OPTION, progress_enabled, run_with_progress
+from fleetml.training.summary import json_ready
 
 MODEL_NAME = "fleetml-forecast"
 DEFAULT_HORIZON = "24h"
@@ -199,18 +202,53 @@ def _echo_peaks(results) -> None:
 
 
 def log_to_mlflow(settings, *, bundle, params, metrics, choices, summaries, promote):
-    """Log one training run of ``fleetml-forecast`` and register it; returns run id and version.
+    """Log one training run of ``fleetml-forecast`` and register it; returns run id, version and
+    whether it was promoted (see :func:`register_forecast` for the rule)."""
+    out = register_forecast(
+        settings,
+        bundle=bundle,
+        params=params,
+        metrics=metrics,
+        choices=choices,
+        summaries=summaries,
+        promote=promote,
+    )
+    return out["run_id"], out["version"], out["promoted"]
 
-    The registered version is ``challenger``; it becomes ``champion`` with ``promote`` or when
-    there is no champion yet.
+
+def register_forecast(
+    settings,
+    *,
+    bundle,
+    params,
+    metrics,
+    choices,
+    summaries,
+    promote: bool,
+    naive: dict | None = None,
+) -> dict:
+    """Log one training run of ``fleetml-forecast``, register it (alias ``challenger``) and apply
+    the shared promotion rule (:func:`fleetml.training.registry.apply_promotion_rule`).
+
+    Sanity and gate: the version's mean held-out MASE must beat or tie the seasonal-naive
+    forecast's (``naive``, same series and periods). A first version passing it becomes
+    champion; a later one only with ``promote`` (there is no comparison with the champion yet).
+    Returns ``run_id``, ``version``, ``promoted``, ``promotion_reason``, the gate and sanity
+    outcomes and ``warnings``.
     """
     from fleetml.training import registry
+    from fleetml.training.sanity import forecast_sanity
 
+    sane, sanity_reason = forecast_sanity(metrics, naive or {})
     with registry.start_run(MODEL_NAME, settings=settings, run_name="train-forecast") as run:
         registry.log_params(params)
         registry.log_metrics(metrics)
+        registry.log_metrics(naive or {}, prefix="snaive_")
         registry.log_dict(choices, "choices.json")
         registry.log_dict(summaries, "series_summaries.json")
+        registry.log_dict(
+            {"sanity": {"passed": sane, "reason": sanity_reason}, "snaive": naive}, "gate.json"
+        )
         info = registry.log_bundle(
             bundle, pip_requirements=registry.default_pip_requirements(("statsmodels", "scipy"))
         )
@@ -219,18 +257,50 @@ def log_to_mlflow(settings, *, bundle, params, metrics, choices, summaries, prom
         MODEL_NAME,
         info.model_uri,
         run_id=run_id,
-        tags={k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
+        tags={
+            **{k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)},
+            "sanity_passed": sane,
+        },
     )
-    promoted = False
-    if promote or registry.get_champion_version(MODEL_NAME, settings=settings) is None:
-        registry.promote(
-            MODEL_NAME,
-            version,
-            reason="--promote" if promote else "first version",
-            settings=settings,
+    champion_version = registry.get_champion_version(MODEL_NAME, settings=settings)
+    if champion_version is None:
+        gate_ok, gate_reason = sane, sanity_reason
+    else:  # no comparison with the champion yet: --promote is the gate
+        gate_ok = promote
+        gate_reason = (
+            "forecast versions are not compared with the champion yet: "
+            "a later version replaces it only with --promote"
         )
-        promoted = True
-    return run_id, version, promoted
+    promoted, reason = registry.apply_promotion_rule(
+        MODEL_NAME,
+        version,
+        champion_version=champion_version,
+        force=promote,
+        gate_passed=gate_ok,
+        gate_reason=gate_reason,
+        sanity_passed=sane,
+        sanity_reason=sanity_reason,
+        settings=settings,
+    )
+    return {
+        "run_id": run_id,
+        "version": version,
+        "champion": version if promoted else champion_version,
+        "previous_champion": champion_version,
+        "promoted": promoted,
+        "promotion_reason": reason,
+        "gate_passed": gate_ok,
+        "gate_reason": gate_reason,
+        "sanity_passed": sane,
+        "sanity_reason": sanity_reason,
+        "promoted_despite_failed_gate": promoted and not sane,
+        "warnings": registry.promotion_warnings(
+            promoted=promoted,
+            gate_passed=gate_ok or champion_version is not None,  # later: --promote decides
+            sanity_passed=sane,
+            reason=reason,
+        ),
+    }
 
 
 @click.command("forecast")
@@ -251,20 +321,42 @@ def log_to_mlflow(settings, *, bundle, params, metrics, choices, summaries, prom
     help="Also choose methods for each master group's sum.",
 )
 @_MAX_POINTS
-@click.option("--promote", is_flag=True, help="Make this version champion.")
+@click.option(
+    "--promote", is_flag=True, help="Make this version champion whatever the sanity check says."
+)
 @_DASK
 @_JOBS
+@PROGRESS_OPTION
 def train_forecast(
-    metrics, accounts, start, end, horizon, groups, max_points, promote, dask_address, n_jobs
+    metrics,
+    accounts,
+    start,
+    end,
+    horizon,
+    groups,
+    max_points,
+    promote,
+    dask_address,
+    n_jobs,
+    progress,
 ) -> None:
     """Choose a forecasting method per series by validation, log to MLflow, register a version.
 
     Evaluation: each series' last HORIZON is held out, the method chosen on the rest forecasts
     it, and sMAPE / MASE / interval coverage are averaged over series.
+
+    \b
+    Promotion:
+    - sanity check: the mean held-out MASE beats or ties the seasonal-naive forecast's on the
+      same series; a version failing it is never promoted without --promote, not even the
+      first one;
+    - the first version becomes champion when it passes; later versions only with --promote
+      (they are not compared with the champion yet).
     """
+    import dataclasses
+
     from fleetml.evaluation.forecast import holdout_job
     from fleetml.models.forecast import ForecastBundle, forecast_job
-    from fleetml.parallel import run_parallel
 
     settings = ctx_settings()
     frame, kinds, metrics, group_map = _load_history(
@@ -293,9 +385,16 @@ def train_forecast(
                 continue
             raise
         jobs += [(scope, job) for job in found]
-    run = dict(n_jobs=n_jobs or settings.n_jobs, dask_address=dask_address)
-    holdout = run_parallel(holdout_job, [j for _, j in jobs], desc="evaluate", **run)
-    fitted = run_parallel(forecast_job, [j for _, j in jobs], desc="choose", **run)
+    run = dict(
+        n_jobs=n_jobs or settings.n_jobs,
+        dask_address=dask_address,
+        enabled=progress_enabled(progress),
+    )
+    series_jobs = [j for _, j in jobs]
+    holdout = run_with_progress(holdout_job, series_jobs, desc="evaluate", **run)
+    naive_jobs = [dataclasses.replace(j, method="snaive") for j in series_jobs]
+    naive_holdout = run_with_progress(holdout_job, naive_jobs, desc="seasonal naive", **run)
+    fitted = run_with_progress(forecast_job, series_jobs, desc="choose", **run)
 
     choices, summaries = {}, {}
     for (scope, job), res in zip(jobs, fitted, strict=True):
@@ -304,9 +403,14 @@ def train_forecast(
             choices[key] = {k: res["summary"][k] for k in ("method", "weights", "interval_scales")}
             summaries[key] = res["summary"]
     for line in _choice_lines(choices):
-        click.echo(line)
+        click.echo(line, err=True)
     scores = [h["scores"] for h in holdout if h["scores"]]
     evaluation = _mean_scores(scores)
+    # The sanity check compares both on the series both could score.
+    pairs = [(h["scores"], n["scores"]) for h, n in zip(holdout, naive_holdout, strict=True)]
+    pairs = [(ours, naive) for ours, naive in pairs if ours and naive]
+    paired = _mean_scores([ours for ours, _ in pairs])
+    naive = _mean_scores([naive for _, naive in pairs])
     bundle = ForecastBundle(choices, metric_kinds=kinds, horizon=horizon, max_points=max_points)
     params = {
         "metrics": ",".join(metrics),
@@ -318,26 +422,38 @@ def train_forecast(
         "to": end,
         "groups": groups,
     }
-    run_id, version, promoted = log_to_mlflow(
+    outcome = register_forecast(
         settings,
         bundle=bundle,
         params=params,
-        metrics=evaluation,
+        metrics={**evaluation, "paired_mase": paired.get("mase", math.nan)},
         choices=choices,
         summaries=summaries,
         promote=promote,
+        naive=naive,
     )
-    print_result(
+    result = json_ready(
         {
-            "run_id": run_id,
             "model": MODEL_NAME,
-            "version": version,
-            "champion": promoted,
+            **outcome,
+            # kept a boolean (unlike anomaly and risk, where it is the version) for callers
+            # written against earlier releases
+            "champion": outcome["promoted"],
             "series": len(choices),
             "methods": dict(Counter(c["method"] for c in choices.values())),
             **evaluation,
+            "snaive_mase": naive.get("mase", math.nan),
+            "snaive_smape": naive.get("smape", math.nan),
         }
     )
+    echo_training_outcome(
+        result,
+        [
+            f"held out: mean MASE {paired.get('mase', math.nan):.3f} vs seasonal naive's "
+            f"{naive.get('mase', math.nan):.3f} over {len(pairs)} series"
+        ],
+    )
+    print_result(result)
 
 
 def _choice_lines(choices: dict[str, str]) -> list[str]:
