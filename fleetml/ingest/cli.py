@@ -57,6 +57,20 @@ def import_group() -> None:
 _files_arg = click.argument(
     "paths", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False)
 )
+_progress_opt = click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Show a progress bar on stderr (default: only when stderr is a terminal).",
+)
+
+
+def _progress(flag: bool | None) -> bool | None:
+    """The import's ``progress`` argument: ``None`` lets the bar show on a terminal only."""
+    if flag is None:
+        return None if sys.stderr.isatty() else False
+    return flag
+
+
 _rejects_opt = click.option(
     "--rejects",
     type=click.Path(dir_okay=False),
@@ -75,11 +89,13 @@ _rejects_opt = click.option(
 )
 @click.option("--strict", is_flag=True, help="Store nothing if any row is rejected.")
 @_rejects_opt
-def import_metrics_cmd(paths, counters, no_register, strict, rejects) -> None:
+@_progress_opt
+def import_metrics_cmd(paths, counters, no_register, strict, rejects, progress) -> None:
     """Import wide metrics files: ts, account_id and one numeric column per metric.
 
     ts is ISO-8601 (naive means UTC) or epoch seconds. Rows may come in any order; a later
-    duplicate of the same account and ts wins. Everything is stored in one transaction.
+    duplicate of the same account and ts wins. Everything is stored in one transaction. On a
+    terminal a progress bar on stderr counts the rows read.
     """
     settings = ctx_settings()
     engine = open_engine(settings)
@@ -91,7 +107,7 @@ def import_metrics_cmd(paths, counters, no_register, strict, rejects) -> None:
             counters=names,
             register=not no_register,
             strict=strict,
-            progress=None if sys.stderr.isatty() else False,
+            progress=_progress(progress),
             max_future_s=settings.max_future_skew_s,
         )
     except InvalidBatch as exc:
@@ -106,11 +122,18 @@ def import_metrics_cmd(paths, counters, no_register, strict, rejects) -> None:
 @click.option("--no-register", is_flag=True)
 @click.option("--strict", is_flag=True, help="Store nothing if any row is rejected.")
 @_rejects_opt
-def import_events_cmd(paths, no_register, strict, rejects) -> None:
+@_progress_opt
+def import_events_cmd(paths, no_register, strict, rejects, progress) -> None:
     """Import events files: ts, account_id, kind and optional detail."""
     engine = open_engine(ctx_settings())
     try:
-        report = files.import_events(engine, list(paths), register=not no_register, strict=strict)
+        report = files.import_events(
+            engine,
+            list(paths),
+            register=not no_register,
+            strict=strict,
+            progress=_progress(progress),
+        )
     except InvalidBatch as exc:
         _abort(exc, rejects)
     except InvalidInput as exc:
