@@ -31,6 +31,11 @@ from fleetml.serving.models import ModelSet
 
 log = logging.getLogger("fleetml.tick")
 
+#: The first tick reads the window in slices of this length (bounded memory on large fleets).
+_FILL_SLICE_MS = 4 * 3_600_000
+#: Trim the window when it grew by this share since the last trim (a trim copies every row).
+_TRIM_GROWTH = 0.05
+
 
 class LiveLoop:
     """The worker's scoring loop over one store (see the module docstring).
@@ -55,42 +60,56 @@ class LiveLoop:
         self._configs = None
 
     # ------------------------------------------------------------------ reading
-    def _read(self, start_ms: int, end_ms: int) -> pd.DataFrame:
+    def _read(self, ranges: list[tuple[int, int]]) -> pd.DataFrame:
+        """Samples of every account in the inclusive epoch-ms ``ranges``, in one query."""
         from fleetml.store.metrics import read_metrics
 
-        if end_ms < start_ms:
+        ranges = [(int(lo), int(hi)) for lo, hi in ranges if hi >= lo]
+        if not ranges:
             return pd.DataFrame(columns=["ts", "account_id"])
-        return read_metrics(
-            self.engine,
-            start=pd.Timestamp(int(start_ms), unit="ms", tz="UTC"),
-            end=pd.Timestamp(int(end_ms), unit="ms", tz="UTC"),
-        )
+        return read_metrics(self.engine, ranges=ranges)
 
     def _fill(self, now_ms: int) -> np.ndarray:
-        """First tick (or after the feature configs changed): the window from the store."""
+        """First tick (or after the feature configs or the clock changed): the window from the
+        store, read in slices so a large fleet's first read never holds every row twice."""
         from fleetml.store.predictions import flagged_runs
 
         scorer = self.scorer
-        tail = self._read(now_ms - scorer.reach_ms(), now_ms)
-        counts = scorer.window.merge(tail)
+        start = now_ms - scorer.reach_ms()
+        counts = np.zeros(0, dtype=np.int64)
+        for lo in range(start, now_ms + 1, _FILL_SLICE_MS):
+            hi = min(lo + _FILL_SLICE_MS - 1, now_ms)
+            got = scorer.window.merge(self._read([(lo, hi)]))
+            counts = np.r_[counts, np.zeros(got.size - counts.size, dtype=np.int64)] + got
         scorer.step_ms = None
         pad = scorer.pad_ms()
-        for lag in scorer.lags_ms():
-            scorer.window.merge(self._read(now_ms - lag - pad, now_ms - lag + pad))
+        scorer.window.merge(
+            self._read([(now_ms - lag - pad, now_ms - lag + pad) for lag in scorer.lags_ms()])
+        )
         scorer.restore_runs(flagged_runs(self.engine))
-        return counts
+        # The history before this process was scored by an earlier one (or never needs to be):
+        # score each account's newest sample; the rule and run counters were restored above.
+        return np.minimum(counts, 1)
 
     def _tail(self, now_ms: int) -> np.ndarray:
-        """Later ticks: samples since the last read (with an overlap for late samples) and the
-        new part of every seasonal slice."""
+        """Later ticks, in one query and one merge: samples since the last read (with an
+        overlap for late samples) and the new part of every seasonal slice."""
         scorer = self.scorer
         overlap = int(max(2 * self.settings.score_every_s * 1000, 300_000))
         last = int(self.read_until)
-        counts = scorer.window.merge(self._read(last - overlap + 1, now_ms))
         pad = scorer.pad_ms()
+        ranges = [(last - overlap + 1, now_ms)]
         for lag in scorer.lags_ms():
-            lo = max(last - lag + pad + 1, now_ms - lag - pad)
-            scorer.window.merge(self._read(lo, now_ms - lag + pad))
+            ranges.append((max(last - lag + pad + 1, now_ms - lag - pad), now_ms - lag + pad))
+        frame = self._read(ranges)
+        if not len(frame):
+            return np.zeros(len(scorer.window.ids), dtype=np.int64)
+        # only samples of the tail count as new; seasonal-slice samples are history
+        ts_ms = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ms").astype("int64")
+        recent = ts_ms.to_numpy() > last - overlap
+        counts = scorer.window.merge(frame[recent])
+        if (~recent).any():
+            scorer.window.merge(frame[~recent])
         return counts
 
     # ------------------------------------------------------------------ a tick
@@ -122,7 +141,7 @@ class LiveLoop:
             counts = self._tail(now)
         self._configs = configs
         self.read_until = now
-        self.scorer.trim()
+        self.scorer.trim(every=_TRIM_GROWTH)
         kinds = dict(metric_kinds(self.engine))
         groups = account_groups(self.engine)
         faults = self._faults(now) if self.models.get("risk").fallback else None

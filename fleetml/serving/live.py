@@ -70,6 +70,7 @@ class LiveScorer:
         self.kept = np.zeros(0, dtype=bool)
         self.risk_run: dict[str, np.ndarray] = {}
         self.step_ms: int | None = None
+        self._trimmed_at = 0
 
     # ------------------------------------------------------------------ what to keep
     def feature_configs(self) -> list[FeatureConfig]:
@@ -99,10 +100,16 @@ class LiveScorer:
         step = self.step_ms or sampling_step_ms(self.window)
         return int(max([step, 60_000] + tol))
 
-    def trim(self) -> int:
-        return self.window.trim(
+    def trim(self, *, every: float = 0.0) -> int:
+        """Drop what no feature reaches; with ``every`` only once the window grew by that share
+        since the last trim (a trim copies every row: amortised, it costs little)."""
+        if every and len(self.window) <= (1.0 + every) * self._trimmed_at:
+            return 0
+        dropped = self.window.trim(
             reach_ms=self.reach_ms(), lags_ms=self.lags_ms(), pad_ms=self.pad_ms()
         )
+        self._trimmed_at = len(self.window)
+        return dropped
 
     # ------------------------------------------------------------------ state arrays
     def _ensure(self, n: int, context: int) -> None:
@@ -191,7 +198,7 @@ class LiveScorer:
         if not configs:
             return out
         kinds = {**kinds, **{k: v for m in models for k, v in m.metric_kinds.items()}}
-        frame = self.window.frame()
+        frame = self._scoring_frame(codes, groups)
         multi = codes[counts > 1]
         for cfg in configs:
             latest = latest_matrix(frame, kinds=kinds, groups=groups or None, config=cfg)
@@ -225,6 +232,23 @@ class LiveScorer:
                     )
             out.append((cfg, (cols, values, row_code, row_ts, newest)))
         return out
+
+    def _scoring_frame(self, codes: np.ndarray, groups: dict[str, str]) -> pd.DataFrame:
+        """The window's rows of the scored accounts and of their group peers (peer features
+        compare an account with its group at the same instant); all rows when most are scored."""
+        held = int(np.count_nonzero(self.window.newest >= 0))
+        if codes.size >= 0.6 * held:
+            return self.window.frame()
+        ids = np.asarray(self.window.ids, dtype=object)
+        wanted = set(codes.tolist())
+        if groups:
+            their = {groups.get(a) for a in ids[codes]} - {None}
+            for acc, grp in groups.items():
+                if grp in their:
+                    code = self.window.code(acc)
+                    if code is not None:
+                        wanted.add(code)
+        return self.window.frame(self.window.rows_of(sorted(wanted)))
 
     def _earlier_rows(self, frame, multi, counts, kinds, groups, cfg):
         """Features of the new samples before each account's newest one (accounts with a

@@ -194,13 +194,18 @@ def read_metrics(
     metrics: Iterable[str] | None = None,
     start=None,
     end=None,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> pd.DataFrame:
     """Read samples into the canonical wide frame (``ts``, ``account_id``, one column per metric).
 
-    ``start`` and ``end`` are inclusive; ``accounts`` and ``metrics`` default to all. Rows are
-    sorted by (account_id, ts); a metric the sample did not carry is ``NaN``.
+    ``start`` and ``end`` are inclusive; ``accounts`` and ``metrics`` default to all. ``ranges``
+    (inclusive epoch-ms pairs) reads several time ranges in one query (the live loop's tail and
+    seasonal slices). Rows are sorted by (account_id, ts); a metric the sample did not carry is
+    ``NaN``.
     """
-    rows, names, pk_map = _read_rows(bind, accounts=accounts, metrics=metrics, start=start, end=end)
+    rows, names, pk_map = _read_rows(
+        bind, accounts=accounts, metrics=metrics, start=start, end=end, ranges=ranges
+    )
     return _rows_frame(rows, names, pk_map)
 
 
@@ -253,6 +258,7 @@ def _read_rows(
     end,
     after: SampleKey | None = None,
     limit: int | None = None,
+    ranges: Sequence[tuple[int, int]] | None = None,
 ) -> tuple[list, list[str], dict[str, int]]:
     """(account_pk, ts, vals) rows of the selection, the metric names and the account keys.
 
@@ -282,6 +288,14 @@ def _read_rows(
         if end is not None:
             where.append(f"ts <= {mark}")
             params.append(to_ms(end))
+        if ranges is not None:
+            if not ranges:
+                return [], names, pk_map
+            where.append(
+                "(" + " OR ".join(f"ts BETWEEN {mark} AND {mark}" for _ in ranges) + ")"
+            )
+            for lo, hi in ranges:
+                params += [int(lo), int(hi)]
         if after is not None:
             # a row-value comparison walks the (ts, account_pk) primary key on both databases
             where.append(f"(ts, account_pk) > ({mark}, {mark})")

@@ -8,9 +8,9 @@ same samples overwrites instead of duplicating.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import orjson
 import pandas as pd
 import sqlalchemy as sa
@@ -43,43 +43,43 @@ _HIST_SET = ", ".join(
 
 
 def _rows(frame: pd.DataFrame, computed_at: int) -> list[tuple]:
+    """DB-API rows, column by column (a tick writes tens of thousands)."""
     n = len(frame)
     score = frame["score"].to_numpy(dtype=float)
-    version = frame["model_version"].to_numpy(dtype=object)
-    detail = frame["detail"].to_numpy(dtype=object) if "detail" in frame else [None] * n
-    top = frame["top_metrics"].to_numpy(dtype=object) if "top_metrics" in frame else [""] * n
-    out = []
-    for i, (acc, fam, hor, until, flag, fb) in enumerate(
+    scores = np.where(np.isfinite(score), score, np.nan).tolist()
+    scores = [None if x != x else x for x in scores]  # NaN -> NULL
+    versions = [
+        None if v is None or v != v else int(v)
+        for v in frame["model_version"].to_numpy(dtype=object).tolist()
+    ]
+    details: list = [None] * n
+    detail = frame["detail"].to_numpy(dtype=object) if "detail" in frame else None
+    top = frame["top_metrics"].to_numpy(dtype=object) if "top_metrics" in frame else None
+    has = np.zeros(n, dtype=bool)
+    if detail is not None:
+        has |= np.array([isinstance(d, dict) and bool(d) for d in detail], dtype=bool)
+    if top is not None:
+        has |= np.array([bool(t) for t in top], dtype=bool)
+    for i in np.flatnonzero(has):
+        d = dict(detail[i]) if detail is not None and isinstance(detail[i], dict) else {}
+        if top is not None and top[i]:
+            d["top_metrics"] = str(top[i]).split(";")
+        details[i] = orjson.dumps(d).decode()
+    return list(
         zip(
-            frame["account_id"].astype(str),
-            frame["family"].astype(str),
-            frame["horizon"].astype(str),
-            frame["data_until"].to_numpy(dtype="int64"),
-            frame["flag"].to_numpy(dtype=bool),
-            frame["fallback"].to_numpy(dtype=bool),
+            frame["account_id"].astype(str).tolist(),
+            frame["family"].astype(str).tolist(),
+            frame["horizon"].astype(str).tolist(),
+            [int(computed_at)] * n,
+            frame["data_until"].to_numpy(dtype="int64").tolist(),
+            scores,
+            frame["flag"].to_numpy(dtype=bool).tolist(),
+            versions,
+            frame["fallback"].to_numpy(dtype=bool).tolist(),
+            details,
             strict=True,
         )
-    ):
-        d = dict(detail[i]) if isinstance(detail[i], dict) else {}
-        if top[i]:
-            d["top_metrics"] = str(top[i]).split(";")
-        s = float(score[i])
-        v = version[i]
-        out.append(
-            (
-                acc,
-                fam,
-                hor,
-                int(computed_at),
-                int(until),
-                s if math.isfinite(s) else None,
-                bool(flag),
-                None if v is None or (isinstance(v, float) and math.isnan(v)) else int(v),
-                bool(fb),
-                orjson.dumps(d).decode() if d else None,
-            )
-        )
-    return out
+    )
 
 
 def write_predictions(conn: sa.Connection, frame: pd.DataFrame, *, computed_at: int) -> int:
