@@ -1,7 +1,7 @@
 """The first models a `fleetml demo` user trains: alert volume, positives per horizon, promotion.
 
     PYTHONPATH=. python bench/demo_models.py [--masters 10] [--servants 3] [--history-days 3]
-        [--seed 7] [--keep DIR]
+        [--seed 7] [--streamed-days 0] [--keep DIR]
 
 Simulates the demo fleet exactly as ``fleetml demo`` does (its :func:`fleetml.demo.load_history`
 with the demo's defaults, ending where the live stream would start), into a fresh home, then
@@ -10,6 +10,10 @@ and ``fleetml train risk`` (MLflow, registry and promotion included). Prints, fo
 model, alert onsets per account-day and the share of alerting rows on the held-out period; for
 the risk model, positive rows per horizon and split; and for both, whether the version was
 promoted and why. The last line is one JSON object.
+
+``--streamed-days D`` also loads the first ``D`` days of the demo's live stream (seed + 1, from
+where the history ends, as ``fleetml demo`` streams it) before training: the store a user has
+after letting the demo run that long.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,6 +38,7 @@ def main() -> None:
     ap.add_argument("--live-days", type=float, default=1.0)
     ap.add_argument("--speed", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--streamed-days", type=float, default=0.0)
     ap.add_argument("--keep", default=None, help="Use this folder as the home and keep it.")
     args = ap.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -48,15 +55,29 @@ def main() -> None:
     settings.ensure_home()
     engine = open_engine(settings)
     t0 = time.perf_counter()
+    # As `fleetml demo`: the history ends where the live stream starts.
+    stream_start = live_start(args.live_days, args.speed)
     loaded = load_history(
         engine,
         masters=args.masters,
         servants=args.servants,
         days=args.history_days,
-        end=live_start(args.live_days, args.speed),
+        end=stream_start,
         seed=args.seed,
         workdir=home / "cache" / "demo",
     )
+    if args.streamed_days > 0:
+        # What the demo's live thread would have stored by now (same config, seed + 1).
+        streamed = load_history(
+            engine,
+            masters=args.masters,
+            servants=args.servants,
+            days=args.streamed_days,
+            end=stream_start + pd.Timedelta(days=args.streamed_days),
+            seed=args.seed + 1,
+            workdir=home / "cache" / "demo-live",
+        )
+        loaded = {**loaded, "streamed_samples": streamed["samples"]}
     sim_s = time.perf_counter() - t0
     print(
         f"demo fleet: {loaded['accounts']} accounts, {loaded['samples']} samples, "
