@@ -152,6 +152,11 @@ def _rate(values: np.ndarray, ts_ms: np.ndarray, pos: np.ndarray, prev: np.ndarr
         return np.where(ok, increase / np.where(ok, dt, 1.0), np.nan)
 
 
+#: Public names for the live loop's window, which keeps counter rates per row between ticks.
+prev_carrying = _prev_valid
+rate_between = _rate
+
+
 def _regular_step(d: np.ndarray, starts: np.ndarray) -> int | None:
     """The step when every within-account step (``d``: ``np.diff`` of the timestamps) is one and
     the same positive value, else None: one comparison pass answers both "in time order?" and

@@ -75,7 +75,8 @@ class LiveLoop:
         from fleetml.store.predictions import flagged_runs
 
         scorer = self.scorer
-        start = now_ms - scorer.reach_ms()
+        # an hour before the window, so a counter's first sample in it has its previous one
+        start = now_ms - scorer.reach_ms() - 3_600_000
         counts = np.zeros(0, dtype=np.int64)
         for lo in range(start, now_ms + 1, _FILL_SLICE_MS):
             hi = min(lo + _FILL_SLICE_MS - 1, now_ms)
@@ -83,8 +84,10 @@ class LiveLoop:
             counts = np.r_[counts, np.zeros(got.size - counts.size, dtype=np.int64)] + got
         scorer.step_ms = None
         pad = scorer.pad_ms()
+        margin = pad + (scorer.step_ms or pad)  # one sample before each slice (counter rates)
         scorer.window.merge(
-            self._read([(now_ms - lag - pad, now_ms - lag + pad) for lag in scorer.lags_ms()])
+            self._read([(now_ms - lag - margin, now_ms - lag + pad) for lag in scorer.lags_ms()]),
+            contiguous=False,
         )
         scorer.restore_runs(flagged_runs(self.engine))
         # The history before this process was scored by an earlier one (or never needs to be):
@@ -125,6 +128,7 @@ class LiveLoop:
         t0 = time.perf_counter()
         now = int(now_ms) if now_ms is not None else self._clock(wall_ms)
         self.models.refresh()
+        kinds = dict(metric_kinds(self.engine))
         configs = self.scorer.feature_configs()
         refill = (
             self.read_until is None
@@ -136,13 +140,14 @@ class LiveLoop:
             if len(self.scorer.window):  # held samples and state belong to another clock/config
                 self.scorer = LiveScorer(self.models, max_rows=self.settings.score_max_rows)
                 configs = self.scorer.feature_configs()
+            self.scorer.window.counters = self._counters(kinds)
             counts = self._fill(now)
         else:
+            self.scorer.window.counters = self._counters(kinds)
             counts = self._tail(now)
         self._configs = configs
         self.read_until = now
         self.scorer.trim(every=_TRIM_GROWTH)
-        kinds = dict(metric_kinds(self.engine))
         groups = account_groups(self.engine)
         faults = self._faults(now) if self.models.get("risk").fallback else None
         preds = self.scorer.score(counts, kinds=kinds, groups=groups, faults=faults)
@@ -186,6 +191,15 @@ class LiveLoop:
             "models": self.models.versions(),
             "degraded": self.models.degraded(),
         }
+
+    def _counters(self, kinds: dict[str, str]) -> set[str]:
+        """Metrics the store or a served model knows as cumulative counters."""
+        from fleetml.vocab import default_metric_kind
+
+        known = dict(kinds)
+        for family in ("anomaly", "risk"):
+            known.update(getattr(self.models.get(family), "metric_kinds", {}) or {})
+        return {m for m, k in known.items() if str(k or default_metric_kind(m)) == "counter"}
 
     def _clock(self, wall_ms) -> int:
         if self.settings.tick_clock == "data":

@@ -198,6 +198,7 @@ class LiveScorer:
         if not configs:
             return out
         kinds = {**kinds, **{k: v for m in models for k, v in m.metric_kinds.items()}}
+        kinds = self.window.gauge_kinds(kinds)  # counters are held as their rates
         frame = self._scoring_frame(codes, groups)
         multi = codes[counts > 1]
         for cfg in configs:
@@ -238,7 +239,7 @@ class LiveScorer:
         compare an account with its group at the same instant); all rows when most are scored."""
         held = int(np.count_nonzero(self.window.newest >= 0))
         if codes.size >= 0.6 * held:
-            return self.window.frame()
+            return self.window.frame(levels=True)
         ids = np.asarray(self.window.ids, dtype=object)
         wanted = set(codes.tolist())
         if groups:
@@ -248,7 +249,7 @@ class LiveScorer:
                     code = self.window.code(acc)
                     if code is not None:
                         wanted.add(code)
-        return self.window.frame(self.window.rows_of(sorted(wanted)))
+        return self.window.frame(self.window.rows_of(sorted(wanted)), levels=True)
 
     def _earlier_rows(self, frame, multi, counts, kinds, groups, cfg):
         """Features of the new samples before each account's newest one (accounts with a
@@ -269,7 +270,7 @@ class LiveScorer:
         pos = pos_in_sub[~last]
         if not pos.size:
             return None
-        sub = self.window.frame(rows)
+        sub = self.window.frame(rows, levels=True)
         sub["account_id"] = sub["account_id"].astype(str)
         feats = build_features(sub, kinds=kinds, groups=groups or None, config=cfg, rows=pos)
         e_codes = self.window.account_codes[rows[pos]].astype(np.int64)
@@ -363,7 +364,7 @@ class LiveScorer:
         return flags, onset_any
 
     def _anomaly_fallback(self, model, codes) -> pd.DataFrame:
-        frame = self.window.frame(self.window.rows_of(codes))
+        frame = self.window.frame(self.window.rows_of(codes), levels=True)
         frame["account_id"] = frame["account_id"].astype(str)
         out = model.predict_latest(frame)
         ids = np.asarray(self.window.ids, dtype=object)
@@ -428,7 +429,7 @@ class LiveScorer:
 
     def _risk_fallback(self, model, codes, faults) -> pd.DataFrame:
         rows = self.window.newest_rows(codes, np.ones(codes.size, dtype=np.int64))
-        frame = self.window.frame(rows)
+        frame = self.window.frame(rows, levels=True)
         frame["account_id"] = frame["account_id"].astype(str)
         out = model.predict_latest(frame, faults)
         parts = []

@@ -35,6 +35,7 @@ class OnDemandScorer:
         self.refresh_s = float(refresh_s)
         self._windows: OrderedDict[str, tuple[RawWindow, float, int]] = OrderedDict()
         self._lock = threading.Lock()
+        self._kinds: tuple[float, dict] | None = None
 
     def _config(self):
         from fleetml.features.config import FeatureConfig
@@ -54,6 +55,19 @@ class OnDemandScorer:
             start=pd.Timestamp(int(start_ms), unit="ms", tz="UTC"),
             end=None if end_ms is None else pd.Timestamp(int(end_ms), unit="ms", tz="UTC"),
         )
+
+    def _counters(self) -> set[str]:
+        """Metrics the store or a served model knows as cumulative counters (cached briefly)."""
+        from fleetml.store.metrics import metric_kinds
+        from fleetml.vocab import default_metric_kind
+
+        now = time.monotonic()
+        if self._kinds is None or now - self._kinds[0] > 30.0:
+            self._kinds = (now, dict(metric_kinds(self.engine)))
+        known = dict(self._kinds[1])
+        for family in ("anomaly", "risk"):
+            known.update(getattr(self.models.get(family), "metric_kinds", {}) or {})
+        return {m for m, k in known.items() if str(k or default_metric_kind(m)) == "counter"}
 
     def _newest(self, account_id: str) -> int | None:
         """Where the account's window ends: its newest scored sample (the tick's table, a key
@@ -78,8 +92,10 @@ class OnDemandScorer:
         if entry is None:
             newest = self._newest(account_id)
             window = RawWindow()
+            window.counters = self._counters()
             if newest is not None:
-                window.merge(self._read(account_id, newest - reach, newest))
+                # an hour more, so a counter's first sample in the window has a rate
+                window.merge(self._read(account_id, newest - reach - 3_600_000, newest))
                 for lag in seasonal_lags_ms(config):
                     window.merge(
                         self._read(account_id, newest - lag - 3_600_000, newest - lag + 3_600_000)
@@ -104,12 +120,10 @@ class OnDemandScorer:
         from fleetml.features.latest import latest_matrix
 
         window = self.window(account_id)
-        frame = window.frame()
         if posted is not None and len(posted):
-            extra = RawWindow()
-            extra.merge(frame)
-            extra.merge(posted)
-            frame = extra.frame()
+            window = window.copy()  # posted samples are scored, never kept
+            window.merge(posted)
+        frame = window.frame(levels=True)
         if not len(frame):
             raise LookupError(f"account {account_id!r} has no stored or posted samples to score")
         frame["account_id"] = frame["account_id"].astype(str)
@@ -118,6 +132,7 @@ class OnDemandScorer:
         kinds = {}
         for m in (anomaly, risk):
             kinds.update(getattr(m, "metric_kinds", {}) or {})
+        kinds = window.gauge_kinds(kinds)  # counters are held as their rates
         latest = None
         if not (anomaly.fallback and risk.fallback):
             latest = latest_matrix(frame, kinds=kinds, config=config)

@@ -21,6 +21,8 @@ from fleetml.features.config import DAY_MS, FeatureConfig, window_ms
 
 _TS_BITS = 42  # epoch ms below 2**42 reach the year 2109
 _TS_MASK = (1 << _TS_BITS) - 1
+#: A counter's rate is taken over at most this gap (seasonal slices lie a day or more apart).
+_MAX_RATE_GAP_MS = 12 * 3_600_000
 
 
 def seasonal_lags_ms(config: FeatureConfig) -> list[int]:
@@ -56,6 +58,11 @@ class RawWindow:
         self.values: dict[str, np.ndarray] = {}
         #: newest sample time (epoch ms) per account code; -1 before any sample
         self.newest = np.zeros(0, dtype=np.int64)
+        #: cumulative counters among the metrics: their per-minute rate ("level") is kept per row
+        #: in :attr:`levels`, computed once when a sample arrives, since a row's rate needs the
+        #: sample before it, which the window may have trimmed away since
+        self.counters: set[str] = set()
+        self.levels: dict[str, np.ndarray] = {}
 
     # ------------------------------------------------------------------ shape
     def __len__(self) -> int:
@@ -91,9 +98,14 @@ class RawWindow:
         return self.key >> _TS_BITS
 
     # ------------------------------------------------------------------ merge and trim
-    def merge(self, frame: pd.DataFrame) -> np.ndarray:
+    def merge(self, frame: pd.DataFrame, *, contiguous: bool = True) -> np.ndarray:
         """Add (or update) the samples of a wide frame; returns, per account code, how many of
-        its samples are newer than its previous newest one (what the tick scores)."""
+        its samples are newer than its previous newest one (what the tick scores).
+
+        ``contiguous`` says the frame continues what the window holds (a tail read): a counter
+        sample whose previous sample is not in the frame takes it from the window. A seasonal
+        slice read from further back is not contiguous: there a counter's first sample of each
+        account has no rate (read one sample more than needed before the slice)."""
         before = self.newest.copy()
         if not len(frame):
             return np.zeros(len(self.ids), dtype=np.int64)
@@ -121,26 +133,75 @@ class RawWindow:
             )
             for m in self.values
         }
+        new_codes = (new_key >> _TS_BITS).astype(np.int64)
+        new_ts = new_key & _TS_MASK
+        rates = {}
+        for m in self.counters:
+            if m not in self.levels:  # a metric newly known as a counter: rates of what is held
+                self.levels[m] = _local_rates(
+                    self.values.get(m, np.full(self.key.size, np.nan)),
+                    self.ts_ms,
+                    self.account_codes,
+                )[0]
+            if m in cols and not contiguous:
+                rates[m] = _local_rates(cols[m], new_ts, new_codes)
         pos = np.searchsorted(self.key, new_key)
         held = pos < self.key.size
         held[held] = self.key[pos[held]] == new_key[held]
-        for m, col in cols.items():  # update held samples where the new one carries a value
-            if held.any():
+        if held.any():
+            at = pos[held]
+            for m, col in cols.items():  # update held samples where the new one carries a value
                 upd = col[held]
                 ok = ~np.isnan(upd)
-                target = self.values[m]
-                target[pos[held][ok]] = upd[ok]
+                self.values[m][at[ok]] = upd[ok]
+            for m, (rate, _) in rates.items():  # a held rate only fills in, never changes
+                upd = rate[held]
+                ok = ~np.isnan(upd) & np.isnan(self.levels[m][at])
+                self.levels[m][at[ok]] = upd[ok]
         fresh = ~held
         if fresh.any():
             at = pos[fresh]
             self.key = np.insert(self.key, at, new_key[fresh])
             for m, col in cols.items():
                 self.values[m] = np.insert(self.values[m], at, col[fresh])
-        new_codes = (new_key >> _TS_BITS).astype(np.int64)
-        new_ts = new_key & _TS_MASK
+            for m in self.levels:
+                add = rates[m][0][fresh] if m in rates else np.full(at.size, np.nan)
+                self.levels[m] = np.insert(self.levels[m], at, add)
+            if contiguous:  # every fresh sample's previous one is in the window now
+                self._window_rates(new_key[fresh], [m for m in self.levels if m in cols])
         np.maximum.at(self.newest, new_codes, new_ts)
         newer = new_ts > before[new_codes]
         return np.bincount(new_codes[newer], minlength=len(self.ids)).astype(np.int64)
+
+    def _window_rates(self, fresh_keys: np.ndarray, metrics: list[str]) -> None:
+        """Rates of fresh counter samples from their previous sample in the window, and of the
+        samples right after them (a late sample changes its successor's previous sample)."""
+        from fleetml.features.latest import prev_carrying, rate_between
+
+        pos = np.searchsorted(self.key, fresh_keys)
+        codes = (fresh_keys >> _TS_BITS).astype(np.int64)
+        start = np.searchsorted(self.key, codes << _TS_BITS)
+        end = np.searchsorted(self.key, (codes + 1) << _TS_BITS)
+        ts = self.ts_ms
+        for m in metrics:
+            values = self.values[m]
+            carrying = np.flatnonzero(~np.isnan(values))
+            nxt_i = np.searchsorted(carrying, pos, side="right")
+            nxt = np.where(
+                nxt_i < carrying.size, carrying[np.clip(nxt_i, 0, carrying.size - 1)], -1
+            )
+            succ = nxt[(nxt >= 0) & (nxt < end)]
+            succ_start = np.searchsorted(self.key, (self.key[succ] >> _TS_BITS) << _TS_BITS)
+            mine = ~np.isnan(values[pos])
+            redo = np.r_[pos[mine], succ]
+            redo_start = np.r_[start[mine], succ_start]
+            if not redo.size:
+                continue
+            prev = prev_carrying(values, redo, redo_start)
+            # a previous sample from another seasonal slice is not the true previous one
+            far = (prev >= 0) & (ts[np.clip(prev, 0, None)] < ts[redo] - _MAX_RATE_GAP_MS)
+            prev = np.where(far, -1, prev)
+            self.levels[m][redo] = rate_between(values, ts, redo, prev)
 
     def trim(self, *, reach_ms: int, lags_ms: list[int], pad_ms: int) -> int:
         """Drop samples no feature can reach: older than ``reach_ms`` before their account's
@@ -159,6 +220,8 @@ class RawWindow:
             self.key = self.key[keep]
             for m in self.values:
                 self.values[m] = self.values[m][keep]
+            for m in self.levels:
+                self.levels[m] = self.levels[m][keep]
         return dropped
 
     def forget(self, account_ids) -> None:
@@ -170,12 +233,37 @@ class RawWindow:
         self.key = self.key[keep]
         for m in self.values:
             self.values[m] = self.values[m][keep]
+        for m in self.levels:
+            self.levels[m] = self.levels[m][keep]
         self.newest[codes] = -1
 
+    def copy(self) -> RawWindow:
+        """An independent copy (on-demand scoring adds posted samples to a copy)."""
+        other = RawWindow()
+        other.ids = list(self.ids)
+        other._code = dict(self._code)
+        other.key = self.key.copy()
+        other.values = {m: v.copy() for m, v in self.values.items()}
+        other.newest = self.newest.copy()
+        other.counters = set(self.counters)
+        other.levels = {m: v.copy() for m, v in self.levels.items()}
+        return other
+
+    def gauge_kinds(self, kinds: dict[str, str]) -> dict[str, str]:
+        """``kinds`` for a :meth:`frame` with ``levels``: every counter held as its rate is a
+        gauge there."""
+        out = dict(kinds)
+        for m in self.values:
+            if m in self.levels:
+                out[m] = "gauge"
+        return out
+
     # ------------------------------------------------------------------ views
-    def frame(self, rows: np.ndarray | None = None) -> pd.DataFrame:
+    def frame(self, rows: np.ndarray | None = None, *, levels: bool = False) -> pd.DataFrame:
         """The held samples as the canonical wide frame, grouped by account and in time order;
-        ``account_id`` is categorical. ``rows`` (positions) selects a subset, order kept."""
+        ``account_id`` is categorical. ``rows`` (positions) selects a subset, order kept. With
+        ``levels`` a counter's column holds its per-minute rate (then treat it as a gauge: the
+        features of a counter are those of its rate)."""
         key = self.key if rows is None else self.key[rows]
         codes = (key >> _TS_BITS).astype(np.int64)
         ts = (key & _TS_MASK).astype("datetime64[ms]")
@@ -186,6 +274,8 @@ class RawWindow:
             ),
         }
         for m, col in self.values.items():
+            if levels and m in self.levels:
+                col = self.levels[m]
             data[m] = col if rows is None else col[rows]
         return pd.DataFrame(data, copy=False)
 
@@ -210,6 +300,28 @@ class RawWindow:
         start = hi - counts
         offs = np.repeat(start - np.r_[0, np.cumsum(counts)[:-1]], counts)
         return np.arange(int(counts.sum()), dtype=np.int64) + offs
+
+
+def _local_rates(values: np.ndarray, ts_ms: np.ndarray, codes: np.ndarray):
+    """Per-minute counter rates between consecutive samples of the same account that carry the
+    counter (rows grouped by account, in time order), as :func:`fleetml.features.counters.
+    counter_rate`; and whether each row had such a previous sample."""
+    from fleetml.features.counters import MINUTE_MS, counter_increase
+
+    out = np.full(values.size, np.nan)
+    had = np.zeros(values.size, dtype=bool)
+    idx = np.flatnonzero(~np.isnan(values))
+    if idx.size < 2:
+        return out, had
+    increase = counter_increase(values[idx])
+    dt = np.diff(ts_ms[idx]) / MINUTE_MS
+    same = codes[idx][1:] == codes[idx][:-1]
+    ok = same & (dt > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = increase / dt
+    out[idx[1:][ok]] = rate[ok]
+    had[idx[1:][same]] = True
+    return out, had
 
 
 def _epoch_ms(ts: pd.Series) -> np.ndarray:

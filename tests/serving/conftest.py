@@ -48,15 +48,15 @@ def fleet_frame():
     return small_fleet()
 
 
-def fit_anomaly(frame: pd.DataFrame, **config):
+def fit_anomaly(frame: pd.DataFrame, kinds: dict | None = None, **config):
     """An anomaly bundle trained in memory on ``frame`` (no MLflow)."""
     from fleetml.features import FeatureConfig, build_features, feature_columns
     from fleetml.training.anomaly import AnomalyTrainConfig, fit_model
 
     fc = config.pop("feature_config", FeatureConfig(seasonal=False))
     cfg = AnomalyTrainConfig(random_state=0, feature_config=fc, **config)
-    feats = build_features(frame, config=fc)
-    return fit_model(feats, feature_columns(feats), cfg)
+    feats = build_features(frame, kinds=kinds, config=fc)
+    return fit_model(feats, feature_columns(feats), cfg, kinds=kinds)
 
 
 def fit_risk(frame: pd.DataFrame, faults: pd.DataFrame):

@@ -37,16 +37,23 @@ def model_set(anomaly_bundle=None, risk_bundle=None) -> ModelSet:
 def test_window_keeps_what_seasonal_and_window_features_read():
     """After trimming, the latest features from the window equal those from the full history."""
     frame = small_fleet(n_accounts=3, hours=16 * 24, step="30min", seed=3)
+    # a cumulative counter that restarts now and then
+    frame["msgs_sent"] = frame.groupby("account_id")["msgs_sent"].cumsum()
+    frame.loc[frame.index % 97 == 0, "msgs_sent"] = 0.0
     config = FeatureConfig()  # daily and weekly seasonal lags, 24 h windows
+    kinds = {"msgs_sent": "counter"}
     window = RawWindow()
-    window.merge(frame.sample(frac=1.0, random_state=0))  # any arrival order
+    window.counters = {"msgs_sent"}
+    shuffled = frame.sample(frac=1.0, random_state=0)  # any arrival order, in a few batches
+    for part in np.array_split(np.arange(len(shuffled)), 5):
+        window.merge(shuffled.iloc[part])
     assert len(window) == len(frame)
     dropped = window.trim(
         reach_ms=tail_reach_ms(config), lags_ms=seasonal_lags_ms(config), pad_ms=1_800_000
     )
     assert dropped > len(frame) // 2  # most of 16 days is not needed any more
-    full = latest_matrix(frame, config=config)
-    kept = latest_matrix(window.frame(), config=config)
+    full = latest_matrix(frame, kinds=kinds, config=config)
+    kept = latest_matrix(window.frame(levels=True), kinds=window.gauge_kinds(kinds), config=config)
     order = np.argsort(kept.account_id.astype(str))
     assert list(kept.account_id[order]) == list(full.account_id)
     assert kept.columns == full.columns
@@ -74,18 +81,21 @@ def test_merge_updates_duplicates_and_counts_only_newer_samples():
 
 def test_ticks_equal_a_batch_score_of_the_whole_history():
     frame = small_fleet(n_accounts=4, hours=30)
+    frame["msgs_sent"] = frame.groupby("account_id")["msgs_sent"].cumsum()  # a counter
+    kinds = {"msgs_sent": "counter"}
     ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
     start = int(len(ts) * 0.6)
     bundle = fit_anomaly(
-        frame[frame["ts"] < ts[start]], threshold=0.3, min_duration=2, suppression=6
+        frame[frame["ts"] < ts[start]], kinds, threshold=0.3, min_duration=2, suppression=6
     )
     batch = bundle.predict(frame).set_index(["account_id", "ts"])
     scorer = LiveScorer(model_set(bundle), max_rows=10)
+    scorer.window.counters = {"msgs_sent"}
     scorer.window.merge(frame[frame["ts"] < ts[start]])
     got = []
     for t in ts[start:]:
         counts = scorer.window.merge(frame[frame["ts"] == t])
-        out = scorer.score(counts, kinds={}, groups={})
+        out = scorer.score(counts, kinds=kinds, groups={})
         an = out[out["family"] == "anomaly"].copy()
         assert (an["data_until"] == t.value // 10**6).all()
         an["ts"] = t
