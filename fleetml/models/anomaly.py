@@ -176,10 +176,14 @@ class PackedForest:
 
     def _score_by_tree(self, X: np.ndarray) -> np.ndarray:
         depths = np.zeros(X.shape[0])
+        X = np.ascontiguousarray(X)
+        every = np.arange(X.shape[1])
         for est, features, leaf_length in zip(
             self.estimators, self.estimator_features, self.tree_leaf_length, strict=True
         ):
-            leaves = est.apply(np.ascontiguousarray(X[:, features]), check_input=False)
+            # trees drawn on every feature (max_features=1.0) read X as it is: no copy per tree
+            sub = X if np.array_equal(features, every) else np.ascontiguousarray(X[:, features])
+            leaves = est.apply(sub, check_input=False)
             depths += leaf_length[leaves]
         if self.denominator == 0:
             return np.ones(X.shape[0])

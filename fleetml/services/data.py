@@ -46,6 +46,17 @@ def account_groups(engine) -> dict[str, str]:
     return dict(zip(known["account_id"].astype(str), known["group"].astype(str), strict=True))
 
 
+def registry_version(engine) -> tuple[int, int]:
+    """(newest ``updated_at``, count) of the registry: changes whenever an account does."""
+    import sqlalchemy as sa
+
+    from fleetml.store.tables import accounts
+
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(sa.func.max(accounts.c.updated_at), sa.func.count())).one()
+    return int(row[0] or 0), int(row[1] or 0)
+
+
 def load_fleet_data(
     engine,
     *,

@@ -58,6 +58,7 @@ class LiveLoop:
         self.notifier = notifier
         self.read_until: int | None = None  # upper bound (ms) of the last tail read
         self._configs = None
+        self._group_cache: tuple | None = None
 
     # ------------------------------------------------------------------ reading
     def _read(self, ranges: list[tuple[int, int]]) -> pd.DataFrame:
@@ -148,7 +149,7 @@ class LiveLoop:
         self._configs = configs
         self.read_until = now
         self.scorer.trim(every=_TRIM_GROWTH)
-        groups = account_groups(self.engine)
+        groups = self._groups(account_groups)
         faults = self._faults(now) if self.models.get("risk").fallback else None
         preds = self.scorer.score(counts, kinds=kinds, groups=groups, faults=faults)
         stale_ms = int(self.settings.stale_after_s * 1000)
@@ -191,6 +192,15 @@ class LiveLoop:
             "models": self.models.versions(),
             "degraded": self.models.degraded(),
         }
+
+    def _groups(self, read) -> dict[str, str]:
+        """account -> group, re-read only when the registry changed."""
+        from fleetml.services.data import registry_version
+
+        version = registry_version(self.engine)
+        if self._group_cache is None or self._group_cache[0] != version:
+            self._group_cache = (version, read(self.engine))
+        return self._group_cache[1]
 
     def _counters(self, kinds: dict[str, str]) -> set[str]:
         """Metrics the store or a served model knows as cumulative counters."""

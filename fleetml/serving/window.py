@@ -183,14 +183,17 @@ class RawWindow:
         start = np.searchsorted(self.key, codes << _TS_BITS)
         end = np.searchsorted(self.key, (codes + 1) << _TS_BITS)
         ts = self.ts_ms
+        # samples appended after an account's newest one (the usual case) have no successor
+        inner = pos + 1 < end
         for m in metrics:
             values = self.values[m]
-            carrying = np.flatnonzero(~np.isnan(values))
-            nxt_i = np.searchsorted(carrying, pos, side="right")
-            nxt = np.where(
-                nxt_i < carrying.size, carrying[np.clip(nxt_i, 0, carrying.size - 1)], -1
-            )
-            succ = nxt[(nxt >= 0) & (nxt < end)]
+            succ = np.zeros(0, dtype=np.int64)
+            if inner.any():
+                carrying = np.flatnonzero(~np.isnan(values))
+                nxt_i = np.searchsorted(carrying, pos[inner], side="right")
+                last = carrying.size - 1
+                nxt = np.where(nxt_i <= last, carrying[np.clip(nxt_i, 0, last)], -1)
+                succ = nxt[(nxt >= 0) & (nxt < end[inner])]
             succ_start = np.searchsorted(self.key, (self.key[succ] >> _TS_BITS) << _TS_BITS)
             mine = ~np.isnan(values[pos])
             redo = np.r_[pos[mine], succ]

@@ -291,9 +291,7 @@ def _read_rows(
         if ranges is not None:
             if not ranges:
                 return [], names, pk_map
-            where.append(
-                "(" + " OR ".join(f"ts BETWEEN {mark} AND {mark}" for _ in ranges) + ")"
-            )
+            where.append("(" + " OR ".join(f"ts BETWEEN {mark} AND {mark}" for _ in ranges) + ")")
             for lo, hi in ranges:
                 params += [int(lo), int(hi)]
         if after is not None:

@@ -43,6 +43,7 @@ from fleetml.evaluation.risk import (
     horizon_metrics,
     lead_time_summary,
     lead_times,
+    precision_recall_at,
     reliability_table,
     threshold_for_precision,
 )
@@ -50,7 +51,14 @@ from fleetml.models.risk import HorizonModel, ProbabilityCalibrator, RiskClassif
 from fleetml.services.data import FleetData as RiskData  # noqa: F401
 from fleetml.services.data import load_fleet_data as load_risk_data
 from fleetml.serving.risk import MODEL_NAME, score_frame  # noqa: F401
-from fleetml.training.sanity import MAX_ALERTS_PER_ACCOUNT_DAY, alerts_per_account_day, risk_sanity
+from fleetml.training.sanity import (
+    MAX_ALERTS_PER_ACCOUNT_DAY,
+    account_days,
+    alerts_per_account_day,
+    budget_threshold,
+    onsets_by_threshold,
+    risk_sanity,
+)
 from fleetml.training.summary import json_ready
 from fleetml.vocab import ENFORCEMENT_LABELS  # noqa: F401
 
@@ -83,6 +91,8 @@ class RiskTrainConfig:
     min_positives: int = 3
     require_val_positives: bool = True
     max_alerts_per_account_day: float = MAX_ALERTS_PER_ACCOUNT_DAY
+    #: At-risk onsets per account-day a threshold may raise on validation (None: unbounded).
+    alert_budget: float | None = 0.5
     importance_rows: int = 2000
     gate_tolerance: float = 0.0
     feature_config: Any = None  # fleetml.features.FeatureConfig; None uses its defaults
@@ -223,23 +233,127 @@ def _subsample(mask: np.ndarray, keep_always: np.ndarray, limit: int, rng) -> np
 # --------------------------------------------------------------------------- fitting
 
 
+@dataclass
+class ThresholdChoice:
+    """A horizon's decision threshold, the rule that set it and what it gave on validation."""
+
+    threshold: float
+    #: ``target precision``, ``alert budget`` or ``disabled`` (no positive validation rows).
+    rule: str
+    reason: str
+    val_alerts_per_account_day: float = math.nan
+    val_precision: float = math.nan
+    val_recall: float = math.nan
+
+    def metrics(self) -> dict[str, float]:
+        """The numeric part, for the horizon's metrics (``val_`` prefixed)."""
+        return {
+            "val_alerts_per_account_day": self.val_alerts_per_account_day,
+            "val_precision": self.val_precision,
+            "val_recall": self.val_recall,
+        }
+
+
+def choose_threshold(
+    y_val: np.ndarray,
+    val_risk: np.ndarray,
+    val_ids: pd.DataFrame | None,
+    *,
+    target_precision: float,
+    alert_budget: float | None,
+) -> ThresholdChoice:
+    """The decision threshold of one horizon, from validation rows only.
+
+    The threshold reaching ``target_precision`` on validation when there is one; when there is
+    none, the lowest threshold keeping validation at-risk onsets within ``alert_budget`` per
+    account-day. The budget also bounds the first: a target-precision threshold that would
+    raise more onsets is raised to the budget threshold. Onsets and account-days are counted
+    as the sanity check counts them on the held-out period
+    (:func:`fleetml.training.sanity.budget_threshold`). ``val_ids`` (``ts``, ``account_id`` of
+    the validation rows) or ``alert_budget`` ``None``: target precision only.
+    """
+    y = np.asarray(y_val, dtype=np.float64)
+    p = np.asarray(val_risk, dtype=np.float64)
+    prec_thr, prec_reason = threshold_for_precision(y, p, target_precision)
+    at = precision_recall_at(y, p, prec_thr)
+    reachable = math.isfinite(at["precision"]) and at["precision"] >= target_precision
+    scored = None
+    budget_thr = math.nan
+    if val_ids is not None and alert_budget is not None and len(val_ids) == len(p):
+        scored = pd.DataFrame(
+            {"ts": val_ids["ts"].to_numpy(), "account_id": val_ids["account_id"].to_numpy()}
+        ).assign(risk=p)
+        budget_thr, _ = budget_threshold(scored, budget=alert_budget)
+    if not math.isfinite(budget_thr):
+        return _threshold_choice(
+            prec_thr, "target precision", prec_reason + "; alert volume not bounded", y, p, scored
+        )
+    budget_note = f"within {alert_budget:g} at-risk onsets per account-day"
+    if reachable and prec_thr >= budget_thr:
+        return _threshold_choice(prec_thr, "target precision", prec_reason, y, p, scored)
+    if reachable:
+        reason = (
+            f"precision {target_precision} reached on validation at {prec_thr:.4f}, raised to "
+            f"the lowest threshold keeping validation {budget_note}"
+        )
+    else:
+        reason = (
+            f"target precision {target_precision} unreachable on validation; lowest threshold "
+            f"keeping validation {budget_note}"
+        )
+    if budget_thr > p.max():
+        reason += " is above every validation risk: alerts effectively off until retrained"
+    return _threshold_choice(budget_thr, "alert budget", reason, y, p, scored)
+
+
+def _threshold_choice(threshold, rule, reason, y, p, scored) -> ThresholdChoice:
+    at = precision_recall_at(y, p, threshold)
+    rate = math.nan
+    if scored is not None:
+        days = account_days(scored)
+        if days > 0:
+            rate = float(onsets_by_threshold(scored, np.array([threshold]))[0]) / days
+    measured = f"{rate:.2f} at-risk onsets per account-day" if math.isfinite(rate) else ""
+    pr = f"precision {at['precision']:.3f}, recall {at['recall']:.3f}"
+    reason = f"{reason} (validation: {', '.join(x for x in (measured, pr) if x)})"
+    return ThresholdChoice(float(threshold), rule, reason, rate, at["precision"], at["recall"])
+
+
 def fit_horizon(
-    X_train, y_train, X_val, y_val, config: RiskTrainConfig, horizon: str
-) -> tuple[HorizonModel | None, str]:
-    """Fit the classifier on training rows, the calibrator and threshold on validation rows."""
+    X_train,
+    y_train,
+    X_val,
+    y_val,
+    config: RiskTrainConfig,
+    horizon: str,
+    *,
+    val_ids: pd.DataFrame | None = None,
+) -> tuple[HorizonModel | None, str, ThresholdChoice | None]:
+    """Fit the classifier on training rows, the calibrator and threshold on validation rows
+    (``val_ids``: their ``ts`` and ``account_id``, for the alert budget; see
+    :func:`choose_threshold`). Returns the model (``None`` without enough positives), a note
+    and the threshold choice."""
     if y_train.sum() < config.min_positives or (y_train == 0).sum() == 0:
-        return None, f"{int(y_train.sum())} positive training rows (< {config.min_positives})"
+        note = f"{int(y_train.sum())} positive training rows (< {config.min_positives})"
+        return None, note, None
     clf = config.classifier().fit(X_train, y_train.astype(int))
     raw_val = clf.risk(X_val) if len(X_val) else np.zeros(0)
     if len(y_val) and y_val.sum() > 0:
         calibrator = ProbabilityCalibrator(method=config.calibration).fit(raw_val, y_val)
-        val_risk = calibrator.predict(raw_val)
-        threshold, reason = threshold_for_precision(y_val, val_risk, config.target_precision)
+        choice = choose_threshold(
+            y_val,
+            calibrator.predict(raw_val),
+            val_ids,
+            target_precision=config.target_precision,
+            alert_budget=config.alert_budget,
+        )
     else:
         # No validation positives: calibrate on training rows (class weights undone by Platt).
         calibrator = ProbabilityCalibrator(method="sigmoid").fit(clf.risk(X_train), y_train)
-        threshold, reason = 1.0, "no positive validation rows: alerts disabled until retrained"
-    return HorizonModel(horizon, clf, calibrator, threshold, reason), reason
+        reason = "no positive validation rows: alerts disabled until retrained"
+        choice = ThresholdChoice(1.0, "disabled", reason)
+    hm = HorizonModel(horizon, clf, calibrator, choice.threshold, choice.reason)
+    return hm, choice.reason, choice
 
 
 def _importances(model: HorizonModel, X, y, columns, config: RiskTrainConfig) -> list[dict]:
@@ -286,6 +400,13 @@ class FitResult:
     #: Per horizon: positive and negative rows of each split (``train`` counts the rows used).
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    #: Per trained horizon: how its threshold was chosen on validation.
+    threshold_choices: dict[str, ThresholdChoice] = field(default_factory=dict)
+
+    @property
+    def threshold_rules(self) -> dict[str, dict[str, str]]:
+        """Per trained horizon: the threshold's rule and reason (JSON-ready)."""
+        return {h: {"rule": c.rule, "reason": c.reason} for h, c in self.threshold_choices.items()}
 
     @property
     def positives(self) -> dict[str, dict[str, int]]:
@@ -376,6 +497,8 @@ def fit_risk(
         target_precision=config.target_precision,
     )
     notes, importances, counts, warnings = {}, {}, {}, []
+    choices: dict[str, ThresholdChoice] = {}
+    ids = pd.DataFrame({"ts": feats["ts"].to_numpy(), "account_id": feats["account_id"].to_numpy()})
     val_hours = (t_test - t_val) / 3_600_000
     for h in horizons:
         y = labels[h][rows]
@@ -393,10 +516,13 @@ def fit_risk(
                 f"risk horizon {h}: no positive rows in the held-out period, so its test "
                 "metrics are undefined"
             )
-        hm, note = fit_horizon(X[tr], y[tr], X[va], y[va], config, h)
+        hm, note, choice = fit_horizon(
+            X[tr], y[tr], X[va], y[va], config, h, val_ids=ids[va].reset_index(drop=True)
+        )
         notes[h] = note
         if hm is not None:
             model.horizons[h] = hm
+            choices[h] = choice
             importances[h] = _importances(hm, X[va], y[va], columns, config)
     if enf_labels and model.horizons:
         # Enforcement rides on the longest horizon actually trained (a dropped one has no rows).
@@ -407,7 +533,15 @@ def fit_risk(
         ye = enf_labels[h][rows]
         tr_e = sel["train"] & masks[h]["train"][rows] & ~np.isnan(ye)
         va_e = sel["val"] & masks[h]["val"][rows] & ~np.isnan(ye)
-        em, enote = fit_horizon(X[tr_e], ye[tr_e], X[va_e], ye[va_e], config, h)
+        em, enote, _ = fit_horizon(
+            X[tr_e],
+            ye[tr_e],
+            X[va_e],
+            ye[va_e],
+            config,
+            h,
+            val_ids=ids[va_e].reset_index(drop=True),
+        )
         notes[f"enforcement_{h}"] = enote
         if em is not None:
             model.enforcement[h] = em
@@ -434,6 +568,7 @@ def fit_risk(
         alerts = wide.loc[wide[h].to_numpy() >= hm.threshold, ["ts", "account_id"]]
         metrics[h].update(lead_time_summary(lead_times(alerts, t_faults, h)))
         metrics[h]["threshold"] = hm.threshold
+        metrics[h].update(choices[h].metrics())
         # Test rows are all kept up to max_eval_rows; beyond, sampling gaps inflate the onsets.
         at_risk = wide[["ts", "account_id"]].assign(at_risk=wide[h].to_numpy() >= hm.threshold)
         metrics[h]["alerts_per_account_day"] = alerts_per_account_day(at_risk, flag="at_risk")
@@ -473,6 +608,7 @@ def fit_risk(
         data_range,
         counts=counts,
         warnings=warnings,
+        threshold_choices=choices,
     )
 
 
@@ -651,6 +787,7 @@ def train_risk(
                 "enforcement": fit.enforcement_metrics,
                 "champion": champion,
                 "thresholds": fit.model.thresholds,
+                "threshold_rules": fit.threshold_rules,
                 "row_counts": fit.counts,
                 "notes": fit.notes,
                 "warnings": fit.warnings,
@@ -712,6 +849,7 @@ def train_risk(
             "positives": fit.positives,
             "row_counts": fit.counts,
             "thresholds": fit.model.thresholds,
+            "threshold_rules": fit.threshold_rules,
             "metrics": fit.metrics,
             "enforcement_metrics": fit.enforcement_metrics,
             "top_metrics": {h: [d["metric"] for d in v[:5]] for h, v in fit.importances.items()},

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from fleetml.evaluation.events import alert_onsets
@@ -34,6 +35,59 @@ def alerts_per_account_day(scored: pd.DataFrame, *, flag: str = "is_anomaly") ->
     if days <= 0:
         return float("nan")
     return len(alert_onsets(scored, flag=flag)) / days
+
+
+def onsets_by_threshold(
+    scored: pd.DataFrame, thresholds: np.ndarray, *, score: str = "risk"
+) -> np.ndarray:
+    """Alert onsets when the rows with ``score >= t`` are flagged, for every ``t`` of
+    ``thresholds`` at once.
+
+    Onsets are counted exactly as :func:`alerts_per_account_day` counts them (the first flagged
+    row of each run of flagged rows of an account, rows ordered by account and time): row ``i``
+    starts an episode at ``t`` when ``prev_i < t <= score_i``, where ``prev_i`` is the score of the
+    account's previous row (``-inf`` for its first row). So the count at ``t`` is
+    ``#{score >= t} - #{min(score, prev) >= t}``, two binary searches per threshold. A missing
+    score is never flagged.
+    """
+    data = scored[["account_id", "ts", score]].sort_values(["account_id", "ts"], kind="stable")
+    values = data[score].to_numpy(dtype=np.float64)
+    values = np.where(np.isnan(values), -np.inf, values)
+    acc = data["account_id"].astype(str).to_numpy()
+    prev = np.r_[-np.inf, values[:-1]] if len(values) else values
+    if len(acc):
+        prev[np.r_[True, acc[1:] != acc[:-1]]] = -np.inf
+    t = np.asarray(thresholds, dtype=np.float64)
+    flagged = len(values) - np.searchsorted(np.sort(values), t, side="left")
+    stay = len(values) - np.searchsorted(np.sort(np.minimum(values, prev)), t, side="left")
+    return (flagged - stay).astype(np.int64)
+
+
+def budget_threshold(
+    scored: pd.DataFrame, *, budget: float, score: str = "risk"
+) -> tuple[float, float]:
+    """The lowest threshold at which, and at every higher threshold, ``score >= threshold``
+    raises at most ``budget`` alert onsets per account-day on ``scored``; and its rate.
+
+    Onsets are not monotone in the threshold (a lower one can merge episodes), so the threshold
+    is the bottom of the highest run of thresholds that all stay within the budget: raising it
+    never makes the alert volume exceed the budget. When even the highest score alone exceeds
+    it, the threshold is just above the highest score (nothing on ``scored`` is flagged).
+    Returns ``(nan, nan)`` when ``scored`` spans no time.
+    """
+    days = account_days(scored)
+    values = scored[score].to_numpy(dtype=np.float64)
+    values = np.unique(values[np.isfinite(values)])
+    if days <= 0 or not len(values):
+        return float("nan"), float("nan")
+    rates = onsets_by_threshold(scored, values, score=score) / days
+    over = np.flatnonzero(rates > budget)
+    if not len(over):
+        return float(values[0]), float(rates[0])
+    if over[-1] + 1 < len(values):
+        k = over[-1] + 1
+        return float(values[k]), float(rates[k])
+    return float(np.nextafter(values[-1], np.inf)), 0.0
 
 
 def anomaly_sanity(
