@@ -320,8 +320,7 @@ class _Windows:
         # Hours relative to the account's last row keep the slope sums small.
         self.hours = (acc.ts_ms[tail.rows] - tail.spread(acc.now)) / HOUR_MS
         self.origin = (acc.now - acc.ts_ms[acc.start]) / HOUR_MS  # full build's hour origin
-        self._mask: np.ndarray | None = None
-        self._mask_sums: tuple[np.ndarray, np.ndarray] | None = None
+        self._masks: list[tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]] = []
 
     def sums(self, quantities: np.ndarray) -> np.ndarray:
         """``(q, accounts, 1 + windows)``: sums of each quantity over each window."""
@@ -331,15 +330,21 @@ class _Windows:
         return np.cumsum(s[:, :, ::-1], axis=2)[:, :, ::-1]
 
     def mask_sums(self, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Hours where present (0 elsewhere), and the window sums of count, hours, hours^2."""
-        if self._mask is None or not np.array_equal(self._mask, valid):
-            x = np.where(valid, self.hours, 0.0)
-            q = np.empty((3, len(x)))
-            np.copyto(q[0], valid)
-            q[1] = x
-            np.multiply(x, x, out=q[2])
-            self._mask, self._mask_sums = valid, (x, self.sums(q))
-        return self._mask_sums
+        """Hours where present (0 elsewhere), and the window sums of count, hours, hours^2.
+
+        Kept for the last few presence masks seen: metrics sampled together (the gauges of one
+        sample, the counters) share them."""
+        for mask, found in self._masks:
+            if np.array_equal(mask, valid):
+                return found
+        x = np.where(valid, self.hours, 0.0)
+        q = np.empty((3, len(x)))
+        np.copyto(q[0], valid)
+        q[1] = x
+        np.multiply(x, x, out=q[2])
+        found = (x, self.sums(q))
+        self._masks = [(valid, found), *self._masks[:3]]
+        return found
 
 
 def _level_stats(

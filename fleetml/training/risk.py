@@ -264,45 +264,65 @@ def choose_threshold(
 ) -> ThresholdChoice:
     """The decision threshold of one horizon, from validation rows only.
 
-    The threshold reaching ``target_precision`` on validation when there is one; when there is
-    none, the lowest threshold keeping validation at-risk onsets within ``alert_budget`` per
-    account-day. The budget also bounds the first: a target-precision threshold that would
-    raise more onsets is raised to the budget threshold. Onsets and account-days are counted
-    as the sanity check counts them on the held-out period
-    (:func:`fleetml.training.sanity.budget_threshold`). ``val_ids`` (``ts``, ``account_id`` of
-    the validation rows) or ``alert_budget`` ``None``: target precision only.
+    The threshold reaching ``target_precision`` on validation, when there is one and it raises
+    at most ``alert_budget`` at-risk onsets per account-day there. Otherwise the *budget
+    threshold*: the lowest threshold at which, and at every threshold above which, validation
+    onsets stay within the budget. Onsets are not monotone in the threshold (a lower one can
+    merge episodes), and the run above guards against a dip where flickering alerts happen to
+    merge, and against flagging every row (one long episode per account) on a long validation
+    period. A budget threshold whose validation precision is no better than the validation
+    positive rate (alerts as good as random rows) turns alerts off instead. Onsets and
+    account-days are counted as the sanity check counts them on the held-out period (:func:`fleetml.training.sanity.budget_threshold`). With ``val_ids``
+    (``ts``, ``account_id`` of the validation rows) or ``alert_budget`` ``None``: target
+    precision only.
     """
     y = np.asarray(y_val, dtype=np.float64)
     p = np.asarray(val_risk, dtype=np.float64)
     prec_thr, prec_reason = threshold_for_precision(y, p, target_precision)
     at = precision_recall_at(y, p, prec_thr)
     reachable = math.isfinite(at["precision"]) and at["precision"] >= target_precision
-    scored = None
-    budget_thr = math.nan
-    if val_ids is not None and alert_budget is not None and len(val_ids) == len(p):
-        scored = pd.DataFrame(
-            {"ts": val_ids["ts"].to_numpy(), "account_id": val_ids["account_id"].to_numpy()}
-        ).assign(risk=p)
-        budget_thr, _ = budget_threshold(scored, budget=alert_budget)
-    if not math.isfinite(budget_thr):
+    if val_ids is None or alert_budget is None or len(val_ids) != len(p):
         return _threshold_choice(
-            prec_thr, "target precision", prec_reason + "; alert volume not bounded", y, p, scored
+            prec_thr, "target precision", prec_reason + "; alert volume not bounded", y, p, None
         )
-    budget_note = f"within {alert_budget:g} at-risk onsets per account-day"
-    if reachable and prec_thr >= budget_thr:
+    scored = pd.DataFrame(
+        {"ts": val_ids["ts"].to_numpy(), "account_id": val_ids["account_id"].to_numpy()}
+    ).assign(risk=p)
+    days = account_days(scored)
+    if days <= 0:
+        return _threshold_choice(
+            prec_thr, "target precision", prec_reason + "; alert volume not measurable", y, p, None
+        )
+    within = f"within {alert_budget:g} at-risk onsets per account-day"
+    prec_rate = float(onsets_by_threshold(scored, np.array([prec_thr]))[0]) / days
+    if reachable and prec_rate <= alert_budget:
         return _threshold_choice(prec_thr, "target precision", prec_reason, y, p, scored)
+    budget_thr, _ = budget_threshold(scored, budget=alert_budget)
     if reachable:
         reason = (
-            f"precision {target_precision} reached on validation at {prec_thr:.4f}, raised to "
-            f"the lowest threshold keeping validation {budget_note}"
+            f"precision {target_precision} reached on validation at {prec_thr:.4g} but with "
+            f"{prec_rate:.2f} at-risk onsets per account-day; raised to the lowest threshold "
+            f"keeping validation {within}"
         )
     else:
         reason = (
             f"target precision {target_precision} unreachable on validation; lowest threshold "
-            f"keeping validation {budget_note}"
+            f"keeping validation {within}"
         )
     if budget_thr > p.max():
-        reason += " is above every validation risk: alerts effectively off until retrained"
+        reason += ", which is above every validation risk: alerts off until retrained"
+        return _threshold_choice(budget_thr, "alert budget", reason, y, p, scored)
+    at = precision_recall_at(y, p, budget_thr)
+    base_rate = float(np.nanmean(y))
+    if not at["precision"] > base_rate:
+        # Alerts no more precise than picking rows at random are noise, whatever their volume.
+        off = float(np.nextafter(p.max(), np.inf))
+        reason += (
+            f" ({budget_thr:.4g}) flags rows no more precisely than chance (precision "
+            f"{at['precision']:.3f}, validation positive rate {base_rate:.3f}): alerts off until "
+            "retrained"
+        )
+        return _threshold_choice(off, "alert budget", reason, y, p, scored)
     return _threshold_choice(budget_thr, "alert budget", reason, y, p, scored)
 
 
