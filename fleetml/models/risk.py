@@ -18,6 +18,7 @@ fault label; its risk only feeds draining and recommendations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,15 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 RESULT_COLUMNS = ["ts", "account_id", "horizon", "risk", "at_risk"]
+
+
+@lru_cache(maxsize=1)
+def _controller():
+    """One threadpoolctl controller per process: finding the loaded thread-pool libraries reads
+    the process's memory map (about 5 ms), too slow to repeat for every one-row prediction."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 class RiskClassifier(ClassifierMixin, BaseEstimator):
@@ -109,9 +119,7 @@ class RiskClassifier(ClassifierMixin, BaseEstimator):
 
         if self.n_threads is None:
             return nullcontext()
-        from threadpoolctl import threadpool_limits
-
-        return threadpool_limits(limits=int(self.n_threads), user_api="openmp")
+        return _controller().limit(limits=int(self.n_threads), user_api="openmp")
 
     def _fit_trees(self, X, y, sample_weight) -> None:
         self.estimator_ = HistGradientBoostingClassifier(

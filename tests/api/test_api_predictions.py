@@ -164,3 +164,13 @@ def test_score_unknown_account_is_404(ticked):
         conn.exec_driver_sql("DELETE FROM samples")
     resp = api.post("/v1/predictions/ghost/score", as_="runtime")
     assert resp.status_code == 404, resp.text
+
+
+@pytest.mark.parametrize("account", ["a%00b", "x" * 300, "%F0%9F%92%A5", "..", "a b"])
+def test_hostile_account_ids_get_4xx(ticked, account):
+    api, _, _ = ticked
+    for method, url in (("GET", f"/v1/predictions/{account}"),
+                        ("POST", f"/v1/predictions/{account}/score")):  # fmt: skip
+        resp = api.request(method, url, as_="runtime")
+        assert 400 <= resp.status_code < 500, (method, account, resp.status_code, resp.text)
+        assert resp.json()["detail"]

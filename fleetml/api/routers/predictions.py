@@ -137,6 +137,10 @@ async def score_account(
 ) -> PredictionOut:
     """Scores from the account's stored history plus the posted samples, with the models this
     process serves; nothing is stored."""
+    from fleetml.vocab import ACCOUNT_ID_RE
+
+    if not ACCOUNT_ID_RE.match(account_id):
+        raise NotFound(f"no account {account_id[:128]!r}: not a valid account id")
     posted = await _posted_samples(request, state, account_id)
     group = None
     snap = state.predictions.snapshot
