@@ -8,8 +8,10 @@ with the demo's defaults, ending where the live stream would start), into a fres
 trains the anomaly and risk families through the library calls behind ``fleetml train anomaly``
 and ``fleetml train risk`` (MLflow, registry and promotion included). Prints, for the anomaly
 model, alert onsets per account-day and the share of alerting rows on the held-out period; for
-the risk model, positive rows per horizon and split; and for both, whether the version was
-promoted and why. The last line is one JSON object.
+the risk model, positive rows per horizon and split and, per trained horizon, the threshold with
+its rule and reason, at-risk onsets per account-day on validation and on the held-out period,
+PR-AUC and recall at the threshold; and for both, whether the version was promoted and why.
+The last line is one JSON object.
 
 ``--streamed-days D`` also loads the first ``D`` days of the demo's live stream (seed + 1, from
 where the history ends, as ``fleetml demo`` streams it) before training: the store a user has
@@ -94,6 +96,14 @@ def main() -> None:
     risk = train_risk(engine, settings)
     for h, counts in risk.get("positives", {}).items():
         print(f"risk {h}: positive rows {counts}")
+    for h, row in _risk_horizons(risk).items():
+        print(
+            f"risk {h}: threshold {row['threshold']:.4g} ({row['rule']}); at-risk onsets per "
+            f"account-day {_fmt(row['val_alerts_per_account_day'])} validation, "
+            f"{_fmt(row['test_alerts_per_account_day'])} held out; "
+            f"PR-AUC {_fmt(row['pr_auc'], 3)}, recall at the threshold {_fmt(row['recall'], 3)}"
+            f"\n  reason: {row['reason']}"
+        )
     for warning in risk.get("warnings", []):
         print(f"risk warning: {warning}")
     print(
@@ -128,17 +138,41 @@ def main() -> None:
                 "sanity_passed",
                 "horizons",
                 "positives",
+                "sanity_reason",
                 "warnings",
             )
         },
-        "risk_alerts_per_account_day": {
-            h: m.get("alerts_per_account_day") for h, m in risk.get("metrics", {}).items()
-        },
+        "risk_horizons": _risk_horizons(risk),
         "seconds": round(time.perf_counter() - t0, 1),
     }
     print(json.dumps(summary, default=str))
     if not args.keep:
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _fmt(value, digits: int = 2) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _risk_horizons(risk: dict) -> dict[str, dict]:
+    """Per trained horizon: threshold, its rule and reason, alert volume, PR-AUC, recall."""
+    rules = risk.get("threshold_rules", {})
+    return {
+        h: {
+            "threshold": m.get("threshold"),
+            "rule": rules.get(h, {}).get("rule"),
+            "reason": rules.get(h, {}).get("reason"),
+            "val_alerts_per_account_day": m.get("val_alerts_per_account_day"),
+            "test_alerts_per_account_day": m.get("alerts_per_account_day"),
+            "pr_auc": m.get("pr_auc"),
+            "recall": m.get("recall"),
+            "val_recall": m.get("val_recall"),
+            "val_precision": m.get("val_precision"),
+            "faults_caught": m.get("faults_caught"),
+            "faults": m.get("faults"),
+        }
+        for h, m in risk.get("metrics", {}).items()
+    }
 
 
 if __name__ == "__main__":

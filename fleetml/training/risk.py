@@ -15,7 +15,11 @@ parses arguments and calls them.
 * **Imbalance.** Every positive training row is kept and negatives are subsampled to at most
   ``max_negative_ratio`` per positive (and ``max_train_rows`` in all); calibration on the (not
   subsampled) validation period restores true probabilities.
-* **Threshold.** Chosen on validation for ``target_precision`` and stored with the model.
+* **Threshold.** Chosen on validation only (:func:`choose_threshold`) and stored with the model:
+  the ``target_precision`` threshold when it exists and keeps validation at-risk onsets within
+  ``alert_budget`` per account-day; otherwise the lowest threshold above which every threshold
+  stays within that budget (or alerts off, when even that flags rows no better than chance).
+  Its rule and reason go to the model's ``threshold_reason`` and the training summary.
 * **Horizons from the data.** A horizon is trained only when its training rows hold at least
   ``min_positives`` positives and its validation rows some positives (else no calibration and no
   threshold can be learned); otherwise it is dropped with a warning. Every split's positive and
@@ -238,7 +242,8 @@ class ThresholdChoice:
     """A horizon's decision threshold, the rule that set it and what it gave on validation."""
 
     threshold: float
-    #: ``target precision``, ``alert budget`` or ``disabled`` (no positive validation rows).
+    #: ``target precision``, ``alert budget`` or ``disabled`` (alerts off: no positive
+    #: validation rows, no threshold within the budget, or alerts no better than chance).
     rule: str
     reason: str
     val_alerts_per_account_day: float = math.nan
@@ -270,11 +275,12 @@ def choose_threshold(
     onsets stay within the budget. Onsets are not monotone in the threshold (a lower one can
     merge episodes), and the run above guards against a dip where flickering alerts happen to
     merge, and against flagging every row (one long episode per account) on a long validation
-    period. A budget threshold whose validation precision is no better than the validation
-    positive rate (alerts as good as random rows) turns alerts off instead. Onsets and
-    account-days are counted as the sanity check counts them on the held-out period (:func:`fleetml.training.sanity.budget_threshold`). With ``val_ids``
-    (``ts``, ``account_id`` of the validation rows) or ``alert_budget`` ``None``: target
-    precision only.
+    period. The budget threshold then moves up to the lowest one whose validation precision
+    beats the validation positive rate (alerts better than rows picked at random), or alerts
+    are off when none does. Onsets and account-days are counted as the sanity check counts
+    them on the held-out period (:func:`fleetml.training.sanity.budget_threshold`). When
+    ``val_ids`` (``ts`` and ``account_id`` of the validation rows) or ``alert_budget`` is
+    ``None``: target precision only.
     """
     y = np.asarray(y_val, dtype=np.float64)
     p = np.asarray(val_risk, dtype=np.float64)
@@ -311,19 +317,38 @@ def choose_threshold(
         )
     if budget_thr > p.max():
         reason += ", which is above every validation risk: alerts off until retrained"
-        return _threshold_choice(budget_thr, "alert budget", reason, y, p, scored)
-    at = precision_recall_at(y, p, budget_thr)
+        return _threshold_choice(budget_thr, "disabled", reason, y, p, scored)
+    # A threshold whose alerts are no more precise than rows picked at random (flagging every
+    # row, one long episode per account, is the extreme) carries no warning: move up to the
+    # lowest one that beats the positive rate, still within the budget, or turn alerts off.
     base_rate = float(np.nanmean(y))
-    if not at["precision"] > base_rate:
-        # Alerts no more precise than picking rows at random are noise, whatever their volume.
+    values = np.unique(p[np.isfinite(p) & (p >= budget_thr)])
+    better = np.flatnonzero(_precision_by_threshold(y, p, values) > base_rate)
+    if not len(better):
         off = float(np.nextafter(p.max(), np.inf))
         reason += (
-            f" ({budget_thr:.4g}) flags rows no more precisely than chance (precision "
-            f"{at['precision']:.3f}, validation positive rate {base_rate:.3f}): alerts off until "
-            "retrained"
+            f" ({budget_thr:.4g}) and every threshold above it flag rows no more precisely than "
+            f"chance (validation positive rate {base_rate:.3f}): alerts off until retrained"
         )
-        return _threshold_choice(off, "alert budget", reason, y, p, scored)
-    return _threshold_choice(budget_thr, "alert budget", reason, y, p, scored)
+        return _threshold_choice(off, "disabled", reason, y, p, scored)
+    if values[better[0]] > budget_thr:
+        reason += (
+            f", moved up from {budget_thr:.4g} to the lowest one flagging rows more precisely "
+            f"than chance (validation positive rate {base_rate:.3f})"
+        )
+    return _threshold_choice(float(values[better[0]]), "alert budget", reason, y, p, scored)
+
+
+def _precision_by_threshold(y: np.ndarray, p: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """Precision of ``p >= t`` for every ``t`` (NaN when nothing is flagged); NaN rows ignored."""
+    ok = ~np.isnan(y) & ~np.isnan(p)
+    order = np.argsort(p[ok], kind="stable")
+    ps, ys = p[ok][order], y[ok][order]
+    tp_above = np.r_[np.cumsum(ys[::-1])[::-1], 0.0]  # positives among rows i.. of ps
+    first = np.searchsorted(ps, thresholds, side="left")
+    flagged = len(ps) - first
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(flagged > 0, tp_above[first] / np.maximum(flagged, 1), np.nan)
 
 
 def _threshold_choice(threshold, rule, reason, y, p, scored) -> ThresholdChoice:

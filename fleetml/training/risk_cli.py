@@ -33,16 +33,29 @@ _PRECISION = click.option(
 )
 
 
+_BUDGET = click.option(
+    "--alert-budget",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=0.5,
+    show_default=True,
+    help="At-risk onsets per account-day a horizon's threshold may raise on validation; the "
+    "threshold is raised (or chosen, when the target precision is unreachable) to stay within.",
+)
+
+
 def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from exc
 
 
-def _config(horizons: str, target_precision: float, seed: int):
+def _config(horizons: str, target_precision: float, seed: int, alert_budget: float = 0.5):
     from fleetml.training.risk import RiskTrainConfig, parse_horizons
 
     try:
         return RiskTrainConfig(
-            horizons=parse_horizons(horizons), target_precision=target_precision, random_state=seed
+            horizons=parse_horizons(horizons),
+            target_precision=target_precision,
+            random_state=seed,
+            alert_budget=alert_budget,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--horizon") from exc
@@ -54,6 +67,7 @@ def _config(horizons: str, target_precision: float, seed: int):
 @_TO
 @_ACCOUNT
 @_PRECISION
+@_BUDGET
 @click.option(
     "--promote", is_flag=True, help="Make this version champion whatever the gate and sanity say."
 )
@@ -72,6 +86,7 @@ def train_risk(
     end,
     accounts,
     target_precision,
+    alert_budget,
     promote,
     max_alerts_per_account_day,
     seed,
@@ -82,8 +97,12 @@ def train_risk(
     Labels: a technical fault (crash, disconnect, logout, unreachable, degraded) within
     (t, t + horizon]. The time range is split train / validation / test with a purge gap of one
     horizon; calibration and the decision threshold come from validation, the reported metrics
-    from test. A horizon with too few positive training rows or no positive validation rows is
-    dropped with a warning (a classifier without positives would be meaningless).
+    from test. The threshold reaches --target-precision on validation when it can while keeping
+    at most --alert-budget at-risk onsets per account-day there; otherwise it is the lowest
+    threshold that stays within the budget (alerts are off when even that is no better than
+    chance). Each horizon's rule and reason are printed. A horizon with too few positive
+    training rows or no positive validation rows is dropped with a warning (a classifier
+    without positives would be meaningless).
 
     \b
     Promotion:
@@ -98,7 +117,7 @@ def train_risk(
     from fleetml.training.risk import STAGES
     from fleetml.training.risk import train_risk as run
 
-    config = _config(horizons, target_precision, seed)
+    config = _config(horizons, target_precision, seed, alert_budget)
     config.max_alerts_per_account_day = max_alerts_per_account_day
     settings = ctx_settings()
     engine = open_engine(settings)
@@ -126,16 +145,22 @@ def _num(value, spec: str = ".3f") -> str:
 
 def _risk_lines(result: dict, target_precision: float) -> list[str]:
     lines = []
+    rules = result.get("threshold_rules", {})
     for h, m in result["metrics"].items():
         counts = result["positives"].get(h, {})
+        rule = rules.get(h, {})
         lines.append(
-            f"{h}: PR-AUC {_num(m.get('pr_auc'))}, recall@{target_precision} "
-            f"{_num(m.get('recall_at_target_precision'))}, threshold {_num(m.get('threshold'))}, "
-            f"ECE {_num(m.get('ece'))}, faults caught {m.get('faults_caught')}/{m.get('faults')}, "
-            f"{_num(m.get('alerts_per_account_day'), '.2f')} at-risk onsets per account-day; "
+            f"{h}: threshold {_num(m.get('threshold'), '.4g')} ({rule.get('rule', 'n/a')}), "
+            f"at-risk onsets per account-day {_num(m.get('val_alerts_per_account_day'), '.2f')} "
+            f"on validation, {_num(m.get('alerts_per_account_day'), '.2f')} held out; PR-AUC "
+            f"{_num(m.get('pr_auc'))}, recall at the threshold {_num(m.get('recall'))}, "
+            f"recall@{target_precision} {_num(m.get('recall_at_target_precision'))}, ECE "
+            f"{_num(m.get('ece'))}, faults caught {m.get('faults_caught')}/{m.get('faults')}; "
             f"positive rows train/val/test {counts.get('train')}/{counts.get('val')}/"
             f"{counts.get('test')}"
         )
+        if rule.get("reason"):
+            lines.append(f"{h} threshold: {rule['reason']}")
     return lines
 
 
@@ -177,6 +202,7 @@ def score_risk(start, end, accounts, version, out) -> None:
 @_TO
 @_ACCOUNT
 @_PRECISION
+@_BUDGET
 @click.option(
     "--out",
     required=True,
@@ -199,7 +225,7 @@ def score_risk(start, end, accounts, version, out) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 def backtest_risk(
-    horizons, start, end, accounts, target_precision, out, folds, initial, seed
+    horizons, start, end, accounts, target_precision, alert_budget, out, folds, initial, seed
 ) -> None:
     """Walk-forward, strictly causal replay: each period is scored by models trained, calibrated
     and thresholded only on data whose label windows closed before it. Writes the scores (with
@@ -209,7 +235,7 @@ def backtest_risk(
     from fleetml.training.risk import backtest_risk as run
     from fleetml.training.risk import load_risk_data
 
-    config = _config(horizons, target_precision, seed)
+    config = _config(horizons, target_precision, seed, alert_budget)
     settings = ctx_settings()
     engine = open_engine(settings)
     t0 = time.perf_counter()

@@ -94,7 +94,8 @@ def test_time_splits_are_purged_by_one_horizon():
 def test_fit_risk_learns_precursors_and_stores_thresholds():
     frame, events = risk_fleet()
     faults = events[events["kind"] == "crash"]
-    cfg = RiskTrainConfig(horizons=("1h", "3h"), feature_config=FEATURES, **FAST)
+    # This fleet crashes twice per account-day: warning of most crashes needs a larger budget.
+    cfg = RiskTrainConfig(horizons=("1h", "3h"), feature_config=FEATURES, alert_budget=5.0, **FAST)
     fit = fit_risk(frame, faults=faults, enforcement=events[events["kind"] == "banned"], config=cfg)
     assert set(fit.model.horizons) == {"1h", "3h"}
     m = fit.metrics["3h"]
@@ -181,6 +182,7 @@ def test_cli_train_register_score_and_backtest(sqlite_settings, tmp_path, monkey
     # This fleet crashes twice per account-day: more than one at-risk onset per account-day is
     # expected, so the sanity limit is raised.
     args = ["train", "risk", "--horizon", "1h,3h", "--max-alerts-per-account-day", "10"]
+    args += ["--alert-budget", "5"]
     res = runner.invoke(cli, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     first = last_json(res.stdout)
@@ -188,6 +190,10 @@ def test_cli_train_register_score_and_backtest(sqlite_settings, tmp_path, monkey
     assert first["sanity_passed"], first["sanity_reason"]
     assert set(first["metrics"]) == {"1h", "3h"} and "pr_auc" in first["metrics"]["3h"]
     assert first["positives"]["1h"]["train"] > 0 and first["positives"]["3h"]["val"] > 0
+    for h in ("1h", "3h"):  # each threshold says how it was chosen, within the budget
+        assert first["threshold_rules"][h]["reason"]
+        assert first["metrics"][h]["val_alerts_per_account_day"] <= 5
+    assert "1h threshold: " in res.stderr
     second = last_json(runner.invoke(cli, args).stdout)
     assert second["version"] == 2 and second["previous_champion"] == 1
 
