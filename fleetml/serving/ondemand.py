@@ -36,6 +36,7 @@ class OnDemandScorer:
         self._windows: OrderedDict[str, tuple[RawWindow, float, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._kinds: tuple[float, dict] | None = None
+        self._features: dict[str, tuple] = {}
 
     def _config(self):
         from fleetml.features.config import FeatureConfig
@@ -112,7 +113,8 @@ class OnDemandScorer:
             self._windows[account_id] = entry
             self._windows.move_to_end(account_id)
             while len(self._windows) > self.max_accounts:
-                self._windows.popitem(last=False)
+                gone, _ = self._windows.popitem(last=False)
+                self._features.pop(gone, None)
         return entry[0]
 
     def score(self, account_id: str, posted: pd.DataFrame | None = None, *, group=None) -> dict:
@@ -135,7 +137,16 @@ class OnDemandScorer:
         kinds = window.gauge_kinds(kinds)  # counters are held as their rates
         latest = None
         if not (anomaly.fallback and risk.fallback):
-            latest = latest_matrix(frame, kinds=kinds, config=config)
+            # The account's features as of its window (its FeatureState): computed again only
+            # when the window changed or samples were posted.
+            state = (len(window), int(window.newest.max(initial=-1)), id(config))
+            cached = self._features.get(account_id)
+            if posted is None and cached is not None and cached[0] == state:
+                latest = cached[1]
+            else:
+                latest = latest_matrix(frame, kinds=kinds, config=config)
+                if posted is None:
+                    self._features[account_id] = (state, latest)
         data_until = int(frame["ts"].max().value // 1_000_000)
         result = {
             "account_id": account_id,
