@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fleetml.serving.base import PREDICTION_COLUMNS as SCORED_COLUMNS
+
 ANOMALY = "anomaly"
 FAILURE_RISK = "failure_risk"
 #: Kind of the alert raised while a model family is answered by a fallback heuristic.
@@ -33,17 +35,8 @@ OPEN_STATES = ("firing", "acknowledged")
 RESOLVER = "fleetml"
 
 PREDICTION_COLUMNS = (
-    "account_id",
-    "family",
-    "horizon",
-    "score",
-    "flag",
-    "run",
-    "data_until",
+    *(c for c in SCORED_COLUMNS if c != "detail"),
     "stale",
-    "model_version",
-    "fallback",
-    "top_metrics",
 )
 #: Columns of the conditions frame (one row per touched account and kind).
 CONDITION_COLUMNS = (

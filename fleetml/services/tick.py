@@ -234,7 +234,7 @@ class LiveLoop:
 
 
 def _empty_predictions() -> pd.DataFrame:
-    from fleetml.serving.live import PREDICTION_COLUMNS
+    from fleetml.serving.base import PREDICTION_COLUMNS
 
     frame = pd.DataFrame({c: pd.Series(dtype=object) for c in PREDICTION_COLUMNS})
     frame["stale"] = pd.Series(dtype=bool)

@@ -21,6 +21,23 @@ import pandas as pd
 #: Columns every family returns, in this order (families may add more after them).
 RESULT_COLUMNS = ["ts", "account_id", "family", "horizon", "score", "flag"]
 
+#: What the live scorer returns per (account, family, horizon) in a tick: the contract between
+#: the scorer, the prediction store and the alert rules. ``run`` counts consecutive flagged data
+#: points; ``data_until`` is the newest sample scored (epoch ms). The tick adds ``stale``.
+PREDICTION_COLUMNS = (
+    "account_id",
+    "family",
+    "horizon",
+    "score",
+    "flag",
+    "run",
+    "data_until",
+    "model_version",
+    "fallback",
+    "top_metrics",
+    "detail",
+)
+
 
 @runtime_checkable
 class ServedModel(Protocol):

@@ -21,24 +21,12 @@ import numpy as np
 import pandas as pd
 
 from fleetml.features.config import FeatureConfig
+from fleetml.serving.base import PREDICTION_COLUMNS
 from fleetml.serving.models import ModelSet, select_columns
 from fleetml.serving.window import RawWindow, sampling_step_ms, seasonal_lags_ms, tail_reach_ms
 
 _BIG = np.int64(1) << 60
 
-PREDICTION_COLUMNS = [
-    "account_id",
-    "family",
-    "horizon",
-    "score",
-    "flag",
-    "run",
-    "data_until",
-    "model_version",
-    "fallback",
-    "top_metrics",
-    "detail",
-]
 
 
 def _for_config(feats: list, config):
@@ -156,7 +144,7 @@ class LiveScorer:
         ``data_until``, epoch ms)."""
         codes = np.flatnonzero(counts > 0)
         if not codes.size:
-            return pd.DataFrame(columns=PREDICTION_COLUMNS)
+            return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
         if self.step_ms is None:
             self.step_ms = sampling_step_ms(self.window)
         counts = np.minimum(counts[codes], self.max_rows)
