@@ -84,6 +84,7 @@ def run_parallel(
     dask_address: str | None = None,
     desc: str | None = None,
     use_env: bool = True,
+    progress: bool | None = None,
 ) -> list[R]:
     """Apply ``func`` to every item and return the results in the items' order.
 
@@ -100,9 +101,12 @@ def run_parallel(
         ``tcp://host:8786`` of a Dask scheduler; ``None`` falls back to
         ``FLEETML_DASK_SCHEDULER`` / ``settings.dask_scheduler`` when ``use_env``.
     desc : str or None
-        A label for a progress bar shown on a terminal (tqdm).
+        A label for a progress bar on stderr (tqdm).
     use_env : bool
         Whether an unset ``dask_address`` may come from the environment or settings.
+    progress : bool or None
+        Show the ``desc`` bar always (True, kept on screen when done), never (False) or only
+        when stderr is a terminal (None).
     """
     from joblib import Parallel, delayed, parallel_config
 
@@ -110,7 +114,7 @@ def run_parallel(
     if not items:
         return []
     address = resolve_dask_address(dask_address) if use_env else dask_address
-    tasks = (delayed(func)(item) for item in _progress(items, desc))
+    tasks = (delayed(func)(item) for item in _progress(items, desc, progress))
     if address:
         client = _dask_client(address)
         n = n_jobs or max(1, sum(client.nthreads().values()))
@@ -118,18 +122,18 @@ def run_parallel(
             return list(Parallel()(tasks))
     n = n_jobs if n_jobs is not None else _default_n_jobs()
     if n == 1 or len(items) == 1:
-        return [func(item) for item in _progress(items, desc)]
+        return [func(item) for item in _progress(items, desc, progress)]
     with parallel_config(backend="loky", n_jobs=n, inner_max_num_threads=1):
         return list(Parallel(batch_size="auto")(tasks))
 
 
-def _progress(items: Sequence[T], desc: str | None) -> Iterable[T]:
-    if not desc:
+def _progress(items: Sequence[T], desc: str | None, progress: bool | None) -> Iterable[T]:
+    if not desc or progress is False:
         return items
     import sys
 
-    if not sys.stderr.isatty():
+    if progress is None and not sys.stderr.isatty():
         return items
     from tqdm import tqdm
 
-    return tqdm(items, desc=desc, leave=False)
+    return tqdm(items, desc=desc, file=sys.stderr, leave=bool(progress))

@@ -65,7 +65,9 @@ _progress_opt = click.option(
 
 
 def _progress(flag: bool | None) -> bool | None:
-    """The import's ``progress`` argument: ``None`` lets the bar show on a terminal only."""
+    """The import's ``progress`` argument: ``--progress`` forces the bar (even off a terminal),
+    ``--no-progress`` hides it, neither shows it on a terminal only (and skips counting rows
+    when stderr is not one)."""
     if flag is None:
         return None if sys.stderr.isatty() else False
     return flag
@@ -94,8 +96,8 @@ def import_metrics_cmd(paths, counters, no_register, strict, rejects, progress) 
     """Import wide metrics files: ts, account_id and one numeric column per metric.
 
     ts is ISO-8601 (naive means UTC) or epoch seconds. Rows may come in any order; a later
-    duplicate of the same account and ts wins. Everything is stored in one transaction. On a
-    terminal a progress bar on stderr counts the rows read.
+    duplicate of the same account and ts wins. Everything is stored in one transaction. A
+    progress bar on stderr counts the rows read (on a terminal, or always with --progress).
     """
     settings = ctx_settings()
     engine = open_engine(settings)
@@ -124,7 +126,10 @@ def import_metrics_cmd(paths, counters, no_register, strict, rejects, progress) 
 @_rejects_opt
 @_progress_opt
 def import_events_cmd(paths, no_register, strict, rejects, progress) -> None:
-    """Import events files: ts, account_id, kind and optional detail."""
+    """Import events files: ts, account_id, kind and optional detail.
+
+    A progress bar on stderr counts the rows read (on a terminal, or always with --progress).
+    """
     engine = open_engine(ctx_settings())
     try:
         report = files.import_events(

@@ -8,6 +8,7 @@ duplicated and rejected.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -110,6 +111,22 @@ def iter_chunks(
         raise InvalidInput(f"{path}: the file is empty (expected a header row)") from exc
     except pd.errors.ParserError as exc:
         raise InvalidInput(f"{path}: not a readable CSV file: {exc}") from exc
+
+
+def _progress_bar(paths: Sequence[str | Path], progress: bool | None, desc: str) -> tqdm:
+    """A bar on stderr counting the rows read: always with ``progress=True``, never with
+    ``False``, on a terminal only with ``None``. It stays on screen when done."""
+    # Counting rows reads each CSV once more: only worth it when a bar may be shown.
+    total = sum(count_rows(p) or 0 for p in paths) if progress is not False else 0
+    return tqdm(
+        total=total or None,
+        unit="row",
+        unit_scale=True,
+        disable=None if progress is None else not progress,
+        desc=desc,
+        file=sys.stderr,
+        leave=True,
+    )
 
 
 def count_rows(path: str | Path) -> int | None:
@@ -322,24 +339,13 @@ def import_metrics(
     """Import wide metrics files (CSV or Parquet) in one transaction.
 
     With ``strict``, any rejected row aborts the import and nothing is stored
-    (:class:`InvalidBatch` lists the rejected rows).
+    (:class:`InvalidBatch` lists the rejected rows). ``progress``: a bar on stderr counting rows
+    (``None``: only on a terminal).
     """
     report = ImportReport(kind="metrics", files=[str(p) for p in paths])
     seen: list[np.ndarray] = []
     counters = list(counters)
-    # Counting rows reads each CSV once more: only worth it when a progress bar is shown.
-    total = sum(count_rows(p) or 0 for p in paths) if progress is not False else 0
-    with (
-        engine.begin() as conn,
-        tqdm(
-            total=total or None,
-            unit="row",
-            unit_scale=True,
-            disable=progress is False or None,
-            desc="import metrics",
-            leave=False,
-        ) as bar,
-    ):
+    with engine.begin() as conn, _progress_bar(paths, progress, "import metrics") as bar:
         if counters:
             declared = {n: "counter" for n in counters}
             metrics_store.ensure_metric_kinds(conn, counters, declared)
@@ -461,9 +467,12 @@ def import_events(
     actor: str = "cli",
     progress: bool | None = None,
 ) -> ImportReport:
-    """Import events files (CSV or Parquet) in one transaction."""
+    """Import events files (CSV or Parquet) in one transaction.
+
+    ``progress``: a bar on stderr counting rows (``None``: only on a terminal).
+    """
     report = ImportReport(kind="events", files=[str(p) for p in paths])
-    with engine.begin() as conn:
+    with engine.begin() as conn, _progress_bar(paths, progress, "import events") as bar:
         for path in paths:
             for first_line, chunk in iter_chunks(path):
                 import_events_frame(
@@ -475,6 +484,7 @@ def import_events(
                     first_line=first_line,
                     where=str(path),
                 )
+                bar.update(len(chunk))
         if strict and report.rejected:
             raise InvalidBatch(
                 f"{report.rejected} row(s) rejected; strict mode stored nothing", report.errors

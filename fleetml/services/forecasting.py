@@ -157,11 +157,13 @@ def forecast_store(
     bundle=None,
     n_jobs: int | None = None,
     dask_address: str | None = None,
+    progress: bool | None = None,
 ) -> ForecastRun:
     """Forecast stored history: per account, or the sum of ``group``.
 
     ``bundle`` (a trained ``fleetml-forecast`` champion) supplies the method per series; without
-    it each series chooses its method by validation.
+    it each series chooses its method by validation. ``progress``: a bar on stderr over the
+    series, always (True), never (False) or when stderr is a terminal (None).
     """
     from fleetml.models.forecast import forecast_job, long_forecast_frame
     from fleetml.parallel import run_parallel
@@ -182,7 +184,12 @@ def forecast_store(
         method_for=method_for,
     )
     results = run_parallel(
-        forecast_job, jobs, n_jobs=n_jobs, dask_address=dask_address, desc="forecast"
+        forecast_job,
+        jobs,
+        n_jobs=n_jobs,
+        dask_address=dask_address,
+        desc="forecast",
+        progress=progress,
     )
     table = long_forecast_frame(results, key_column="group" if group else "account_id")
     return ForecastRun(table, results, step, steps)

@@ -122,6 +122,7 @@ def _champion_bundle(settings):
 )
 @_DASK
 @_JOBS
+@PROGRESS_OPTION
 def forecast(
     metrics,
     accounts,
@@ -134,6 +135,7 @@ def forecast(
     no_champion,
     dask_address,
     n_jobs,
+    progress,
 ) -> None:
     """Forecast load per account (or a group's sum) with 80 % and 95 % prediction intervals.
 
@@ -159,6 +161,7 @@ def forecast(
             bundle=bundle,
             n_jobs=n_jobs or settings.n_jobs,
             dask_address=dask_address,
+            progress=progress,
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc

@@ -192,3 +192,28 @@ def test_rejects_file_is_valid_csv_even_when_reasons_hold_quotes(sqlite_settings
     rows = list(csv.reader(rejects.open()))
     assert rows[0] == ["line", "field", "reason"]
     assert rows[1] == ["2", "cpu", "not a number: 'x\"y'"]
+
+
+@pytest.mark.parametrize("kind", ["metrics", "events"])
+def test_cli_import_progress_flag_forces_a_bar_off_a_terminal(sqlite_settings, tmp_path, kind):
+    if kind == "metrics":
+        src = _write(tmp_path / "m.csv", "ts,account_id,cpu\n2026-01-01T00:00:00,a,1\n")
+    else:
+        src = _write(tmp_path / "e.csv", "ts,account_id,kind\n2026-01-01T00:00:00,a,crash\n")
+    runner = CliRunner()  # stderr is not a terminal here
+    shown = runner.invoke(cli, ["import", kind, str(src), "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert f"import {kind}" in shown.stderr and "100%|" in shown.stderr
+    assert shown.stderr.endswith("\n")  # the finished bar stays on its own line
+    assert json.loads(shown.stdout.strip().splitlines()[-1])["rows_read"] == 1
+    for flags in ([], ["--no-progress"]):
+        quiet = runner.invoke(cli, ["import", kind, str(src), *flags])
+        assert quiet.exit_code == 0 and f"import {kind}" not in quiet.stderr
+
+
+def test_import_functions_honour_their_progress_argument(engine, tmp_path, capsys):
+    src = _write(tmp_path / "e.csv", "ts,account_id,kind\n2026-01-01T00:00:00,a,crash\n")
+    files.import_events(engine, [src], progress=False)
+    assert "import events" not in capsys.readouterr().err
+    files.import_events(engine, [src], progress=True)
+    assert "import events" in capsys.readouterr().err
