@@ -27,11 +27,12 @@ from fleetml.serving.ondemand import OnDemandScorer
 
 #: Router modules under ``fleetml.api.routers``, one per resource, each with ``router``.
 ROUTERS = (
+    # predictions first: the runtime's hot path, matched before every other route
+    "predictions",
     "health",
     "metrics",
     "events",
     "accounts",
-    "predictions",
     "alerts",
     "keys",
     "audit",

@@ -33,7 +33,8 @@ class ApiState:
     ondemand: Any = None
 
 
-def get_state(request: Request) -> ApiState:
+async def get_state(request: Request) -> ApiState:
+    # async: a sync dependency would cost every request a hop to the thread pool
     return request.app.state.fleetml
 
 

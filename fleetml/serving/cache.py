@@ -124,11 +124,12 @@ class PredictionCache:
         self.check_s = check_s
         self.snapshot = Snapshot()
         self._checked = 0.0
+        self._loaded = False
         self._lock = threading.Lock()
 
     def due(self) -> bool:
-        """Whether the snapshot may be older than ``check_s`` (a refresh would look)."""
-        return time.monotonic() - self._checked >= self.check_s
+        """Whether a refresh should look (never loaded, or older than ``check_s``)."""
+        return not self._loaded or time.monotonic() - self._checked >= self.check_s
 
     def get(self) -> Snapshot:
         """The current snapshot, refreshed first when it may be older than ``check_s``."""
@@ -137,10 +138,13 @@ class PredictionCache:
         return self.snapshot
 
     def refresh(self, *, force: bool = False) -> Snapshot:
-        if not self._lock.acquire(blocking=force):
-            return self.snapshot  # another thread is refreshing: serve what we have
+        # Another thread refreshing: serve what we have, unless nothing was ever loaded (then
+        # wait for it rather than answer 404 for accounts that have predictions).
+        if not self._lock.acquire(blocking=force or not self._loaded):
+            return self.snapshot
         try:
-            self._checked = time.monotonic()
+            if self._loaded and not force and not self.due():
+                return self.snapshot  # refreshed by the thread that held the lock
             version = latest_version(self.engine)
             if version != self.snapshot.version or force:
                 from fleetml.services.data import account_groups
@@ -152,6 +156,8 @@ class PredictionCache:
                 )
                 snap.version = version
                 self.snapshot = snap
+            self._loaded = True
+            self._checked = time.monotonic()
             return self.snapshot
         finally:
             self._lock.release()
