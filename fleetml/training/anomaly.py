@@ -542,7 +542,7 @@ def train_anomaly(
         run_id = run.info.run_id
 
     step("promote")
-    promoted, reason = registry.apply_promotion_rule(
+    outcome = registry.decide_promotion(
         MODEL_NAME,
         version,
         champion_version=champion_version,
@@ -551,25 +551,12 @@ def train_anomaly(
         gate_reason=gate_reason,
         sanity_passed=sane,
         sanity_reason=sanity_reason,
-    )
-    warnings = choice.warnings + registry.promotion_warnings(
-        promoted=promoted, gate_passed=gate_ok, sanity_passed=sane, reason=reason
+        warnings=choice.warnings,
     )
     return json_ready(
         {
             "run_id": run_id,
-            "model": MODEL_NAME,
-            "version": version,
-            "champion": version if promoted else champion_version,
-            "previous_champion": champion_version,
-            "promoted": promoted,
-            "promotion_reason": reason,
-            "gate_passed": gate_ok,
-            "gate_reason": gate_reason,
-            "sanity_passed": sane,
-            "sanity_reason": sanity_reason,
-            "promoted_despite_failed_gate": promoted and not (gate_ok and sane),
-            "warnings": warnings,
+            **outcome,
             "rule": {
                 "threshold": choice.threshold,
                 "range_check": choice.range_check,

@@ -362,6 +362,51 @@ def apply_promotion_rule(
     return promoted, reason
 
 
+def decide_promotion(
+    name: str,
+    version: int,
+    *,
+    champion_version: int | None,
+    force: bool,
+    gate_passed: bool,
+    gate_reason: str,
+    sanity_passed: bool,
+    sanity_reason: str,
+    warnings: list[str] | None = None,
+    settings: Settings | None = None,
+) -> dict[str, Any]:
+    """Apply :func:`apply_promotion_rule` and return the fields every ``train`` command prints
+    about it (version, champion, promotion, gate, sanity check, warnings)."""
+    promoted, reason = apply_promotion_rule(
+        name,
+        version,
+        champion_version=champion_version,
+        force=force,
+        gate_passed=gate_passed,
+        gate_reason=gate_reason,
+        sanity_passed=sanity_passed,
+        sanity_reason=sanity_reason,
+        settings=settings,
+    )
+    return {
+        "model": name,
+        "version": version,
+        "champion": version if promoted else champion_version,
+        "previous_champion": champion_version,
+        "promoted": promoted,
+        "promotion_reason": reason,
+        "gate_passed": gate_passed,
+        "gate_reason": gate_reason,
+        "sanity_passed": sanity_passed,
+        "sanity_reason": sanity_reason,
+        "promoted_despite_failed_gate": promoted and not (gate_passed and sanity_passed),
+        "warnings": list(warnings or [])
+        + promotion_warnings(
+            promoted=promoted, gate_passed=gate_passed, sanity_passed=sanity_passed, reason=reason
+        ),
+    }
+
+
 def promotion_warnings(
     *, promoted: bool, gate_passed: bool, sanity_passed: bool, reason: str
 ) -> list[str]:

@@ -861,7 +861,7 @@ def train_risk(
         run_id = run.info.run_id
 
     step("promote")
-    promoted, reason = registry.apply_promotion_rule(
+    outcome = registry.decide_promotion(
         MODEL_NAME,
         version,
         champion_version=champion_version,
@@ -870,25 +870,12 @@ def train_risk(
         gate_reason=gate_reason,
         sanity_passed=sane,
         sanity_reason=sanity_reason,
-    )
-    warnings = fit.warnings + registry.promotion_warnings(
-        promoted=promoted, gate_passed=gate_ok, sanity_passed=sane, reason=reason
+        warnings=fit.warnings,
     )
     return json_ready(
         {
             "run_id": run_id,
-            "model": MODEL_NAME,
-            "version": version,
-            "champion": version if promoted else champion_version,
-            "previous_champion": champion_version,
-            "promoted": promoted,
-            "promotion_reason": reason,
-            "gate_passed": gate_ok,
-            "gate_reason": gate_reason,
-            "sanity_passed": sane,
-            "sanity_reason": sanity_reason,
-            "promoted_despite_failed_gate": promoted and not (gate_ok and sane),
-            "warnings": warnings,
+            **outcome,
             "requested_horizons": list(config.horizons),
             "horizons": list(fit.model.horizons),
             "positives": fit.positives,
