@@ -86,6 +86,12 @@ class Settings(BaseSettings):
         description="Most new samples of one account the anomaly model scores in one tick (a "
         "longer backlog serves as feature history only).",
     )
+    score_threads: int = Field(
+        default=2,
+        ge=1,
+        description="Threads a tick computes features with on large fleets (numpy releases "
+        "the GIL; 1 leaves the other core to an API in the same process).",
+    )
     model_check_s: float = Field(
         default=30.0,
         ge=0,

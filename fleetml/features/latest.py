@@ -48,6 +48,8 @@ from fleetml.vocab import default_metric_kind
 _PROBE = 8
 #: Below this many rows, account runs are found with numpy (no Arrow conversion).
 _SMALL = 50_000
+#: From this many tail rows on, ``threads > 1`` computes metrics in parallel.
+_THREADED_ROWS = 200_000
 _REL_FLOOR = 0.01  # same scale floors as fleetml.features.peers
 _ABS_FLOOR = 1e-9
 
@@ -626,9 +628,11 @@ def latest_matrix(
     kinds: Mapping[str, str] | None = None,
     groups: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
+    threads: int = 1,
 ) -> LatestMatrix:
     """:func:`latest_rows` as arrays, accounts in the frame's order (sorted when it was not
-    grouped by account)."""
+    grouped by account). ``threads > 1`` computes metrics in parallel threads on large frames
+    (the live loop's worker; the values do not depend on it)."""
     from fleetml.features.builder import (  # the builder imports this module lazily
         ID_COLUMNS,
         _metric_feature_names,
@@ -661,7 +665,7 @@ def latest_matrix(
         codes, _ = pd.factorize(frame["account_id"].astype(str))
         order = np.lexsort((ts_ms, codes))
         frame = frame.iloc[order].reset_index(drop=True)
-        return latest_matrix(frame, kinds=kinds, groups=groups, config=config)
+        return latest_matrix(frame, kinds=kinds, groups=groups, config=config, threads=threads)
 
     acc = _Accounts(ts_ms, starts, np.r_[starts[1:], len(ts_ms)].astype(np.int64), ids)
     per_metric = _metric_feature_names(config, peers=peers)
@@ -699,7 +703,7 @@ def latest_matrix(
     out = np.full((len(acc.start), len(names)), np.nan)
     levels: dict[str, np.ndarray] = {}
     width = len(per_metric)
-    for i, m in enumerate(metrics):
+    def one_metric(i: int, m: str) -> None:
         values = frame[m].to_numpy(dtype=np.float64, na_value=np.nan)
         counter = str(kinds.get(m) or default_metric_kind(m)) == "counter"
         level = _tail_level(values, counter, acc, tail)
@@ -718,6 +722,18 @@ def latest_matrix(
             cols["peer_z"] = _peer_z(peer_levels, cur, cells, config.peer_min_accounts)
         for j, name in enumerate(per_metric):
             out[:, i * width + j] = cols[name]
+
+    if threads > 1 and len(tail.rows) >= _THREADED_ROWS:
+        # numpy releases the GIL on large arrays: metrics in parallel threads (each writes its
+        # own columns); step_ms is cached first so no thread computes it twice
+        from concurrent.futures import ThreadPoolExecutor
+
+        step_ms()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(one_metric, range(len(metrics)), metrics))
+    else:
+        for i, m in enumerate(metrics):
+            one_metric(i, m)
     col = len(metrics) * width
     for _, num, den in ratio_pairs:
         ratios = _ratios(levels[num], levels[den], win, config.ratio_windows)

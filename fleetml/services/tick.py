@@ -54,7 +54,9 @@ class LiveLoop:
         self.engine = engine
         self.settings = settings
         self.models = models or ModelSet(settings)
-        self.scorer = LiveScorer(self.models, max_rows=settings.score_max_rows)
+        self.scorer = LiveScorer(
+            self.models, max_rows=settings.score_max_rows, threads=settings.score_threads
+        )
         self.notifier = notifier
         self.read_until: int | None = None  # upper bound (ms) of the last tail read
         self._configs = None
@@ -139,7 +141,11 @@ class LiveLoop:
         )
         if refill:
             if len(self.scorer.window):  # held samples and state belong to another clock/config
-                self.scorer = LiveScorer(self.models, max_rows=self.settings.score_max_rows)
+                self.scorer = LiveScorer(
+                    self.models,
+                    max_rows=self.settings.score_max_rows,
+                    threads=self.settings.score_threads,
+                )
                 configs = self.scorer.feature_configs()
             self.scorer.window.counters = self._counters(kinds)
             counts = self._fill(now)

@@ -28,7 +28,6 @@ from fleetml.serving.window import RawWindow, sampling_step_ms, seasonal_lags_ms
 _BIG = np.int64(1) << 60
 
 
-
 def _for_config(feats: list, config):
     for cfg, data in feats:  # FeatureConfig holds a dict: compared, not hashed
         if cfg == config:
@@ -46,8 +45,9 @@ def _grow(arr: np.ndarray, n: int, fill) -> np.ndarray:
 class LiveScorer:
     """Per-account serving state plus the scoring of one tick (see the module docstring)."""
 
-    def __init__(self, models: ModelSet, *, max_rows: int = 10):
+    def __init__(self, models: ModelSet, *, max_rows: int = 10, threads: int = 1):
         self.models = models
+        self.threads = int(threads)
         self.window = RawWindow()
         self.max_rows = int(max_rows)
         self._anomaly_version: object = "unset"
@@ -190,7 +190,9 @@ class LiveScorer:
         frame = self._scoring_frame(codes, groups)
         multi = codes[counts > 1]
         for cfg in configs:
-            latest = latest_matrix(frame, kinds=kinds, groups=groups or None, config=cfg)
+            latest = latest_matrix(
+                frame, kinds=kinds, groups=groups or None, config=cfg, threads=self.threads
+            )
             where = {a: i for i, a in enumerate(latest.account_id)}
             ids = np.asarray(self.window.ids, dtype=object)
             take = np.array([where[ids[c]] for c in codes], dtype=np.int64)

@@ -74,8 +74,7 @@ class RawWindow:
 
     def codes_of(self, account_ids) -> np.ndarray:
         """Codes of ``account_ids``, registering unknown ones."""
-        ids = pd.Series(account_ids, dtype=object).astype(str)
-        uniq = pd.unique(ids)
+        rows, uniq = pd.factorize(pd.Series(account_ids, dtype=object).astype(str))
         for acc in uniq:
             if acc not in self._code:
                 self._code[acc] = len(self.ids)
@@ -83,8 +82,8 @@ class RawWindow:
         if len(self.newest) < len(self.ids):
             grow = np.full(len(self.ids) - len(self.newest), -1, dtype=np.int64)
             self.newest = np.r_[self.newest, grow]
-        mapping = {a: self._code[a] for a in uniq}
-        return ids.map(mapping).to_numpy(dtype=np.int64)
+        mapped = np.fromiter((self._code[a] for a in uniq), dtype=np.int64, count=len(uniq))
+        return mapped[rows]
 
     def code(self, account_id: str) -> int | None:
         return self._code.get(str(account_id))
@@ -183,17 +182,17 @@ class RawWindow:
         start = np.searchsorted(self.key, codes << _TS_BITS)
         end = np.searchsorted(self.key, (codes + 1) << _TS_BITS)
         ts = self.ts_ms
-        # samples appended after an account's newest one (the usual case) have no successor
+        # samples appended after an account's newest one (the usual case) have no successor;
+        # a successor far in time (another seasonal slice) never had this sample before it
         inner = pos + 1 < end
         for m in metrics:
             values = self.values[m]
             succ = np.zeros(0, dtype=np.int64)
             if inner.any():
-                carrying = np.flatnonzero(~np.isnan(values))
-                nxt_i = np.searchsorted(carrying, pos[inner], side="right")
-                last = carrying.size - 1
-                nxt = np.where(nxt_i <= last, carrying[np.clip(nxt_i, 0, last)], -1)
-                succ = nxt[(nxt >= 0) & (nxt < end[inner])]
+                nxt = _next_carrying(values, pos[inner], end[inner])
+                near = nxt >= 0
+                near[near] = ts[nxt[near]] - ts[pos[inner][near]] <= _MAX_RATE_GAP_MS
+                succ = nxt[near]
             succ_start = np.searchsorted(self.key, (self.key[succ] >> _TS_BITS) << _TS_BITS)
             mine = ~np.isnan(values[pos])
             redo = np.r_[pos[mine], succ]
@@ -303,6 +302,26 @@ class RawWindow:
         start = hi - counts
         offs = np.repeat(start - np.r_[0, np.cumsum(counts)[:-1]], counts)
         return np.arange(int(counts.sum()), dtype=np.int64) + offs
+
+
+def _next_carrying(values: np.ndarray, pos: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """First row after ``pos`` (and before ``end``) where ``values`` is not NaN, or -1: a short
+    probe forward, then a search over the rows carrying the metric for what is left."""
+    out = np.full(pos.size, -1, dtype=np.int64)
+    if not pos.size:
+        return out
+    cand = pos[:, None] + np.arange(1, 9)
+    inside = cand < end[:, None]
+    hit = inside & ~np.isnan(values[np.where(inside, cand, 0)])
+    found = hit.any(axis=1)
+    out[found] = cand[found, hit[found].argmax(axis=1)]
+    rest = ~found & (pos + 8 < end - 1)
+    if rest.any():
+        carrying = np.flatnonzero(~np.isnan(values))
+        j = np.searchsorted(carrying, pos[rest], side="right")
+        nxt = np.where(j < carrying.size, carrying[np.clip(j, 0, carrying.size - 1)], -1)
+        out[rest] = np.where((nxt >= 0) & (nxt < end[rest]), nxt, -1)
+    return out
 
 
 def _local_rates(values: np.ndarray, ts_ms: np.ndarray, codes: np.ndarray):
