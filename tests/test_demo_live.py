@@ -68,7 +68,16 @@ def test_demo_serves_live_predictions_and_alerts(sqlite_settings):
         assert len({b["computed_at"] for b in seen}) >= 3, "predictions did not change"
         last = seen[-1]
         assert len(last["predictions"]) == 6  # 3 masters, 1 servant each
-        assert last["models"]["anomaly"] is not None and last["models"]["risk"] is not None
+        # The demo trained both families at start. The anomaly model is served; the risk model is
+        # served unless its first version failed the sanity check on this small, random fleet,
+        # and then readiness says so and a documented heuristic answers (fallback: true).
+        assert last["models"]["anomaly"] is not None
+        ready = httpx.get(f"{url}/readyz", timeout=5).json()
+        if last["models"]["risk"] is None:
+            assert all(p["fallback"] for p in last["predictions"])
+            assert "risk" in ready["degraded"], ready
+        else:
+            assert "risk" not in ready.get("degraded", {}), ready
         first_until = {p["account_id"]: p["data_until"] for p in seen[0]["predictions"]}
         later = {p["account_id"]: p["data_until"] for p in last["predictions"]}
         assert any(later[a] > first_until[a] for a in later)  # the stream moved them on
