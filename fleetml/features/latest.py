@@ -703,6 +703,7 @@ def latest_matrix(
     out = np.full((len(acc.start), len(names)), np.nan)
     levels: dict[str, np.ndarray] = {}
     width = len(per_metric)
+
     def one_metric(i: int, m: str) -> None:
         values = frame[m].to_numpy(dtype=np.float64, na_value=np.nan)
         counter = str(kinds.get(m) or default_metric_kind(m)) == "counter"
