@@ -385,12 +385,12 @@ class LiveScorer:
         wide = model.risk_of(ids, row_ts[newest], X)
         parts = []
         for h in model.horizons:
-            risk = wide[h].to_numpy(dtype=float)
+            risk = np.asarray(wide[h], dtype=float)
             at_risk = risk >= model.thresholds[h]
             run = self._risk_run(h, codes, at_risk)
             detail = None
             if f"enforcement_{h}" in wide:
-                enf = wide[f"enforcement_{h}"].to_numpy(dtype=float)
+                enf = np.asarray(wide[f"enforcement_{h}"], dtype=float)
                 detail = [{"enforcement_risk": round(float(v), 6)} for v in enf]
             parts.append(
                 pd.DataFrame(

@@ -138,10 +138,18 @@ class ServedRisk:
         out = self.bundle.predict_latest(frame)
         return _as_result(out, "risk", score="risk", flag="at_risk")
 
-    def risk_of(self, account_ids, ts_ms, X: np.ndarray) -> pd.DataFrame:
-        """Wide risk (one column per horizon, ``enforcement_<h>`` too) of feature rows."""
-        ids = pd.DataFrame({"ts": ts_ms, "account_id": np.asarray(account_ids, dtype=object)})
-        return self.bundle.risk_matrix(ids, X)
+    def risk_of(self, account_ids, ts_ms, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Calibrated risk per horizon (and ``enforcement_<h>``) of feature rows, as arrays:
+        the bundle's own per-horizon models, without building a frame (one-row calls)."""
+        X = np.asarray(X, dtype=np.float64)
+
+        def risk(model) -> np.ndarray:
+            return np.asarray(model.risk(X), dtype=float) if len(X) else np.zeros(0)
+
+        out = {h: risk(m) for h, m in self.bundle.horizons.items()}
+        for h, m in (getattr(self.bundle, "enforcement", None) or {}).items():
+            out[f"enforcement_{h}"] = risk(m)
+        return out
 
 
 def _as_result(out: pd.DataFrame, family: str, *, score: str, flag: str) -> pd.DataFrame:

@@ -203,7 +203,7 @@ class OnDemandScorer:
         wide = model.risk_of([account_id], latest.ts_ms, X)
         items = []
         for h in model.horizons:
-            value = float(wide[h].iloc[0])
+            value = float(wide[h][0])
             item = {
                 "horizon": h,
                 "risk": value,
@@ -211,6 +211,6 @@ class OnDemandScorer:
                 "model_version": model.version,
             }
             if f"enforcement_{h}" in wide:
-                item["enforcement_risk"] = float(wide[f"enforcement_{h}"].iloc[0])
+                item["enforcement_risk"] = float(wide[f"enforcement_{h}"][0])
             items.append(item)
         return items
