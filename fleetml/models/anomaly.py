@@ -630,7 +630,17 @@ class IsolationForestDetector(BaseEstimator):
         ``by_metric`` features are grouped by metric (the name part before ``__``) and a metric
         counts with its largest feature.
         """
-        Z = np.abs(self.transform_normalised(X, groups))
+        return self._top_of(np.abs(self.transform_normalised(X, groups)), k, by_metric)
+
+    def top_features_array(
+        self, X: np.ndarray, groups=None, *, k: int = 3, by_metric: bool = True
+    ) -> list[list[str]]:
+        """:meth:`top_features` of a float array with no input validation (the serving hot
+        path; ``X`` holds the training feature columns in order)."""
+        check_is_fitted(self)
+        return self._top_of(np.abs(self._normalise(np.asarray(X, float), groups)), k, by_metric)
+
+    def _top_of(self, Z: np.ndarray, k: int, by_metric: bool) -> list[list[str]]:
         names = np.asarray(
             getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)]),
             dtype=object,

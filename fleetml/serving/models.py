@@ -101,9 +101,8 @@ class ServedAnomaly:
         top = [""] * len(flags)
         rows = np.flatnonzero(flags)
         if rows.size:
-            frame = pd.DataFrame(X[rows], columns=self.feature_columns)
-            names = self.detector.top_features(
-                frame, groups=np.asarray(accounts, dtype=object)[rows], k=3
+            names = self.detector.top_features_array(
+                X[rows], groups=np.asarray(accounts, dtype=object)[rows], k=3
             )
             for r, n in zip(rows, names, strict=True):
                 top[r] = ";".join(n)

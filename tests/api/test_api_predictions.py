@@ -120,6 +120,9 @@ def test_score_on_demand_with_and_without_posted_samples(ticked):
     plain = api.post("/v1/predictions/acc-1/score", as_="runtime")
     assert plain.status_code == 200, plain.text
     body = plain.json()
+    from fleetml.schemas.predictions import PredictionOut
+
+    PredictionOut.model_validate(body)  # the documented shape, though not re-validated on send
     assert body["on_demand"] is True and body["anomaly"]["model_version"] == 1
     assert pd.Timestamp(body["data_until"]) == pd.Timestamp(now, unit="ms", tz="UTC")
     ts = pd.Timestamp(now + 60_000, unit="ms", tz="UTC").isoformat()

@@ -173,3 +173,23 @@ def test_scoring_an_unfitted_detector_says_so():
 
     with pytest.raises(NotFittedError):
         IsolationForestDetector().anomaly_score([[1.0]])
+
+
+def test_top_features_array_equals_the_validated_path():
+    """The serving hot path names the same metrics as the validated method."""
+    import numpy as np
+    import pandas as pd
+
+    from fleetml.models.anomaly import IsolationForestDetector
+
+    rng = np.random.default_rng(3)
+    cols = ["cpu__value", "cpu__mean_1h", "mem__value", "lat__value", "lat__std_1h"]
+    X = pd.DataFrame(rng.normal(size=(400, len(cols))), columns=cols)
+    groups = np.array(["a", "b"] * 200, dtype=object)
+    det = IsolationForestDetector(n_estimators=20, random_state=0).fit(X, groups=groups)
+    probe = X.iloc[:7].copy()
+    probe.iloc[:, 2] += 9.0  # mem far from normal
+    want = det.top_features(probe, groups=groups[:7], k=2)
+    got = det.top_features_array(probe.to_numpy(), groups=groups[:7], k=2)
+    assert got == want
+    assert all(row[0] == "mem" for row in got)

@@ -134,7 +134,7 @@ async def get_prediction(account_id: str, key: AnyKey, state: StateDep) -> Respo
 )
 async def score_account(
     account_id: str, request: Request, key: AnyKey, state: StateDep
-) -> PredictionOut:
+) -> Response:
     """Scores from the account's stored history plus the posted samples, with the models this
     process serves; nothing is stored."""
     from fleetml.vocab import ACCOUNT_ID_RE
@@ -150,7 +150,8 @@ async def score_account(
         result = await run_in_threadpool(state.ondemand.score, account_id, posted, group=group)
     except LookupError as exc:
         raise NotFound(str(exc)) from None
-    return PredictionOut(**result)
+    # plain JSON types already (the documented PredictionOut shape): no second validation pass
+    return Response(orjson.dumps(result), media_type="application/json")
 
 
 async def _posted_samples(request: Request, state, account_id: str) -> pd.DataFrame | None:
