@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -32,6 +31,7 @@ from fleetml.models.forecast import (
     group_series,
 )
 from fleetml.serving.base import RESULT_COLUMNS, empty_result
+from fleetml.serving.registry import registry_missing
 
 if TYPE_CHECKING:  # pragma: no cover
     from fleetml.config import Settings
@@ -63,21 +63,6 @@ def sampling_step(frame: pd.DataFrame) -> pd.Timedelta:
     Raises ``ValueError`` when no account has two samples.
     """
     return fleet_step(frame, max_points=_NO_CAP)
-
-
-def registry_missing(settings: Settings) -> str | None:
-    """Why there is no model registry to read (a SQLite registry file not created yet), or None.
-
-    Checking first spares importing mlflow (about a second) and creating an empty registry
-    database just to learn that nothing was trained.
-    """
-    uri = settings.tracking_uri
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
-    if path in ("", ":memory:") or Path(path).exists():
-        return None
-    return f"no model registry yet at {path}; nothing has been trained"
 
 
 @dataclass

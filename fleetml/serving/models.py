@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -234,8 +233,7 @@ class ModelSet:
     def _registry_champion(self, family: str) -> int | None:
         from fleetml.serving import registry
 
-        uri = self.settings.tracking_uri
-        if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        if registry.registry_missing(self.settings):
             return None  # the embedded registry was never created: nothing trained yet
 
         registry.configure_mlflow(self.settings)

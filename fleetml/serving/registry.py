@@ -52,6 +52,21 @@ def configure_mlflow(settings: Settings | None = None) -> str:
     return uri
 
 
+def registry_missing(settings: Settings) -> str | None:
+    """Why there is no model registry to read (a SQLite registry file not created yet), or None.
+
+    Checking first spares importing mlflow (about a second) and creating an empty registry
+    database just to learn that nothing was trained.
+    """
+    uri = settings.tracking_uri
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri.removeprefix("sqlite:///").split("?", 1)[0]
+    if path in ("", ":memory:") or Path(path).exists():
+        return None
+    return f"no model registry yet at {path}; nothing has been trained"
+
+
 def _client(settings: Settings | None = None):
     from mlflow import MlflowClient
 

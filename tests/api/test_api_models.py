@@ -109,12 +109,12 @@ def test_loaded_state_comes_from_the_serving_layer(models_api):
 
 
 def test_a_broken_registry_is_reported_not_a_500(models_api, monkeypatch):
-    from fleetml.serving import forecast, registry
+    from fleetml.serving import registry
 
     def broken(settings=None):
         raise RuntimeError("registry database is locked")
 
-    monkeypatch.setattr(forecast, "registry_missing", lambda settings: None)
+    monkeypatch.setattr(registry, "registry_missing", lambda settings: None)
     monkeypatch.setattr(registry, "configure_mlflow", broken)
     resp = models_api.get("/v1/models", as_="ops")
     assert resp.status_code == 200, resp.text

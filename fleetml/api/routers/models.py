@@ -72,7 +72,7 @@ def _version(client, name: str, alias: str) -> dict | None:
 
 def _read_registry(settings) -> dict:
     """Champion and challenger per family, or why the registry could not be read."""
-    from fleetml.serving.forecast import registry_missing
+    from fleetml.serving.registry import registry_missing
 
     families = _families()
     empty = {f: {"champion": None, "challenger": None} for f in families}
