@@ -131,12 +131,6 @@ class PredictionCache:
         """Whether a refresh should look (never loaded, or older than ``check_s``)."""
         return not self._loaded or time.monotonic() - self._checked >= self.check_s
 
-    def get(self) -> Snapshot:
-        """The current snapshot, refreshed first when it may be older than ``check_s``."""
-        if time.monotonic() - self._checked >= self.check_s:
-            self.refresh()
-        return self.snapshot
-
     def refresh(self, *, force: bool = False) -> Snapshot:
         # Another thread refreshing: serve what we have, unless nothing was ever loaded (then
         # wait for it rather than answer 404 for accounts that have predictions).

@@ -226,19 +226,6 @@ class RawWindow:
                 self.levels[m] = self.levels[m][keep]
         return dropped
 
-    def forget(self, account_ids) -> None:
-        """Drop every sample of these accounts (retired accounts)."""
-        codes = [self._code[a] for a in account_ids if a in self._code]
-        if not codes or not self.key.size:
-            return
-        keep = ~np.isin(self.account_codes, codes)
-        self.key = self.key[keep]
-        for m in self.values:
-            self.values[m] = self.values[m][keep]
-        for m in self.levels:
-            self.levels[m] = self.levels[m][keep]
-        self.newest[codes] = -1
-
     def copy(self) -> RawWindow:
         """An independent copy (on-demand scoring adds posted samples to a copy)."""
         other = RawWindow()

@@ -189,11 +189,3 @@ def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
                 run += 1
             out.append({"account_id": acc, "family": fam, "horizon": hor, "run": run, "flag": True})
     return pd.DataFrame(out, columns=["account_id", "family", "horizon", "run", "flag"])
-
-
-def delete_history_before(conn: sa.Connection, cutoff_ms: int) -> int:
-    """Delete history rows whose data is older than ``cutoff_ms`` (retention)."""
-    result = conn.execute(
-        prediction_history.delete().where(prediction_history.c.data_until < int(cutoff_ms))
-    )
-    return int(result.rowcount or 0)
