@@ -23,7 +23,7 @@ from fleetml.simulate.config import (
 )
 from fleetml.simulate.fleet import FleetLayout, build_layout
 from fleetml.simulate.load import Demand, generate_demand
-from fleetml.simulate.policy import Actions, Observation
+from fleetml.simulate.policy import Actions, SimObservation
 from fleetml.simulate.schedule import (
     ENFORCEMENT,
     FAULT_CODES,
@@ -58,7 +58,7 @@ _FAULT_DETAIL = {
 class StepResult:
     """Outcome of one step: the new observation and the traffic that moved."""
 
-    observation: Observation
+    observation: SimObservation
     demand: float  # messages that arrived this step (all groups)
     delivered: float
     failed: float
@@ -187,7 +187,7 @@ class FleetSimulator:
         )
 
     # ------------------------------------------------------------------ state
-    def reset(self) -> Observation:
+    def reset(self) -> SimObservation:
         """Restart the run from step 0 (same world, same seed) and return the first observation."""
         cfg, n = self.config, self.layout.n_accounts
         self.t = 0
@@ -205,6 +205,9 @@ class FleetSimulator:
         self.draining = np.zeros(n, dtype=bool)
         self.known_enforced = np.zeros(n, dtype=bool)
         self.weights = self.layout.capacity.astype(float)
+        self.hold = np.zeros(n, dtype=bool)  # enforcement hold: share pinned, never moved
+        self.rate_cap = np.full(n, np.inf)  # msgs/min a throttle action allows
+        self.restarts = 0
         self.last_share = (
             self.weights
             / np.bincount(self.layout.group_index, self.weights)[self.layout.group_index]
@@ -243,21 +246,25 @@ class FleetSimulator:
         """Epoch milliseconds of a step."""
         return self._start_ms + int(step) * self._step_ms
 
-    def _observation(self, *, step, metrics, deltas, health, events, group_demand) -> Observation:
-        return Observation(
+    def _observation(
+        self, *, step, metrics, deltas, health, events, group_demand
+    ) -> SimObservation:
+        return SimObservation(
             step=step,
             ts_ms=self.ts_ms(step),
             layout=self.layout,
             metrics=metrics,
             deltas=deltas,
-            health_ok=health,
+            state={
+                "in_rotation": self.in_rotation.copy(),
+                "paused": self.paused.copy(),
+                "draining": self.draining.copy(),
+                "enforced": self.known_enforced.copy(),
+                "health_ok": health,
+                "weight": self.weights.copy(),
+            },
             events=events,
             group_demand=group_demand,
-            in_rotation=self.in_rotation.copy(),
-            paused=self.paused.copy(),
-            draining=self.draining.copy(),
-            enforced=self.known_enforced.copy(),
-            weights=self.weights.copy(),
             step_s=self.config.step_s,
         )
 
@@ -268,13 +275,21 @@ class FleetSimulator:
 
     def _apply(self, actions: Actions, t: int, enforced: np.ndarray, emit) -> None:
         if actions.weights is not None:
-            w = np.asarray(actions.weights, dtype=float)
-            if w.shape != self.weights.shape:
-                raise ValueError(
-                    f"weights must have one entry per account ({self.weights.shape[0]}), "
-                    f"got shape {w.shape}"
+            w = actions.weights
+            if isinstance(w, np.ndarray) or not hasattr(w, "items"):
+                raise TypeError(
+                    "Actions.weights maps account ids to weights "
+                    f"(e.g. {{'{self.layout.account_ids[0]}': 1.0}}), got {type(w).__name__}"
                 )
-            self.weights = np.where(np.isfinite(w) & (w >= 0), w, self.weights)
+            if w:
+                idx = self._indices(list(w))
+                vals = np.asarray(list(w.values()), dtype=float)
+                ok = np.isfinite(vals) & (vals >= 0)
+                self.weights[idx[ok]] = vals[ok]
+        if actions.throttle:
+            idx = self._indices(list(actions.throttle))
+            self.rate_cap[idx] = np.asarray(list(actions.throttle.values()), dtype=float)
+        self.restarts += len(actions.restart)
         group = self.layout.group_index
         for i in self._indices(actions.failover):
             if enforced[i]:
@@ -299,11 +314,17 @@ class FleetSimulator:
             if not self.in_rotation[i]:
                 self.in_rotation[i] = True
                 emit(i, "failback", "traffic returned")
+        hold = self._indices(actions.hold)
+        self.hold[hold] = True
+        self.paused[hold] = True
+        self.draining[hold] = True
         self.paused[self._indices(actions.pause)] = True
         self.draining[self._indices(actions.drain)] = True
         res = self._indices(actions.resume)
         self.paused[res] = False
         self.draining[res] = False
+        self.rate_cap[res] = np.inf
+        self.hold[res] = False
 
     def _routable(self, enforced: np.ndarray) -> np.ndarray:
         return self.in_rotation & ~self.paused & ~self.draining & ~enforced
@@ -487,9 +508,6 @@ class FleetSimulator:
 
         # --- scheduled events, then the policy's actions --------------------------------------
         enforced = x["enforced"]
-        self.pin_share = np.where(
-            enforced, np.where(self.pin_share > 0, self.pin_share, self.last_share), 0.0
-        )
         se_steps, se_acc, se_kind, se_detail = self._scheduled_events
         while self._event_ptr < len(se_steps) and se_steps[self._event_ptr] <= t:
             j = self._event_ptr
@@ -500,6 +518,11 @@ class FleetSimulator:
         self.known_enforced &= enforced  # a lifted restriction shows as sends resuming
         if actions is not None:
             self._apply(actions, t, enforced, emit)
+        # restricted numbers, and numbers a policy holds for enforcement, keep their share
+        pin = enforced | self.hold
+        self.pin_share = np.where(
+            pin, np.where(self.pin_share > 0, self.pin_share, self.last_share), 0.0
+        )
 
         # --- endogenous overload: the platform throttles a number pushed too hard --------------
         hazard = (
@@ -538,7 +561,7 @@ class FleetSimulator:
         pinned = self.pin_share
         free = np.clip(1.0 - np.bincount(group, pinned, minlength=lay.n_groups), 0.0, 1.0)
         has = wsum > 0
-        share = np.where(enforced, pinned, w / np.where(has, wsum, 1.0)[group] * free[group])
+        share = np.where(pin, pinned, w / np.where(has, wsum, 1.0)[group] * free[group])
         new_demand = self.demand.msgs[:, t]
         group_in = new_demand + self.held
         arrivals = group_in[group] * share
@@ -548,7 +571,9 @@ class FleetSimulator:
         self.last_share = share
 
         # --- queueing and service -----------------------------------------------------------
-        eff_cap = x["cap"] * np.where(throttled, 0.3, 1.0) * ~self.paused
+        eff_cap = np.minimum(
+            x["cap"] * np.where(throttled, 0.3, 1.0) * ~self.paused, self.rate_cap * dt
+        )
         q_prev = self.queue
         qb = q_prev + arrivals
         attempts = np.minimum(qb, eff_cap)

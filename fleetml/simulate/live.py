@@ -114,7 +114,7 @@ class LiveStreamer:
         self._send("PUT", "/v1/metric-kinds", {"kinds": {c: "counter" for c in COUNTERS}})
 
     def send_step(self, sim: FleetSimulator, obs) -> None:
-        values = np.stack([obs.metrics[m] for m in METRIC_NAMES], axis=1)
+        values = np.stack([obs.raw_metrics[m] for m in METRIC_NAMES], axis=1)
         present = ~np.isnan(values).all(axis=1)
         ts = _iso(obs.ts_ms)
         samples = [
@@ -132,7 +132,7 @@ class LiveStreamer:
             self._send("POST", "/v1/metrics?register=true", {"samples": samples})
             self.stats.samples_sent += len(samples)
             self.stats.batches += 1
-        if obs.events:
+        if obs.raw_events:
             events = [
                 {
                     "account_id": e["account_id"],
@@ -140,7 +140,7 @@ class LiveStreamer:
                     "kind": e["kind"],
                     "detail": e["detail"],
                 }
-                for e in obs.events
+                for e in obs.raw_events
             ]
             self._send("POST", "/v1/events", {"events": events})
             self.stats.events_sent += len(events)

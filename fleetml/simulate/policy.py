@@ -1,147 +1,161 @@
-"""What a routing policy sees and does in the closed loop, and the reactive baseline.
+"""The simulator's side of the decision contract.
 
-A policy only sees what a runtime could see: exported metrics (with gaps), the events the runtime
-reports, its own health probe and the controller state it set itself. It never sees the ground
-truth (precursors, scheduled faults, enforcement waves).
+The contract itself (:class:`Observation`, :class:`Actions`, :class:`Policy`) and the reference
+policies live in :mod:`fleetml.decisions`, keyed by account id; the simulator adapts to them.
+:class:`SimObservation` is an :class:`Observation` whose frames are built from the simulator's
+arrays only when a policy reads them (a step costs microseconds, a frame a tenth of a
+millisecond). A policy only sees what a runtime could see: exported metrics (with gaps), the
+events the runtime reports, its own health probe and the controller state it set itself. It
+never sees the ground truth (precursors, scheduled faults, enforcement waves).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
-
 import numpy as np
 import pandas as pd
 
+from fleetml.decisions.baseline import ReactiveBaselinePolicy, StaticPolicy
+from fleetml.decisions.contracts import (
+    EVENT_COLUMNS,
+    STATE_COLUMNS,
+    Actions,
+    Fleet,
+    Observation,
+    Policy,
+    empty_events,
+)
 from fleetml.simulate.fleet import FleetLayout
 
+__all__ = [
+    "Actions",
+    "Observation",
+    "Policy",
+    "ReactiveBaselinePolicy",
+    "SimObservation",
+    "StaticPolicy",
+    "fleet_of",
+]
 
-@dataclass
-class Observation:
-    """The fleet as a runtime sees it after one step. Arrays are indexed by account position."""
+_EMPTY_EVENTS = empty_events()
+_EMPTY = pd.DataFrame()
 
-    step: int
-    ts_ms: int
-    layout: FleetLayout
-    metrics: dict[str, np.ndarray]  # exported values; NaN where the account sent no sample
-    deltas: dict[str, np.ndarray]  # per-step increase of each counter (reset-aware); NaN if unknown
-    health_ok: np.ndarray  # bool: the runtime's health probe passed
-    events: list[dict]  # events reported during this step: ts_ms, account_id, kind, detail
-    group_demand: np.ndarray  # messages that arrived per group during this step
-    in_rotation: np.ndarray  # bool, controller state
-    paused: np.ndarray
-    draining: np.ndarray
-    enforced: np.ndarray  # bool: restricted or banned (known from reported events)
-    weights: np.ndarray  # routing weights in effect
-    step_s: int = 60
+
+def fleet_of(layout: FleetLayout) -> Fleet:
+    """The decision contract's view of a simulated fleet's registry (cached on the layout)."""
+    cached = layout.__dict__.get("_fleet_cache")
+    if cached is None:
+        cached = Fleet.from_records(layout.accounts_frame())
+        object.__setattr__(layout, "_fleet_cache", cached)
+    return cached
+
+
+class SimObservation(Observation):
+    """An :class:`Observation` of the simulated fleet after one step.
+
+    Besides the contract's frames it keeps the raw arrays (indexed by account position, the
+    fleet's order) as ``raw_metrics``, ``raw_deltas`` and ``raw_state`` for the simulator's own
+    tools (the live streamer, tests); policies use the frames.
+    """
+
+    def __init__(
+        self,
+        *,
+        step: int,
+        ts_ms: int,
+        layout: FleetLayout,
+        metrics: dict[str, np.ndarray],
+        deltas: dict[str, np.ndarray],
+        state: dict[str, np.ndarray],
+        events: list[dict],
+        group_demand: np.ndarray,
+        step_s: int,
+    ):
+        self.step = step
+        self.ts_ms = ts_ms
+        self.layout = layout
+        self.fleet = fleet_of(layout)
+        self.raw_metrics = metrics
+        self.raw_deltas = deltas
+        self.raw_state = state
+        self.raw_events = events
+        self.group_demand = group_demand
+        self.step_s = step_s
+        self.predictions = _EMPTY
+        self.forecasts = _EMPTY
+        self.models = {}
+        self._frames: dict[str, pd.DataFrame | pd.Series] = {}
+
+    def _frame(self, name: str, values: dict[str, np.ndarray], scale: float = 1.0):
+        frame = self._frames.get(name)
+        if frame is None:
+            cols = list(values)
+            block = np.column_stack([values[c] for c in cols]) if cols else None
+            frame = pd.DataFrame(
+                block * scale if block is not None else None,
+                columns=cols,
+                index=self.fleet.account_ids,
+            )
+            self._frames[name] = frame
+        return frame
 
     @property
-    def ts(self) -> pd.Timestamp:
-        return pd.Timestamp(self.ts_ms, unit="ms", tz="UTC")
+    def metrics(self) -> pd.DataFrame:  # type: ignore[override]
+        return self._frame("metrics", self.raw_metrics)
 
+    @property
+    def rates(self) -> pd.DataFrame:  # type: ignore[override]
+        return self._frame("rates", self.raw_deltas, 60.0 / self.step_s)
 
-@dataclass
-class Actions:
-    """What a policy asks for. Account lists hold positions (int) or account ids (str).
+    @property
+    def state(self) -> pd.DataFrame:  # type: ignore[override]
+        frame = self._frames.get("state")
+        if frame is None:
+            frame = pd.DataFrame(
+                {c: self.raw_state[c] for c in STATE_COLUMNS}, index=self.fleet.account_ids
+            )
+            self._frames["state"] = frame
+        return frame
 
-    ``weights``: non-negative routing weight per account (NaN keeps the current weight); demand of
-    a group is split among its routable accounts in proportion. ``failover`` takes an account out
-    of rotation and hands its queue to its group's routable peers; ``failback`` returns it.
-    ``pause`` stops sending (queue held), ``drain`` stops new traffic but lets the queue empty,
-    ``resume`` clears pause and drain.
-    """
+    @property
+    def events(self) -> pd.DataFrame:  # type: ignore[override]
+        if not self.raw_events:
+            return _EMPTY_EVENTS
+        frame = self._frames.get("events")
+        if frame is None:
+            frame = pd.DataFrame.from_records(self.raw_events, columns=list(EVENT_COLUMNS))
+            self._frames["events"] = frame
+        return frame
 
-    weights: np.ndarray | None = None
-    failover: Sequence[int | str] = ()
-    failback: Sequence[int | str] = ()
-    pause: Sequence[int | str] = ()
-    drain: Sequence[int | str] = ()
-    resume: Sequence[int | str] = ()
-
-
-@runtime_checkable
-class Policy(Protocol):
-    def decide(self, observation: Observation) -> Actions: ...
-
-
-class StaticPolicy:
-    """Routing weights proportional to capacity, never fails over (a do-nothing reference)."""
-
-    def decide(self, observation: Observation) -> Actions:
-        if observation.step < 0:
-            return Actions(weights=observation.layout.capacity.astype(float))
-        return Actions()
-
-
-@dataclass
-class ReactiveBaselinePolicy:
-    """The balancer fleetml replaces: least-load routing, failover only after health checks fail.
-
-    * Routing: weight = capacity / (1 + queue_depth / capacity-per-step), i.e. accounts with short
-      queues get more traffic. Missing samples keep the last known weight.
-    * Failover: an account in rotation whose health probe failed ``trip_after`` consecutive steps
-      is failed over. It is failed back after ``recover_after`` consecutive passing probes.
-    * Maintenance: drained at ``maintenance_start`` and resumed at ``maintenance_end``.
-    * Enforcement (restricted/banned): the account is drained and paused, never failed over;
-      it is resumed once the restriction is lifted.
-    """
-
-    trip_after: int = 2
-    recover_after: int = 5
-    _bad: np.ndarray | None = field(default=None, init=False, repr=False)
-    _good: np.ndarray | None = field(default=None, init=False, repr=False)
-    _failed_over: np.ndarray | None = field(default=None, init=False, repr=False)
-    _weights: np.ndarray | None = field(default=None, init=False, repr=False)
-    _held: np.ndarray | None = field(default=None, init=False, repr=False)
-
-    def decide(self, observation: Observation) -> Actions:
-        layout = observation.layout
-        n = layout.n_accounts
-        if self._bad is None or observation.step < 0:
-            self._bad = np.zeros(n, dtype=np.int64)
-            self._good = np.zeros(n, dtype=np.int64)
-            self._failed_over = np.zeros(n, dtype=bool)
-            self._weights = layout.capacity.astype(float)
-            self._held = np.zeros(n, dtype=bool)
-
-        per_step = layout.capacity * observation.step_s / 60.0
-        queue = observation.metrics.get("queue_depth")
-        if queue is not None:
-            fresh = np.isfinite(queue)
-            least_load = layout.capacity / (1.0 + np.where(fresh, queue, 0.0) / per_step)
-            self._weights = np.where(fresh, least_load, self._weights)
-
-        ok = observation.health_ok
-        self._bad = np.where(ok, 0, self._bad + 1)
-        self._good = np.where(ok, self._good + 1, 0)
-
-        drain, resume, pause = [], [], []
-        for event in observation.events:
-            kind, account = event["kind"], event["account_id"]
-            if kind == "maintenance_start":
-                drain.append(account)
-            elif kind == "maintenance_end":
-                resume.append(account)
-            elif kind in ("restricted", "banned"):
-                drain.append(account)
-                pause.append(account)
-                self._held[layout.index_of(account)] = True
-        # a lifted restriction: the account is no longer reported as enforced
-        lifted = self._held & ~observation.enforced
-        if lifted.any():
-            resume.extend(np.flatnonzero(lifted).tolist())
-            self._held &= ~lifted
-
-        eligible = observation.in_rotation & ~observation.enforced
-        trip = eligible & (self._bad >= self.trip_after) & ~observation.draining
-        back = self._failed_over & (self._good >= self.recover_after) & ~observation.enforced
-        self._failed_over = (self._failed_over | trip) & ~back
-        return Actions(
-            weights=self._weights.copy(),
-            failover=np.flatnonzero(trip).tolist(),
-            failback=np.flatnonzero(back).tolist(),
-            drain=drain,
-            pause=pause,
-            resume=resume,
+    @property
+    def demand(self) -> pd.Series:  # type: ignore[override]
+        return pd.Series(
+            self.group_demand * (60.0 / self.step_s), index=self.layout.group_names.astype(str)
         )
+
+    def column(self, frame: str, name: str) -> np.ndarray:
+        raw = {"metrics": self.raw_metrics, "state": self.raw_state}.get(frame)
+        if raw is None:
+            return super().column(frame, name)
+        got = raw.get(name)
+        return got if got is not None else np.full(self.layout.n_accounts, np.nan)
+
+    # array views the simulator's own tools and older tests read
+    @property
+    def in_rotation(self) -> np.ndarray:
+        return self.raw_state["in_rotation"]
+
+    @property
+    def enforced(self) -> np.ndarray:
+        return self.raw_state["enforced"]
+
+    @property
+    def paused(self) -> np.ndarray:
+        return self.raw_state["paused"]
+
+    @property
+    def draining(self) -> np.ndarray:
+        return self.raw_state["draining"]
+
+    @property
+    def health_ok(self) -> np.ndarray:
+        return self.raw_state["health_ok"]

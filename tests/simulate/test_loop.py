@@ -28,10 +28,11 @@ class ChaosPolicy:
         self.rng = np.random.default_rng(seed)
 
     def decide(self, obs):
-        n = obs.layout.n_accounts
-        pick = lambda p: np.flatnonzero(self.rng.random(n) < p).tolist()  # noqa: E731
+        ids = obs.fleet.ids
+        n = len(ids)
+        pick = lambda p: ids[self.rng.random(n) < p].tolist()  # noqa: E731
         return Actions(
-            weights=self.rng.random(n) * 3,
+            weights=dict(zip(ids.tolist(), (self.rng.random(n) * 3).tolist(), strict=True)),
             failover=pick(0.02),
             failback=pick(0.05),
             pause=pick(0.01),
@@ -85,8 +86,17 @@ def test_policy_sees_no_ground_truth():
     obs = sim.step(Actions()).observation
     visible = set(vars(obs))
     assert not visible & {"schedule", "faults", "ground_truth", "precursor", "demand"}
-    assert set(obs.metrics) == set(METRICS)
-    assert all(k in ("ts_ms", "account_id", "kind", "detail") for e in obs.events for k in e)
+    assert set(obs.metrics.columns) == set(METRICS)
+    assert list(obs.metrics.index) == list(sim.layout.account_ids)  # keyed by account id
+    assert set(obs.events.columns) == {"ts_ms", "account_id", "kind", "detail"}
+    assert set(obs.state.columns) == {
+        "in_rotation",
+        "paused",
+        "draining",
+        "enforced",
+        "health_ok",
+        "weight",
+    }
 
 
 def test_enforced_traffic_is_never_rerouted():
@@ -103,9 +113,10 @@ def test_enforced_traffic_is_never_rerouted():
         """Tries to move an enforced account's traffic away as soon as it is restricted."""
 
         def decide(self, obs):
-            hit = np.flatnonzero(obs.enforced)
-            weights = np.where(obs.enforced, 0.0, 1.0)
-            return Actions(weights=weights, failover=hit.tolist())
+            enforced = obs.column("state", "enforced").astype(bool)
+            ids = obs.fleet.ids
+            weights = dict(zip(ids.tolist(), np.where(enforced, 0.0, 1.0).tolist(), strict=True))
+            return Actions(weights=weights, failover=ids[enforced].tolist())
 
     sim = drive(FleetSimulator(config, seed=5), RouteAround())
     report = loop_report(sim)
@@ -140,8 +151,10 @@ def test_failover_needed_is_judged_against_ground_truth():
 
 def test_bad_actions_are_refused_with_a_clear_message():
     sim = FleetSimulator(SimConfig(masters=1, servants=1, days=0.01), seed=1)
-    with pytest.raises(ValueError, match="one entry per account"):
+    with pytest.raises(TypeError, match="maps account ids to weights"):
         sim.step(Actions(weights=np.ones(5)))
+    with pytest.raises(KeyError, match="unknown account"):
+        sim.step(Actions(weights={"nope": 1.0}))
     with pytest.raises(KeyError, match="unknown account"):
         sim.step(Actions(failover=["nope"]))
 

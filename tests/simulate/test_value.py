@@ -37,11 +37,10 @@ class OraclePreemptivePolicy:
         failover = []
         for a, end in zip(self.account[soon], self.end[soon], strict=True):
             if obs.in_rotation[a] and not obs.enforced[a]:
-                failover.append(int(a))
+                failover.append(obs.fleet.ids[a])
                 self.held[int(a)] = int(end) + 3
-        back = [a for a, until in self.held.items() if t >= until]
-        for a in back:
-            del self.held[a]
+        back = [obs.fleet.ids[a] for a, until in self.held.items() if t >= until]
+        self.held = {a: until for a, until in self.held.items() if t < until}
         return Actions(
             weights=actions.weights,
             failover=sorted(set(actions.failover) | set(failover)),
