@@ -1,0 +1,590 @@
+"""fleetml's policy: weights, failover, failback, enforcement holds, each with its reasons.
+
+:class:`FleetmlPolicy` is what the tick runs after scoring and what the closed loop drives the
+simulated fleet with. Per tick, in this order:
+
+1. **Enforcement** (``restricted``, ``banned``, ``quality_drop`` events, or a user-block ratio
+   past ``block_ratio_hold``): the account is *held*: drained and paused with its share of the
+   group's traffic kept on it (never moved to other numbers), and a ``review_enforcement``
+   recommendation asks a person to decide. A quality hold ends after ``quality_hold_s``; a
+   restriction when the runtime reports it lifted (``state.enforced`` clears).
+2. **Reactive failover**: a master in rotation whose health probe fails, or that reported a
+   technical fault (:data:`fleetml.vocab.FAULT_KINDS`), is failed over at once.
+3. **Pre-emptive failover**: a master whose failure risk stayed at or above its group's
+   ``risk_on`` for ``trigger_ticks`` ticks, outside its cooldown, is failed over to the servant
+   with the best readiness, inside the fleet-wide :class:`Envelope` and only when the servants'
+   spare capacity can absorb the master's load; otherwise a recommendation is raised instead.
+4. **Failback** once the master is healthy and its risk stayed below ``risk_off`` for
+   ``clear_ticks`` ticks; the next pre-emptive failover of that master waits ``cooldown_s``,
+   doubled after each failback that came within a cooldown (flapping).
+5. **Weights** (:mod:`fleetml.decisions.weights`), pre-balanced ahead of forecast peaks.
+
+Modes per group (:class:`Mode`): ``off`` decides nothing; ``shadow`` records every decision
+with status ``shadow`` and publishes nothing (the runtime keeps its own balancing); ``approve``
+records actions as ``awaiting_approval``; ``auto`` publishes them. Every failover is judged
+later (did a technical fault follow within the horizon?): :meth:`FleetmlPolicy.outcomes`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from fleetml.decisions.contracts import (
+    ActionKind,
+    Actions,
+    Decision,
+    Envelope,
+    GroupPolicy,
+    Mode,
+    Observation,
+    Recommendation,
+    RecommendationKind,
+)
+from fleetml.decisions.weights import WeightSmoother, target_weights
+from fleetml.vocab import ENFORCEMENT_KINDS, ENFORCEMENT_LABELS, FAULT_KINDS
+
+_H = 3_600_000
+
+
+def horizon_ms(horizon: str) -> int:
+    """``"1h"`` -> 3,600,000; ``"30min"``/``"90s"``/``"1d"`` likewise."""
+    return int(pd.Timedelta(horizon).total_seconds() * 1000)
+
+
+@dataclass
+class PolicySettings:
+    """Fleet-wide settings of :class:`FleetmlPolicy` (per-group ones are :class:`GroupPolicy`)."""
+
+    envelope: Envelope = field(default_factory=Envelope)
+    #: how long a quality-drop or user-block hold lasts unless a person resumes earlier
+    quality_hold_s: int = 6 * 3600
+    #: user blocks per delivered message that hold the account (normal is about 0.0002)
+    block_ratio_hold: float = 0.003
+    min_blocks: float = 5.0
+    #: pre-balance when a group's forecast peak within ``prebalance_s`` needs this share of
+    #: its capacity
+    prebalance_utilisation: float = 0.8
+    prebalance_s: int = 3600
+    #: a weight change is recorded when it moves by at least this share
+    record_weight_change: float = 0.25
+
+
+class FleetmlPolicy:
+    """See the module docstring. Keeps per-account state between ticks, keyed by account id."""
+
+    def __init__(
+        self,
+        policies: Mapping[str, GroupPolicy] | None = None,
+        *,
+        default: GroupPolicy | None = None,
+        settings: PolicySettings | None = None,
+    ):
+        self.policies: dict[str, GroupPolicy] = dict(policies or {})
+        self.default = default or GroupPolicy()
+        self.settings = settings or PolicySettings()
+        self.smoother = WeightSmoother()
+        self._acc: dict[str, dict] = {}  # per-account controller state
+        self._fleet_failovers: list[int] = []  # ts of pre-emptive failovers (envelope)
+        self._pending: list[dict] = []  # failover decisions awaiting their outcome
+        self._judged: list[dict] = []  # outcomes ready for the decision record
+        self.stats: dict[str, dict] = {}  # per group: tp, fp, fn of failover decisions
+        self._recorded_weights: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ settings
+    def set_policies(self, policies: Mapping[str, GroupPolicy]) -> None:
+        self.policies = dict(policies)
+
+    def policy(self, group: str) -> GroupPolicy:
+        return self.policies.get(group, self.default)
+
+    def _state(self, account_id: str) -> dict:
+        s = self._acc.get(account_id)
+        if s is None:
+            s = {
+                "risk_run": 0,
+                "clear_run": 0,
+                "failed_over": False,
+                "preemptive": False,
+                "since": -1,
+                "cooldown_until": -1,
+                "backoff": 0,
+                "held": None,  # (kind, since_ms) of an enforcement hold
+            }
+            self._acc[account_id] = s
+        return s
+
+    # ------------------------------------------------------------------ the tick
+    def decide(self, obs: Observation) -> Actions:
+        fleet = obs.fleet
+        ids = fleet.ids
+        n = len(ids)
+        now = int(obs.ts_ms)
+        groups = fleet.accounts["group"].to_numpy()
+        is_master = fleet.is_master
+        cap = fleet.accounts["capacity"].to_numpy(dtype=float)
+        col = obs.column
+        in_rotation = col("state", "in_rotation").astype(bool)
+        enforced = col("state", "enforced").astype(bool)
+        health_ok = col("state", "health_ok").astype(bool)
+        modes = {g: self.policy(g).mode for g in set(groups.tolist())}
+
+        out = Actions()
+        published: dict[str, list] = {
+            k: [] for k in ("failover", "failback", "hold", "resume", "drain")
+        }
+
+        def record(decision: Decision, group: str, publish: str | None = None) -> None:
+            mode = modes.get(group, self.default.mode)
+            decision.group = group
+            decision.mode = mode.value
+            decision.models = dict(obs.models)
+            if mode == Mode.OFF:
+                return
+            if decision.status == "executed":
+                decision.status = {
+                    Mode.SHADOW: "shadow",
+                    Mode.APPROVE: "awaiting_approval",
+                    Mode.AUTO: "executed",
+                }[mode]
+            out.decisions.append(decision)
+            if publish and mode == Mode.AUTO:
+                published[publish].append(decision.account_id)
+
+        events = obs.events
+        faults: set[str] = set()
+        if len(events):
+            kinds = events["kind"].astype(str).to_numpy()
+            accs = events["account_id"].astype(str).to_numpy()
+            faults = set(accs[np.isin(kinds, list(FAULT_KINDS))].tolist())
+            self._judge_faults(accs, kinds, events["ts_ms"].to_numpy(dtype="int64"))
+            for a, k, ts in zip(accs, kinds, events["ts_ms"].tolist(), strict=True):
+                if a not in fleet.accounts.index:
+                    continue
+                if k in ENFORCEMENT_KINDS:
+                    self._hold(a, k, int(ts), fleet.group_of(a), record, out)
+                elif k in ("maintenance_start", "maintenance_end"):
+                    start = k == "maintenance_start"
+                    record(
+                        Decision(
+                            kind=(ActionKind.DRAIN if start else ActionKind.RESUME).value,
+                            rule="maintenance",
+                            account_id=a,
+                            inputs={"event": k, "at_ms": int(ts)},
+                            reason="planned maintenance " + ("began" if start else "ended"),
+                        ),
+                        fleet.group_of(a),
+                        "drain" if start else "resume",
+                    )
+
+        # user blocks past the hold ratio: a platform signal like a quality drop
+        blocks = col("rates", "user_blocks").astype(float)
+        delivered = col("rates", "msgs_delivered").astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = blocks / delivered
+        st = self.settings
+        hot = (ratio >= st.block_ratio_hold) & (blocks * obs.step_s / 60.0 >= st.min_blocks)
+        for i in np.flatnonzero(np.nan_to_num(hot, nan=0.0).astype(bool)):
+            a = str(ids[i])
+            if self._state(a)["held"] is None:
+                self._hold(
+                    a,
+                    "user_blocks",
+                    now,
+                    str(groups[i]),
+                    record,
+                    out,
+                    inputs={"block_ratio": float(ratio[i]), "blocks_per_min": float(blocks[i])},
+                )
+
+        # holds that end: a lifted restriction, or a quality hold that ran its course
+        held = np.zeros(n, dtype=bool)
+        for i, a in enumerate(ids.tolist()):
+            h = self._acc.get(a, {}).get("held") if a in self._acc else None
+            if h is None:
+                continue
+            kind, since = h
+            restriction = kind in ENFORCEMENT_LABELS
+            over = (not enforced[i]) if restriction else now - since >= st.quality_hold_s * 1000
+            if over and not (restriction and now - since < obs.step_s * 1000):
+                self._acc[a]["held"] = None
+                record(
+                    Decision(
+                        kind=ActionKind.RESUME.value,
+                        rule="restriction_lifted" if restriction else "hold_expired",
+                        account_id=a,
+                        inputs={"held_since_ms": since, "signal": kind},
+                        reason=(
+                            "the platform lifted the restriction"
+                            if restriction
+                            else f"{kind} hold of {st.quality_hold_s // 3600} h ended"
+                        ),
+                    ),
+                    str(groups[i]),
+                    "resume",
+                )
+            else:
+                held[i] = True
+        held |= enforced
+
+        # ---- failure risk per account, on each group's watched horizon
+        risk = np.full(n, np.nan)
+        for h in {self.policy(g).risk_horizon for g in set(groups.tolist())}:
+            r = obs.risk(h).to_numpy(dtype=float)
+            use = np.asarray([self.policy(g).risk_horizon == h for g in groups.tolist()])
+            risk = np.where(use, r, risk)
+
+        # ---- failover and failback of masters
+        load = self._load(obs)
+        returned = np.zeros(n, dtype=bool)
+        for i in np.flatnonzero(is_master):
+            a, g = str(ids[i]), str(groups[i])
+            pol = self.policy(g)
+            s = self._state(a)
+            r = risk[i]
+            s["risk_run"] = s["risk_run"] + 1 if (r >= pol.risk_on) else 0
+            calm = (not (r >= pol.risk_off)) and health_ok[i] and a not in faults
+            s["clear_run"] = s["clear_run"] + 1 if calm else 0
+            if held[i]:
+                continue  # enforcement: never failed over, never routed around
+            if not s["failed_over"]:
+                reactive = (not health_ok[i]) or a in faults
+                sustained = s["risk_run"] >= pol.trigger_ticks and now >= s["cooldown_until"]
+                if not (reactive or sustained) or not in_rotation[i]:
+                    continue
+                target, readiness = self._target(fleet, a, risk, health_ok, held, load)
+                inputs = {
+                    "risk": _num(r),
+                    "risk_on": pol.risk_on,
+                    "risk_run": s["risk_run"],
+                    "horizon": pol.risk_horizon,
+                    "health_ok": bool(health_ok[i]),
+                    "fault_reported": a in faults,
+                    "target_readiness": readiness,
+                    "master_load": _num(load[i]),
+                }
+                if reactive:
+                    rule = "fault_reported" if a in faults else "health_failed"
+                    reason = (
+                        "the runtime reported a technical fault"
+                        if a in faults
+                        else "the health probe failed"
+                    )
+                else:
+                    rule = "risk_sustained"
+                    reason = (
+                        f"failure risk {r:.2f} >= {pol.risk_on:.2f} for {s['risk_run']} ticks "
+                        f"({pol.risk_horizon} horizon)"
+                    )
+                    blocked = self._envelope_blocks(fleet, now, i, load, target)
+                    if blocked:
+                        out.recommendations.append(
+                            Recommendation(
+                                kind=RecommendationKind.ADJUST_FAILOVER_THRESHOLD,
+                                title=f"Fail over {a}? Held back by the safety envelope",
+                                dedup_key=f"envelope:{a}",
+                                group=g,
+                                account_id=a,
+                                evidence={**inputs, "blocked_by": blocked},
+                                expected_impact={
+                                    "summary": "a person decides whether to fail over; "
+                                    "automation stopped at the safety envelope"
+                                },
+                                confidence=float(min(max(r, 0.0), 1.0)),
+                            )
+                        )
+                        record(
+                            Decision(
+                                kind=ActionKind.FAILOVER.value,
+                                rule="envelope",
+                                account_id=a,
+                                params={"to": target},
+                                inputs={**inputs, "blocked_by": blocked},
+                                reason=f"{reason}; held back: {blocked}",
+                                status="recommended",
+                            ),
+                            g,
+                        )
+                        continue
+                decision = Decision(
+                    kind=ActionKind.FAILOVER.value,
+                    rule=rule,
+                    account_id=a,
+                    params={"to": target},
+                    inputs=inputs,
+                    reason=reason,
+                )
+                record(decision, g, "failover")
+                if modes[g] == Mode.OFF:
+                    continue
+                if target is not None:
+                    out.targets = {**out.targets, a: target}
+                self._track(decision, now, pol, r, g)
+                if modes[g] == Mode.AUTO:
+                    s.update(failed_over=True, preemptive=not reactive, since=now)
+                    if not reactive:
+                        self._fleet_failovers.append(now)
+            elif s["clear_run"] >= pol.clear_ticks:
+                record(
+                    Decision(
+                        kind=ActionKind.FAILBACK.value,
+                        rule="risk_receded",
+                        account_id=a,
+                        inputs={
+                            "risk": _num(r),
+                            "risk_off": pol.risk_off,
+                            "clear_run": s["clear_run"],
+                        },
+                        reason=f"healthy and risk below {pol.risk_off:.2f} for "
+                        f"{s['clear_run']} ticks",
+                    ),
+                    g,
+                    "failback",
+                )
+                flapped = now - s["since"] < pol.cooldown_s * 1000 * 2 ** s["backoff"]
+                s["backoff"] = min(s["backoff"] + 1, 6) if flapped else 0
+                s["cooldown_until"] = now + pol.cooldown_s * 1000 * 2 ** s["backoff"]
+                s.update(failed_over=False, preemptive=False, since=-1, risk_run=0)
+                returned[i] = True
+
+        # ---- weights
+        failed = np.asarray([self._state(a)["failed_over"] for a in ids.tolist()])
+        failed &= is_master
+        out_now = failed | (~health_ok) | np.isin(ids, list(faults))
+        health = np.where(out_now, 0.0, 1.0)
+        headroom = 1.0 / (
+            1.0
+            + np.nan_to_num(col("metrics", "queue_depth").astype(float), nan=0.0)
+            / np.maximum(cap * obs.step_s / 60.0, 1e-9)
+        )
+        target, reasons = target_weights(
+            fleet,
+            health=health,
+            risk=risk,
+            headroom=headroom,
+            policies=self.policies,
+            default=self.default,
+        )
+        fast = self._prebalance(obs, groups)
+        weights, probation = self.smoother.update(
+            fleet,
+            target,
+            now_ms=now,
+            returned=returned,
+            fast=fast,
+            policies=self.policies,
+            default=self.default,
+        )
+        # a held account keeps its share: its weight is frozen, its traffic waits on it
+        prev = col("state", "weight").astype(float)
+        weights = np.where(held, np.nan_to_num(prev, nan=cap), weights)
+        for i in np.flatnonzero(probation):
+            reasons[i].append("probation after recovery")
+        for i in np.flatnonzero(fast):
+            reasons[i].append("pre-balanced ahead of a forecast peak")
+        for i in np.flatnonzero(held):
+            reasons[i] = ["held: platform enforcement (traffic kept on the number, not moved)"]
+        self.last_weights = pd.DataFrame(
+            {
+                "account_id": ids,
+                "group": groups,
+                "weight": weights,
+                "target": target,
+                "held": held,
+                "reasons": reasons,
+            }
+        )
+        auto = np.asarray([modes[g] == Mode.AUTO for g in groups.tolist()])
+        if auto.any():
+            out.weights = dict(zip(ids[auto].tolist(), weights[auto].tolist(), strict=True))
+        self._record_weights(ids, groups, weights, reasons, record)
+
+        out.failover = published["failover"]
+        out.failback = published["failback"]
+        out.hold = published["hold"]
+        out.drain = published["drain"]
+        out.resume = published["resume"]
+        self._expire_tracking(now)
+        return out
+
+    # ------------------------------------------------------------------ pieces
+    def _hold(self, a, kind, ts, group, record, out, inputs=None) -> None:
+        s = self._state(a)
+        already = s["held"] is not None
+        s["held"] = (kind if not already or kind in ENFORCEMENT_LABELS else s["held"][0], ts)
+        if not already:
+            record(
+                Decision(
+                    kind=ActionKind.HOLD.value,
+                    rule="enforcement",
+                    account_id=a,
+                    inputs={"signal": kind, **(inputs or {})},
+                    reason=f"platform signal {kind}: drained and paused, its traffic kept on "
+                    "the number (never moved to other numbers); a person reviews",
+                ),
+                group,
+                "hold",
+            )
+        out.recommendations.append(
+            Recommendation(
+                kind=RecommendationKind.REVIEW_ENFORCEMENT,
+                title=f"Review {a}: platform signal {kind}",
+                dedup_key=f"review_enforcement:{a}",
+                group=group,
+                account_id=a,
+                evidence={"signal": kind, "at_ms": int(ts), **(inputs or {})},
+                expected_impact={
+                    "summary": "the account is drained and paused; fleetml will not move its "
+                    "traffic to other numbers. Decide whether to resume, retire or appeal."
+                },
+                confidence=1.0 if kind in ENFORCEMENT_LABELS else 0.7,
+            )
+        )
+
+    def _load(self, obs: Observation) -> np.ndarray:
+        """Messages per minute each account is carrying (attempted sends; NaN unknown)."""
+        return obs.column("rates", "msgs_sent").astype(float)
+
+    def _target(self, fleet, master, risk, health_ok, held, load):
+        """The servant best placed to take a master's traffic, and its readiness in [0, 1]."""
+        servants = fleet.servants_of(master)
+        if not len(servants):
+            return None, 0.0
+        pos = np.asarray([fleet.position(s) for s in servants])
+        cap = fleet.accounts["capacity"].to_numpy(dtype=float)[pos]
+        spare = np.clip(1.0 - np.nan_to_num(load[pos], nan=0.0) / np.maximum(cap, 1e-9), 0, 1)
+        ready = (
+            health_ok[pos]
+            * ~held[pos]
+            * (1.0 - np.clip(np.nan_to_num(risk[pos], nan=0.0), 0, 1))
+            * (0.5 + 0.5 * spare)
+        )
+        best = int(np.argmax(ready))
+        if ready[best] <= 0:
+            return None, 0.0
+        return str(servants[best]), round(float(ready[best]), 3)
+
+    def _envelope_blocks(self, fleet, now, i, load, target) -> str | None:
+        env = self.settings.envelope
+        self._fleet_failovers = [t for t in self._fleet_failovers if now - t < env.window_s * 1000]
+        masters = int(fleet.is_master.sum())
+        allowed = max(env.min_failovers, math.floor(env.max_failover_share * masters))
+        if len(self._fleet_failovers) >= allowed:
+            return (
+                f"{len(self._fleet_failovers)} pre-emptive failovers in the last "
+                f"{env.window_s // 60} min (envelope: {allowed} of {masters} masters)"
+            )
+        if target is None:
+            return "no ready servant"
+        master = str(fleet.ids[i])
+        pos = [fleet.position(s) for s in fleet.servants_of(master)]
+        cap = fleet.accounts["capacity"].to_numpy(dtype=float)[pos]
+        spare = float(np.clip(cap - np.nan_to_num(load[pos], nan=0.0), 0, None).sum())
+        need = float(np.nan_to_num(load[i], nan=0.0))
+        if need > spare:
+            return f"the servants' spare capacity {spare:.0f}/min cannot absorb {need:.0f}/min"
+        return None
+
+    def _prebalance(self, obs: Observation, groups: np.ndarray) -> np.ndarray:
+        f = obs.forecasts
+        fast = np.zeros(len(groups), dtype=bool)
+        if f is None or f.empty or "peak" not in f:
+            return fast
+        st = self.settings
+        cap = obs.fleet.accounts.groupby("group")["capacity"].sum()
+        ahead = obs.ts_ms + st.prebalance_s * 1000
+        soon = f[(f["peak_ts_ms"] >= obs.ts_ms) & (f["peak_ts_ms"] <= ahead)]
+        if soon.empty:
+            return fast
+        util = soon.groupby("group")["peak"].max() / cap.reindex(
+            soon.groupby("group")["peak"].max().index
+        )
+        busy = set(util[util >= st.prebalance_utilisation].index.astype(str).tolist())
+        return np.isin(groups, list(busy))
+
+    def _record_weights(self, ids, groups, weights, reasons, record) -> None:
+        last = self._recorded_weights
+        share = self.settings.record_weight_change
+        for i, a in enumerate(ids.tolist()):
+            old = last.get(a)
+            w = float(weights[i])
+            if old is None:
+                last[a] = w
+                continue
+            if abs(w - old) > share * max(old, 1e-9) or (old > 0) != (w > 0):
+                record(
+                    Decision(
+                        kind="weight",
+                        rule="weights",
+                        account_id=a,
+                        params={"from": round(old, 4), "to": round(w, 4)},
+                        inputs={"reasons": list(reasons[i])},
+                        reason="; ".join(reasons[i]) or "recovered",
+                    ),
+                    str(groups[i]),
+                )
+                last[a] = w
+
+    # ------------------------------------------------------------------ outcomes
+    def _track(self, decision: Decision, now: int, pol: GroupPolicy, risk, group) -> None:
+        self._pending.append(
+            {
+                "decision": decision,
+                "account_id": decision.account_id,
+                "group": group,
+                "at": now,
+                "until": now + horizon_ms(pol.risk_horizon),
+                "score": _num(risk),
+                "rule": decision.rule,
+                "mode": decision.mode,
+            }
+        )
+
+    def _judge_faults(self, accs, kinds, ts) -> None:
+        is_fault = np.isin(kinds, list(FAULT_KINDS))
+        if not is_fault.any():
+            return
+        for a, t in zip(accs[is_fault].tolist(), ts[is_fault].tolist(), strict=True):
+            for p in self._pending:
+                if p["account_id"] == a and p["at"] <= t <= p["until"] and "needed" not in p:
+                    p["needed"] = True
+                    p["fault_at"] = int(t)
+
+    def _expire_tracking(self, now: int) -> None:
+        keep = []
+        for p in self._pending:
+            if p["rule"] in ("fault_reported", "health_failed"):
+                p["needed"] = True  # reacting to a fault that happened
+            if "needed" in p or now > p["until"]:
+                needed = bool(p.get("needed", False))
+                p["decision"].status = p["decision"].status  # unchanged; outcome is separate
+                outcome = {
+                    "needed": needed,
+                    "fault_at_ms": p.get("fault_at"),
+                    "judged_at_ms": now,
+                    "horizon_end_ms": p["until"],
+                }
+                self._judged.append({"decision": p["decision"], "outcome": outcome, **p})
+                g = self.stats.setdefault(p["group"], {"needed": 0, "unneeded": 0})
+                g["needed" if needed else "unneeded"] += 1
+            else:
+                keep.append(p)
+        self._pending = keep
+
+    def outcomes(self) -> list[dict]:
+        """Failover decisions judged since the last call: ``decision`` (the object recorded),
+        ``outcome`` (``needed``, ``fault_at_ms``, ...), ``account_id``, ``group``, ``score``."""
+        done, self._judged = self._judged, []
+        return done
+
+
+def _num(x) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(v) else round(v, 4)
