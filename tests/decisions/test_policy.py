@@ -1,0 +1,252 @@
+"""FleetmlPolicy on hand-built observations: modes, hysteresis, envelope, enforcement, weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fleetml.decisions.contracts import (
+    STATE_COLUMNS,
+    Envelope,
+    Fleet,
+    GroupPolicy,
+    Mode,
+    Observation,
+    RecommendationKind,
+    empty_events,
+)
+from fleetml.decisions.policy import FleetmlPolicy, PolicySettings
+from fleetml.vocab import ENFORCEMENT_KINDS
+
+MIN = 60_000
+
+
+def make_fleet(masters: int = 2, servants: int = 2) -> Fleet:
+    rows = []
+    for g in range(masters):
+        m = f"m{g}"
+        rows.append({"account_id": m, "role": "master", "master_id": None, "group": f"g{g}",
+                     "capacity": 100.0})
+        for s in range(servants):
+            rows.append({"account_id": f"{m}-s{s}", "role": "servant", "master_id": m,
+                         "group": f"g{g}", "capacity": 80.0})
+    return Fleet.from_records(pd.DataFrame(rows))
+
+
+def observe(fleet, ts_ms, *, risk=None, events=(), health=None, weights=None, enforced=(),
+            sent=None) -> Observation:
+    ids = fleet.account_ids
+    n = len(ids)
+    state = pd.DataFrame(
+        {
+            "in_rotation": True, "paused": False, "draining": False, "enforced": False,
+            "health_ok": True, "weight": fleet.accounts["capacity"].to_numpy(),
+        },
+        index=ids,
+    )[list(STATE_COLUMNS)]
+    for a in enforced:
+        state.loc[a, "enforced"] = True
+    for a, ok in (health or {}).items():
+        state.loc[a, "health_ok"] = ok
+    for a, w in (weights or {}).items():
+        state.loc[a, "weight"] = w
+    preds = pd.DataFrame(
+        [
+            {"account_id": a, "family": "risk", "horizon": "1h", "score": r, "flag": r >= 0.5,
+             "model_version": "7"}
+            for a, r in (risk or {}).items()
+        ]
+    )
+    ev = pd.DataFrame(
+        [{"ts_ms": ts_ms, "account_id": a, "kind": k, "detail": ""} for a, k in events]
+    ) if events else empty_events()
+    rates = pd.DataFrame({"msgs_sent": np.full(n, 10.0), "msgs_delivered": np.full(n, 10.0),
+                          "user_blocks": np.zeros(n)}, index=ids)
+    if sent:
+        for a, v in sent.items():
+            rates.loc[a, "msgs_sent"] = v
+    return Observation(
+        ts_ms=ts_ms,
+        fleet=fleet,
+        metrics=pd.DataFrame({"queue_depth": np.zeros(n)}, index=ids),
+        rates=rates,
+        state=state,
+        events=ev,
+        predictions=preds,
+        models={"risk": "7"},
+    )
+
+
+def auto(**kw) -> FleetmlPolicy:
+    """Auto mode with an envelope wide enough not to interfere (it has its own test)."""
+    return FleetmlPolicy(
+        default=GroupPolicy(mode=Mode.AUTO, **kw),
+        settings=PolicySettings(envelope=Envelope(max_failover_share=1.0, min_failovers=100)),
+    )
+
+
+def test_sustained_risk_fails_over_once_with_hysteresis_and_a_target():
+    fleet = make_fleet()
+    policy = auto(trigger_ticks=2, clear_ticks=2, risk_on=0.6, risk_off=0.3)
+    a1 = policy.decide(observe(fleet, 0, risk={"m0": 0.9}))
+    assert a1.failover == []  # one tick is not sustained
+    a2 = policy.decide(observe(fleet, MIN, risk={"m0": 0.9}))
+    assert a2.failover == ["m0"]
+    assert a2.targets["m0"] in {"m0-s0", "m0-s1"}
+    d = [x for x in a2.decisions if x.kind == "failover"][0]
+    assert d.rule == "risk_sustained" and d.params["to"] == a2.targets["m0"]
+    assert d.models == {"risk": "7"} and d.inputs["risk"] == pytest.approx(0.9)
+    # still risky: no second failover; risk between off and on: no failback (hysteresis)
+    assert policy.decide(observe(fleet, 2 * MIN, risk={"m0": 0.9})).failover == []
+    assert policy.decide(observe(fleet, 3 * MIN, risk={"m0": 0.45})).failback == []
+    assert policy.decide(observe(fleet, 4 * MIN, risk={"m0": 0.1})).failback == []
+    assert policy.decide(observe(fleet, 5 * MIN, risk={"m0": 0.1})).failback == ["m0"]
+
+
+def test_cooldown_backs_off_against_flapping():
+    fleet = make_fleet(1)
+    policy = auto(trigger_ticks=1, clear_ticks=1, cooldown_s=600)
+    t = 0
+    assert policy.decide(observe(fleet, t, risk={"m0": 0.9})).failover == ["m0"]
+    t += MIN
+    assert policy.decide(observe(fleet, t, risk={"m0": 0.0})).failback == ["m0"]
+    # flapped (failback within the cooldown): the next cooldown is doubled to 20 min
+    t += 11 * MIN
+    assert policy.decide(observe(fleet, t, risk={"m0": 0.9})).failover == []
+    t += 10 * MIN
+    assert policy.decide(observe(fleet, t, risk={"m0": 0.9})).failover == ["m0"]
+
+
+def test_reported_fault_fails_over_at_once_even_without_a_model():
+    fleet = make_fleet()
+    policy = auto()
+    actions = policy.decide(observe(fleet, 0, events=[("m1", "crash")]))
+    assert actions.failover == ["m1"]
+    assert [d.rule for d in actions.decisions if d.kind == "failover"] == ["fault_reported"]
+    assert actions.weights["m1"] == 0.0
+
+
+@pytest.mark.parametrize("kind", sorted(ENFORCEMENT_KINDS))
+def test_enforcement_holds_the_account_and_never_moves_its_traffic(kind):
+    fleet = make_fleet()
+    policy = auto(trigger_ticks=1)
+    actions = policy.decide(
+        observe(fleet, 0, events=[("m0", kind)], risk={"m0": 0.99}, weights={"m0": 42.0})
+    )
+    assert actions.hold == ["m0"]
+    assert "m0" not in actions.failover  # even at risk 0.99
+    assert actions.weights["m0"] == 42.0  # its share stays on it
+    assert [r.kind for r in actions.recommendations] == [RecommendationKind.REVIEW_ENFORCEMENT]
+    # later ticks: still never failed over while held
+    later = policy.decide(observe(fleet, MIN, risk={"m0": 0.99}, weights={"m0": 42.0},
+                                  enforced=["m0"]))
+    assert later.failover == [] and later.weights["m0"] == 42.0
+
+
+def test_user_blocks_past_the_ratio_hold_the_account():
+    fleet = make_fleet(1)
+    policy = auto()
+    obs = observe(fleet, 0)
+    obs.rates.loc["m0-s1", "user_blocks"] = 1.0  # 1 block per 10 delivered
+    obs.rates.loc["m0-s1", "msgs_delivered"] = 10.0
+    obs.step_s = 300
+    actions = policy.decide(obs)
+    assert actions.hold == ["m0-s1"]
+    assert actions.decisions[0].inputs["signal"] == "user_blocks"
+
+
+def test_quality_hold_expires_and_restriction_waits_until_lifted():
+    fleet = make_fleet(1)
+    policy = FleetmlPolicy(
+        default=GroupPolicy(mode=Mode.AUTO), settings=PolicySettings(quality_hold_s=3600)
+    )
+    policy.decide(observe(fleet, 0, events=[("m0-s0", "quality_drop"), ("m0-s1", "banned")],
+                          enforced=["m0-s1"]))
+    mid = policy.decide(observe(fleet, 30 * MIN, enforced=["m0-s1"]))
+    assert mid.resume == []
+    end = policy.decide(observe(fleet, 61 * MIN, enforced=["m0-s1"]))
+    assert end.resume == ["m0-s0"]
+    lifted = policy.decide(observe(fleet, 62 * MIN))
+    assert lifted.resume == ["m0-s1"]
+
+
+def test_shadow_records_everything_and_publishes_nothing():
+    fleet = make_fleet()
+    policy = FleetmlPolicy(default=GroupPolicy(mode=Mode.SHADOW, trigger_ticks=1))
+    actions = policy.decide(
+        observe(fleet, 0, risk={"m0": 0.9}, events=[("m1", "crash"), ("m1-s0", "restricted")])
+    )
+    assert actions.weights is None
+    assert not (actions.failover or actions.failback or actions.hold or actions.resume)
+    kinds = {(d.kind, d.account_id, d.status) for d in actions.decisions}
+    assert ("failover", "m0", "shadow") in kinds and ("failover", "m1", "shadow") in kinds
+    assert ("hold", "m1-s0", "shadow") in kinds
+
+
+def test_approve_mode_queues_and_off_mode_decides_nothing():
+    fleet = make_fleet()
+    policy = FleetmlPolicy(
+        {"g0": GroupPolicy(mode=Mode.APPROVE, trigger_ticks=1),
+         "g1": GroupPolicy(mode=Mode.OFF, trigger_ticks=1)}
+    )
+    actions = policy.decide(observe(fleet, 0, risk={"m0": 0.9, "m1": 0.9}))
+    assert actions.failover == []
+    assert [(d.account_id, d.status) for d in actions.decisions if d.kind == "failover"] == [
+        ("m0", "awaiting_approval")
+    ]
+    assert all(d.group != "g1" for d in actions.decisions)
+
+
+def test_the_envelope_caps_a_failover_storm():
+    fleet = make_fleet(masters=10)
+    policy = FleetmlPolicy(
+        default=GroupPolicy(mode=Mode.AUTO, trigger_ticks=1),
+        settings=PolicySettings(envelope=Envelope(max_failover_share=0.2, window_s=3600)),
+    )
+    risky = {f"m{g}": 0.95 for g in range(10)}
+    actions = policy.decide(observe(fleet, 0, risk=risky))
+    assert len(actions.failover) == 2  # 20 % of 10 masters
+    held_back = [d for d in actions.decisions if d.rule == "envelope"]
+    assert len(held_back) == 8 and all(d.status == "recommended" for d in held_back)
+    assert len([r for r in actions.recommendations if r.dedup_key.startswith("envelope:")]) == 8
+    # still inside the window: nothing more; after it, two more
+    assert policy.decide(observe(fleet, 30 * MIN, risk=risky)).failover == []
+    assert len(policy.decide(observe(fleet, 61 * MIN, risk=risky)).failover) == 2
+
+
+def test_servants_that_cannot_absorb_the_load_turn_failover_into_a_recommendation():
+    fleet = make_fleet(1)
+    policy = auto(trigger_ticks=1)
+    actions = policy.decide(
+        observe(fleet, 0, risk={"m0": 0.9}, sent={"m0": 500.0, "m0-s0": 79.0, "m0-s1": 79.0})
+    )
+    assert actions.failover == []
+    assert "spare capacity" in actions.decisions[0].inputs["blocked_by"]
+
+
+def test_weights_cut_at_once_and_recover_through_probation():
+    fleet = make_fleet(1)
+    policy = auto(trigger_ticks=1, clear_ticks=1, probation_s=600, smoothing=0.0)
+    w0 = policy.decide(observe(fleet, 0)).weights
+    assert w0["m0"] == pytest.approx(100.0)
+    w1 = policy.decide(observe(fleet, MIN, risk={"m0-s0": 0.5})).weights
+    assert w1["m0-s0"] == pytest.approx(40.0)  # 80 x (1 - 0.5), at once
+    policy.decide(observe(fleet, 2 * MIN, risk={"m0": 0.9}))  # failed over
+    back = policy.decide(observe(fleet, 3 * MIN, risk={"m0": 0.0}))
+    assert back.failback == ["m0"]
+    ramp = [policy.decide(observe(fleet, (3 + k) * MIN)).weights["m0"] for k in (1, 5, 11)]
+    assert ramp[0] < ramp[1] < ramp[2] == pytest.approx(100.0)
+
+
+def test_failover_outcomes_are_judged_against_later_faults():
+    fleet = make_fleet()
+    policy = auto(trigger_ticks=1)
+    policy.decide(observe(fleet, 0, risk={"m0": 0.9, "m1": 0.9}))
+    policy.decide(observe(fleet, 20 * MIN, events=[("m0", "crash")]))
+    judged = {o["account_id"]: o["outcome"]["needed"] for o in policy.outcomes()}
+    assert judged == {"m0": True}
+    policy.decide(observe(fleet, 61 * MIN))
+    judged = {o["account_id"]: o["outcome"]["needed"] for o in policy.outcomes()}
+    assert judged == {"m1": False}
+    assert policy.stats["g0"] == {"needed": 1, "unneeded": 0}
