@@ -45,7 +45,7 @@ ENFORCEMENT_KINDS: frozenset[str] = frozenset({"restricted", "banned", "quality_
 ENFORCEMENT_LABELS: tuple[str, ...] = ("restricted", "banned")
 #: Operations performed on the fleet.
 OPERATION_KINDS: frozenset[str] = frozenset(
-    {"failover", "failback", "maintenance_start", "maintenance_end"}
+    {"failover", "failback", "maintenance_start", "maintenance_end", "restriction_lifted"}
 )
 EVENT_KINDS: frozenset[str] = FAULT_KINDS | ENFORCEMENT_KINDS | OPERATION_KINDS
 
@@ -63,6 +63,8 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     "failback": "Traffic returned to the recovered master.",
     "maintenance_start": "Planned maintenance began; faults inside the window are expected.",
     "maintenance_end": "Planned maintenance ended.",
+    "restriction_lifted": "The platform lifted a restriction: the number sends again "
+    "(ends fleetml's enforcement hold).",
 }
 
 

@@ -94,6 +94,7 @@ class FleetmlPolicy:
         self._judged: list[dict] = []  # outcomes ready for the decision record
         self.stats: dict[str, dict] = {}  # per group: tp, fp, fn of failover decisions
         self._recorded_weights: dict[str, float] = {}
+        self.last_weights: pd.DataFrame | None = None
 
     # ------------------------------------------------------------------ settings
     def set_policies(self, policies: Mapping[str, GroupPolicy]) -> None:
@@ -117,6 +118,41 @@ class FleetmlPolicy:
             }
             self._acc[account_id] = s
         return s
+
+    def controller_state(self, fleet) -> pd.DataFrame:
+        """The routing state this policy set, as :data:`STATE_COLUMNS` minus ``health_ok``:
+        what the service observes when no runtime reports it (failed over = out of rotation,
+        held = paused and draining, held for a restriction = enforced)."""
+        ids = fleet.ids.tolist()
+        failed, held, restricted = [], [], []
+        for a in ids:
+            s = self._acc.get(a)
+            h = s["held"] if s else None
+            failed.append(bool(s and s["failed_over"]))
+            held.append(h is not None)
+            restricted.append(h is not None and h[0] in ENFORCEMENT_LABELS)
+        cap = fleet.accounts["capacity"].to_numpy(dtype=float)
+        prev = self.last_weights
+        if (
+            prev is not None
+            and len(prev) == len(ids)
+            and (prev["account_id"].to_numpy() == fleet.ids).all()
+        ):
+            weight = prev["weight"].to_numpy(dtype=float)
+        else:
+            weight = cap
+        held_a = np.asarray(held, dtype=bool)
+        return pd.DataFrame(
+            {
+                "in_rotation": ~np.asarray(failed, dtype=bool),
+                "paused": held_a,
+                "draining": held_a,
+                "enforced": np.asarray(restricted, dtype=bool),
+                "health_ok": True,
+                "weight": weight,
+            },
+            index=fleet.account_ids,
+        )
 
     # ------------------------------------------------------------------ the tick
     def decide(self, obs: Observation) -> Actions:
@@ -157,6 +193,7 @@ class FleetmlPolicy:
 
         events = obs.events
         faults: set[str] = set()
+        lifted: set[str] = set()
         if len(events):
             kinds = events["kind"].astype(str).to_numpy()
             accs = events["account_id"].astype(str).to_numpy()
@@ -167,6 +204,8 @@ class FleetmlPolicy:
                     continue
                 if k in ENFORCEMENT_KINDS:
                     self._hold(a, k, int(ts), fleet.group_of(a), record, out)
+                elif k == "restriction_lifted":
+                    lifted.add(a)
                 elif k in ("maintenance_start", "maintenance_end"):
                     start = k == "maintenance_start"
                     record(
@@ -209,8 +248,13 @@ class FleetmlPolicy:
                 continue
             kind, since = h
             restriction = kind in ENFORCEMENT_LABELS
-            over = (not enforced[i]) if restriction else now - since >= st.quality_hold_s * 1000
-            if over and not (restriction and now - since < obs.step_s * 1000):
+            if restriction:
+                # lifted: reported by the runtime, or the observed state cleared (a step later,
+                # so the restriction that opened the hold has shown up in the state)
+                over = a in lifted or (not enforced[i] and now - since >= obs.step_s * 1000)
+            else:
+                over = now - since >= st.quality_hold_s * 1000
+            if over:
                 self._acc[a]["held"] = None
                 record(
                     Decision(
