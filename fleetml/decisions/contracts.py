@@ -81,7 +81,7 @@ class GroupPolicy:
     #: weights: floor and cap as shares of capacity, smoothing factor between ticks (0..1)
     weight_floor: float = 0.05
     weight_cap: float = 1.0
-    smoothing: float = 0.5
+    smoothing: float = 0.2
     #: a recovered account ramps from the floor to its full weight over this long
     probation_s: int = 1800
 

@@ -70,6 +70,10 @@ class PolicySettings:
     #: its capacity
     prebalance_utilisation: float = 0.8
     prebalance_s: int = 3600
+    #: after a "degraded" event, a failing health probe lowers the weight to this share of
+    #: capacity instead of failing the account over, for this long
+    degraded_window_s: int = 1800
+    degraded_health: float = 0.3
     #: a weight change is recorded when it moves by at least this share
     record_weight_change: float = 0.25
 
@@ -197,7 +201,16 @@ class FleetmlPolicy:
         if len(events):
             kinds = events["kind"].astype(str).to_numpy()
             accs = events["account_id"].astype(str).to_numpy()
-            faults = set(accs[np.isin(kinds, list(FAULT_KINDS))].tolist())
+            # "degraded" (the number still sends, throttled or slow) is met with weights, not
+            # failover: moving a throttled master's load onto its servants overloads them too
+            hard = np.isin(kinds, list(FAULT_KINDS - {"degraded"}))
+            faults = set(accs[hard].tolist())
+            for a, t in zip(
+                accs[kinds == "degraded"],
+                events["ts_ms"].to_numpy()[kinds == "degraded"],
+                strict=True,
+            ):
+                self._state(str(a))["degraded_at"] = int(t)
             self._judge_faults(accs, kinds, events["ts_ms"].to_numpy(dtype="int64"))
             for a, k, ts in zip(accs, kinds, events["ts_ms"].tolist(), strict=True):
                 if a not in fleet.accounts.index:
@@ -282,6 +295,16 @@ class FleetmlPolicy:
             use = np.asarray([self.policy(g).risk_horizon == h for g in groups.tolist()])
             risk = np.where(use, r, risk)
 
+        # accounts that reported "degraded" recently and no harder fault: partial health
+        st_deg = self.settings.degraded_window_s * 1000
+        degraded = np.asarray(
+            [
+                now - self._acc.get(a, {}).get("degraded_at", -(10**15)) <= st_deg
+                and a not in faults
+                for a in ids.tolist()
+            ]
+        )
+
         # ---- failover and failback of masters
         load = self._load(obs)
         returned = np.zeros(n, dtype=bool)
@@ -296,7 +319,7 @@ class FleetmlPolicy:
             if held[i]:
                 continue  # enforcement: never failed over, never routed around
             if not s["failed_over"]:
-                reactive = (not health_ok[i]) or a in faults
+                reactive = ((not health_ok[i]) and not degraded[i]) or a in faults
                 sustained = s["risk_run"] >= pol.trigger_ticks and now >= s["cooldown_until"]
                 if not (reactive or sustained) or not in_rotation[i]:
                     continue
@@ -398,8 +421,8 @@ class FleetmlPolicy:
         # ---- weights
         failed = np.asarray([self._state(a)["failed_over"] for a in ids.tolist()])
         failed &= is_master
-        out_now = failed | (~health_ok) | np.isin(ids, list(faults))
-        health = np.where(out_now, 0.0, 1.0)
+        out_now = failed | (~health_ok & ~degraded) | np.isin(ids, list(faults))
+        health = np.where(out_now, 0.0, np.where(degraded, st.degraded_health, 1.0))
         headroom = 1.0 / (
             1.0
             + np.nan_to_num(col("metrics", "queue_depth").astype(float), nan=0.0)

@@ -26,22 +26,41 @@ def make_fleet(masters: int = 2, servants: int = 2) -> Fleet:
     rows = []
     for g in range(masters):
         m = f"m{g}"
-        rows.append({"account_id": m, "role": "master", "master_id": None, "group": f"g{g}",
-                     "capacity": 100.0})
+        rows.append(
+            {
+                "account_id": m,
+                "role": "master",
+                "master_id": None,
+                "group": f"g{g}",
+                "capacity": 100.0,
+            }
+        )
         for s in range(servants):
-            rows.append({"account_id": f"{m}-s{s}", "role": "servant", "master_id": m,
-                         "group": f"g{g}", "capacity": 80.0})
+            rows.append(
+                {
+                    "account_id": f"{m}-s{s}",
+                    "role": "servant",
+                    "master_id": m,
+                    "group": f"g{g}",
+                    "capacity": 80.0,
+                }
+            )
     return Fleet.from_records(pd.DataFrame(rows))
 
 
-def observe(fleet, ts_ms, *, risk=None, events=(), health=None, weights=None, enforced=(),
-            sent=None) -> Observation:
+def observe(
+    fleet, ts_ms, *, risk=None, events=(), health=None, weights=None, enforced=(), sent=None
+) -> Observation:
     ids = fleet.account_ids
     n = len(ids)
     state = pd.DataFrame(
         {
-            "in_rotation": True, "paused": False, "draining": False, "enforced": False,
-            "health_ok": True, "weight": fleet.accounts["capacity"].to_numpy(),
+            "in_rotation": True,
+            "paused": False,
+            "draining": False,
+            "enforced": False,
+            "health_ok": True,
+            "weight": fleet.accounts["capacity"].to_numpy(),
         },
         index=ids,
     )[list(STATE_COLUMNS)]
@@ -53,16 +72,32 @@ def observe(fleet, ts_ms, *, risk=None, events=(), health=None, weights=None, en
         state.loc[a, "weight"] = w
     preds = pd.DataFrame(
         [
-            {"account_id": a, "family": "risk", "horizon": "1h", "score": r, "flag": r >= 0.5,
-             "model_version": "7"}
+            {
+                "account_id": a,
+                "family": "risk",
+                "horizon": "1h",
+                "score": r,
+                "flag": r >= 0.5,
+                "model_version": "7",
+            }
             for a, r in (risk or {}).items()
         ]
     )
-    ev = pd.DataFrame(
-        [{"ts_ms": ts_ms, "account_id": a, "kind": k, "detail": ""} for a, k in events]
-    ) if events else empty_events()
-    rates = pd.DataFrame({"msgs_sent": np.full(n, 10.0), "msgs_delivered": np.full(n, 10.0),
-                          "user_blocks": np.zeros(n)}, index=ids)
+    ev = (
+        pd.DataFrame(
+            [{"ts_ms": ts_ms, "account_id": a, "kind": k, "detail": ""} for a, k in events]
+        )
+        if events
+        else empty_events()
+    )
+    rates = pd.DataFrame(
+        {
+            "msgs_sent": np.full(n, 10.0),
+            "msgs_delivered": np.full(n, 10.0),
+            "user_blocks": np.zeros(n),
+        },
+        index=ids,
+    )
     if sent:
         for a, v in sent.items():
             rates.loc[a, "msgs_sent"] = v
@@ -139,8 +174,9 @@ def test_enforcement_holds_the_account_and_never_moves_its_traffic(kind):
     assert actions.weights["m0"] == 42.0  # its share stays on it
     assert [r.kind for r in actions.recommendations] == [RecommendationKind.REVIEW_ENFORCEMENT]
     # later ticks: still never failed over while held
-    later = policy.decide(observe(fleet, MIN, risk={"m0": 0.99}, weights={"m0": 42.0},
-                                  enforced=["m0"]))
+    later = policy.decide(
+        observe(fleet, MIN, risk={"m0": 0.99}, weights={"m0": 42.0}, enforced=["m0"])
+    )
     assert later.failover == [] and later.weights["m0"] == 42.0
 
 
@@ -161,8 +197,11 @@ def test_quality_hold_expires_and_restriction_waits_until_lifted():
     policy = FleetmlPolicy(
         default=GroupPolicy(mode=Mode.AUTO), settings=PolicySettings(quality_hold_s=3600)
     )
-    policy.decide(observe(fleet, 0, events=[("m0-s0", "quality_drop"), ("m0-s1", "banned")],
-                          enforced=["m0-s1"]))
+    policy.decide(
+        observe(
+            fleet, 0, events=[("m0-s0", "quality_drop"), ("m0-s1", "banned")], enforced=["m0-s1"]
+        )
+    )
     mid = policy.decide(observe(fleet, 30 * MIN, enforced=["m0-s1"]))
     assert mid.resume == []
     end = policy.decide(observe(fleet, 61 * MIN, enforced=["m0-s1"]))
@@ -187,8 +226,10 @@ def test_shadow_records_everything_and_publishes_nothing():
 def test_approve_mode_queues_and_off_mode_decides_nothing():
     fleet = make_fleet()
     policy = FleetmlPolicy(
-        {"g0": GroupPolicy(mode=Mode.APPROVE, trigger_ticks=1),
-         "g1": GroupPolicy(mode=Mode.OFF, trigger_ticks=1)}
+        {
+            "g0": GroupPolicy(mode=Mode.APPROVE, trigger_ticks=1),
+            "g1": GroupPolicy(mode=Mode.OFF, trigger_ticks=1),
+        }
     )
     actions = policy.decide(observe(fleet, 0, risk={"m0": 0.9, "m1": 0.9}))
     assert actions.failover == []
@@ -250,3 +291,14 @@ def test_failover_outcomes_are_judged_against_later_faults():
     judged = {o["account_id"]: o["outcome"]["needed"] for o in policy.outcomes()}
     assert judged == {"m1": False}
     assert policy.stats["g0"] == {"needed": 1, "unneeded": 0}
+
+
+def test_a_degraded_account_loses_weight_instead_of_being_failed_over():
+    fleet = make_fleet(1)
+    policy = auto()
+    actions = policy.decide(observe(fleet, 0, events=[("m0", "degraded")], health={"m0": False}))
+    assert actions.failover == []  # moving a throttled master's load would overload servants
+    assert actions.weights["m0"] == pytest.approx(30.0)  # 100 x degraded_health 0.3
+    # a harder fault on the same account still fails it over
+    crash = policy.decide(observe(fleet, MIN, events=[("m0", "crash")], health={"m0": False}))
+    assert crash.failover == ["m0"]
