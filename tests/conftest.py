@@ -30,6 +30,11 @@ _TABLES = (
     "silences",
     "notifications",
     "job_runs",
+    "group_policies",
+    "decisions",
+    "actions",
+    "recommendations",
+    "weights",
 )
 
 

@@ -260,3 +260,128 @@ job_runs = sa.Table(
     sa.Column("pid", sa.Integer, nullable=True),
     sa.Index("ix_job_runs_started_at", "started_at"),
 )
+
+# ------------------------------------------------------------------------------------------------
+# Decisions (migration 0003): each group's decision settings, the decision record, the actions
+# published to the runtime, recommendations for people, and the routing weights in effect.
+# Every row a tick writes carries a dedup key (tick time, kind, account), so a rerun of the same
+# tick after a crash writes nothing twice.
+
+#: A group's decision settings: only the fields that differ from ``GroupPolicy()`` (and ``mode``
+#: whenever it was set, since the default mode is a deployment setting).
+group_policies = sa.Table(
+    "group_policies",
+    metadata,
+    sa.Column("group", sa.String(128), primary_key=True),
+    sa.Column("settings", JSONType, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_by", sa.String(128), nullable=True),
+)
+
+#: The decision record: what was decided, by which rule, on which inputs and model versions, and
+#: (for failovers) whether it turned out to be needed. Answers "why did traffic move".
+decisions = sa.Table(
+    "decisions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),  # weight | an ActionKind | recommendation
+    sa.Column("rule", sa.String(64), nullable=False),
+    sa.Column("account_id", sa.String(128), nullable=True),
+    sa.Column("group", sa.String(128), nullable=True),
+    sa.Column("mode", sa.String(16), nullable=False),
+    # executed | shadow | awaiting_approval | recommended | recorded | rejected | expired | ...
+    sa.Column("status", sa.String(24), nullable=False),
+    sa.Column("params", JSONType, nullable=False),
+    sa.Column("inputs", JSONType, nullable=False),
+    sa.Column("models", JSONType, nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("action_id", sa.Integer, nullable=True),
+    sa.Column("recommendation_id", sa.Integer, nullable=True),
+    sa.Column("outcome", JSONType, nullable=True),
+    sa.Column("outcome_at", sa.BigInteger, nullable=True),
+    sa.Column("dedup_key", sa.String(256), nullable=True),
+    sa.UniqueConstraint("dedup_key", name="uq_decisions_dedup_key"),
+    sa.Index("ix_decisions_account_ts", "account_id", "ts_ms"),
+    sa.Index("ix_decisions_ts", "ts_ms"),
+    sa.Index("ix_decisions_group_ts", "group", "ts_ms"),
+    sa.Index("ix_decisions_action", "action_id"),
+)
+
+#: Actions for the runtime. auto mode publishes them ``pending``; approve mode starts them
+#: ``awaiting_approval`` until an operator approves (-> pending) or rejects them. The runtime
+#: acknowledges a pending action (acknowledged | failed); one nobody acknowledged in time
+#: expires; a newer action of the same kind for the same account supersedes an open one.
+#: ``approved_by``/``approved_at`` name the operator who settled a waiting action (approved or
+#: rejected: the state says which).
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("decision_id", sa.Integer, nullable=True),
+    sa.Column("account_id", sa.String(128), nullable=False),
+    sa.Column("group", sa.String(128), nullable=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("params", JSONType, nullable=False),
+    # awaiting_approval | pending | acknowledged | failed | expired | rejected | superseded
+    sa.Column("state", sa.String(24), nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("approved_by", sa.String(128), nullable=True),
+    sa.Column("approved_at", sa.BigInteger, nullable=True),
+    sa.Column("acked_at", sa.BigInteger, nullable=True),
+    sa.Column("acked_by", sa.String(128), nullable=True),
+    sa.Column("detail", sa.Text, nullable=True),
+    sa.Column("dedup_key", sa.String(256), nullable=True),
+    sa.UniqueConstraint("dedup_key", name="uq_actions_dedup_key"),
+    sa.Index("ix_actions_state_created", "state", "created_at"),
+    sa.Index("ix_actions_account", "account_id"),
+)
+
+#: Recommendations for people, with evidence: at most one open per dedup key (a partial unique
+#: index, like uq_alerts_open); raising an open one again updates it and counts an occurrence.
+recommendations = sa.Table(
+    "recommendations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("group", sa.String(128), nullable=True),
+    sa.Column("account_id", sa.String(128), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),  # open|accepted|dismissed|applied|expired
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("evidence", JSONType, nullable=False),
+    sa.Column("expected_impact", JSONType, nullable=False),
+    sa.Column("confidence", sa.Float, nullable=False),
+    sa.Column("setting", JSONType, nullable=True),
+    sa.Column("dedup_key", sa.String(256), nullable=False),
+    sa.Column("occurrences", sa.Integer, nullable=False),
+    sa.Column("created_at", sa.BigInteger, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("expires_at", sa.BigInteger, nullable=False),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decided_at", sa.BigInteger, nullable=True),
+    sa.Column("comment", sa.Text, nullable=True),
+    sa.Index("ix_recommendations_state", "state"),
+    sa.Index(
+        "uq_recommendations_open",
+        "dedup_key",
+        unique=True,
+        sqlite_where=sa.text("state = 'open'"),
+        postgresql_where=sa.text("state = 'open'"),
+    ),
+)
+
+#: The routing weight in effect per account (what ``GET /v1/weights`` serves), with the target
+#: it is moving towards, the reasons it sits below capacity and the model versions behind it.
+weights = sa.Table(
+    "weights",
+    metadata,
+    sa.Column("account_id", sa.String(128), primary_key=True),
+    sa.Column("group", sa.String(128), nullable=False),
+    sa.Column("weight", sa.Float, nullable=False),
+    sa.Column("target", sa.Float, nullable=False),
+    sa.Column("reasons", JSONType, nullable=False),
+    sa.Column("models", JSONType, nullable=False),
+    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    sa.Index("ix_weights_group", "group"),
+)
