@@ -24,11 +24,13 @@ from fleetml.ingest.batch import BatchIngestor
 from fleetml.serving.cache import PredictionCache
 from fleetml.serving.models import ModelSet
 from fleetml.serving.ondemand import OnDemandScorer
+from fleetml.serving.routing import RouteTable
 
 #: Router modules under ``fleetml.api.routers``, one per resource, each with ``router``.
 ROUTERS = (
     # predictions first: the runtime's hot path, matched before every other route
     "predictions",
+    "routing",  # POST /v1/route: the runtime asks it before every send, so matched early too
     "health",
     "metrics",
     "events",
@@ -39,6 +41,12 @@ ROUTERS = (
     "forecasts",
     "models",
     "jobs",
+    # decisions: routing weights, actions, recommendations, the decision record, group policies
+    "weights",
+    "actions",
+    "recommendations",
+    "decisions",
+    "policies",
 )
 
 
@@ -92,6 +100,7 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
         models=models,
         predictions=PredictionCache(engine, stale_after_s=settings.stale_after_s),
         ondemand=OnDemandScorer(engine, models),
+        routes=RouteTable(engine, refresh_s=settings.route_refresh_s),
     )
     install_error_handlers(app)
     install_docs(app)

@@ -31,6 +31,8 @@ class ApiState:
     models: Any = None
     predictions: Any = None
     ondemand: Any = None
+    #: POST /v1/route's balancers per group (fleetml.serving.routing.RouteTable)
+    routes: Any = None
 
 
 async def get_state(request: Request) -> ApiState:

@@ -67,6 +67,9 @@ def default_schedules(settings: Settings) -> dict[str, Schedule]:
         "retention": Schedule(
             _every(settings.retention_every_s), _grace(settings.retention_every_s)
         ),
+        "recommend": Schedule(
+            _every(settings.recommend_every_s), _grace(settings.recommend_every_s)
+        ),
     }
 
 
@@ -335,11 +338,12 @@ class _Sender:
 
 
 def _default_notifier_factory(settings: Settings, engine: Engine) -> Callable[[], object] | None:
+    from fleetml.services.action_hooks import with_action_hooks
     from fleetml.services.notify import Notifier, targets
 
     if not targets(settings):
-        return None
-    return lambda: Notifier(engine, settings)
+        return with_action_hooks(None, settings, engine)
+    return with_action_hooks(lambda: Notifier(engine, settings), settings, engine)
 
 
 def _every(seconds: float) -> IntervalTrigger:
