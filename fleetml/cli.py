@@ -28,6 +28,7 @@ _ROOT_COMMANDS: dict[str, str] = {
     "forecast": "fleetml.training.forecast_cli:forecast",
     "worker": "fleetml.scheduler.cli:worker",
     "tick": "fleetml.services.cli:tick",
+    "recommend": "fleetml.services.cli:recommend",
 }
 
 _HELP: dict[str, str] = {
@@ -46,6 +47,7 @@ _HELP: dict[str, str] = {
     "backtest": "Walk-forward, strictly causal replay of a model family.",
     "forecast": "Forecast a metric per account or group, with intervals and peaks.",
     "tick": "Run one scoring cycle of the live loop now (or as of --now).",
+    "recommend": "Refresh the recommendations for ops now (or as of --now).",
     "anomaly": "Isolation-forest anomaly detection.",
     "risk": "Failure-risk classifiers (technical faults within a horizon).",
     "worker": "Run the scheduler: scoring, forecasts, nightly retrain, retention.",

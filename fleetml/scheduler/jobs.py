@@ -9,7 +9,9 @@ reporting counts, or any exception to fail. The jobs call the library and hold n
 - ``forecast``: :func:`fleetml.services.forecasting.refresh_forecasts`;
 - ``retrain``: ``fleetml train anomaly`` then ``fleetml train risk`` in subprocesses (the
   scheduler never imports :mod:`fleetml.training`; the training CLI applies the promotion gate);
-- ``retention``: :func:`fleetml.services.retention.apply_retention`.
+- ``retention``: :func:`fleetml.services.retention.apply_retention`;
+- ``recommend``: :func:`fleetml.services.recommend.refresh_recommendations` (a failed generator
+  fails the run, with the counts of the others).
 
 :class:`JobSkipped` and :class:`JobFailed` are re-exported from :mod:`fleetml.store.jobs`.
 """
@@ -51,7 +53,7 @@ log = logging.getLogger("fleetml.scheduler")
 Job = Callable[[], dict | None]
 
 #: Job names in the order the worker schedules them.
-JOB_NAMES: tuple[str, ...] = ("score", "forecast", "retrain", "retention")
+JOB_NAMES: tuple[str, ...] = ("score", "forecast", "retrain", "retention", "recommend")
 #: Model families the nightly retrain trains, in order.
 RETRAIN_FAMILIES: tuple[str, ...] = ("anomaly", "risk")
 #: ``module:attribute`` of a job table (a mapping of name -> job, or a factory
@@ -103,6 +105,13 @@ def retention_job(engine: Engine, settings: Settings) -> dict:
     from fleetml.services.retention import apply_retention
 
     return apply_retention(engine, settings)
+
+
+def recommend_job(engine: Engine, settings: Settings) -> dict:
+    """The ``recommend`` job: refresh the recommendations for ops."""
+    from fleetml.services.recommend import raise_for_errors, refresh_recommendations
+
+    return raise_for_errors(refresh_recommendations(engine, settings))
 
 
 def train_command(settings: Settings, family: str) -> list[str]:
@@ -186,13 +195,14 @@ def last_json_line(text: str | None) -> Any:
 
 
 def default_jobs(settings: Settings, engine: Engine, *, notifier=None) -> dict[str, Job]:
-    """The four jobs of the live loop, bound to one store (``notifier``: the outbox sender the
+    """The jobs of the live loop, bound to one store (``notifier``: the outbox sender the
     score tick wakes when it wrote notifications)."""
     return {
         "score": ScoreJob(engine, settings, notifier),
         "forecast": lambda: forecast_job(engine, settings),
         "retrain": lambda: retrain(settings),
         "retention": lambda: retention_job(engine, settings),
+        "recommend": lambda: recommend_job(engine, settings),
     }
 
 

@@ -1,6 +1,9 @@
-"""``fleetml tick``: one scoring cycle of the live loop, now or as of a given time."""
+"""``fleetml tick`` (one scoring cycle of the live loop) and ``fleetml recommend`` (refresh the
+recommendations), now or as of a given time."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -38,3 +41,37 @@ def _recorded(engine, job: str, run):
     except ImportError:  # pragma: no cover - the scheduler's store arrives separately
         return run()
     return recorded_run(engine, job, run)
+
+
+@click.command("recommend")
+@click.option(
+    "--now",
+    "now",
+    type=TIMESTAMP,
+    default=None,
+    help="Recommend as of this time (ISO-8601 or epoch seconds) instead of the tick's clock: "
+    "for replays and simulations whose clock is not the wall clock.",
+)
+def recommend(now) -> None:
+    """Refresh the recommendations for ops now: failover threshold, autonomy ladder, balancing
+    algorithm, servants ahead of forecast peaks, send-rate caps, retraining on drift, lasting
+    anomalies. Prints one JSON line last (counts per kind, opened, updated, errors, skipped,
+    drift, seconds); exits 1 when a generator failed (the others' recommendations are still
+    written). The scheduler worker runs the same refresh every FLEETML_RECOMMEND_EVERY_S
+    seconds."""
+    from fleetml.services.recommend import raise_for_errors, refresh_recommendations
+    from fleetml.store.jobs import JobFailed
+
+    settings = ctx_settings()
+    engine = open_engine(settings)
+    now_ms = None if now is None else int(now.value // 1_000_000)
+    try:
+        summary = _recorded(
+            engine,
+            "recommend",
+            lambda: raise_for_errors(refresh_recommendations(engine, settings, now_ms=now_ms)),
+        )
+    except JobFailed as exc:
+        print_result(exc.counts or {"error": str(exc)})
+        sys.exit(1)
+    print_result(summary)

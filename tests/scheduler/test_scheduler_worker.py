@@ -42,7 +42,7 @@ def test_default_schedule_follows_settings(sqlite_settings):
     )
     schedules = default_schedules(settings)
 
-    assert list(schedules) == ["score", "forecast", "retrain", "retention"]
+    assert list(schedules) == ["score", "forecast", "retrain", "retention", "recommend"]
     assert schedules["score"].trigger.interval.total_seconds() == 30
     assert schedules["score"].run_at_start
     assert schedules["forecast"].trigger.interval.total_seconds() == 900
