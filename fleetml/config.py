@@ -125,6 +125,48 @@ class Settings(BaseSettings):
         "account opens for this long.",
     )
     notify_retries: int = Field(default=5, ge=0, description="Webhook delivery retries.")
+    decision_mode: Literal["off", "shadow", "approve", "auto"] = Field(
+        default="shadow",
+        description="Automation mode of a group with no mode of its own: off, shadow (decide "
+        "and record only), approve (actions wait for an operator) or auto.",
+    )
+    action_ttl_s: float = Field(
+        default=900.0, gt=0, description="An action nobody acknowledged expires after this long."
+    )
+    envelope_max_failover_share: float = Field(
+        default=0.2,
+        ge=0,
+        le=1,
+        description="At most this share of the masters may be failed over pre-emptively "
+        "within envelope_window_s; past it, failovers become recommendations.",
+    )
+    envelope_window_s: float = Field(default=3600.0, gt=0)
+    quality_hold_s: float = Field(
+        default=6 * 3600.0,
+        ge=0,
+        description="How long a quality drop or a user-block surge holds an account unless "
+        "ops resume it earlier.",
+    )
+    recommend_every_s: float = Field(
+        default=3600.0, gt=0, description="Seconds between refreshes of the recommendations."
+    )
+    recommend_lookback_s: float = Field(
+        default=14 * 86400.0,
+        gt=0,
+        description="How far back the recommendations read judged failover decisions and "
+        "faults (threshold tuning, the autonomy ladder).",
+    )
+    route_refresh_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Seconds between checks of POST /v1/route for new weights, group policies "
+        "or registry changes (in the background; a route never waits for the database).",
+    )
+    action_webhooks: list[str] = Field(
+        default_factory=list,
+        description="URLs that receive every new pending action as JSON, once per URL "
+        "(JSON list in env).",
+    )
 
     @property
     def home_path(self) -> Path:

@@ -71,8 +71,8 @@ class PolicySettings:
     prebalance_utilisation: float = 0.8
     prebalance_s: int = 3600
     #: after a "degraded" event, a failing health probe lowers the weight to this share of
-    #: capacity instead of failing the account over, for this long
-    degraded_window_s: int = 1800
+    #: capacity instead of failing the account over, until the probe passes (at most this long)
+    degraded_window_s: int = 6 * 3600
     degraded_health: float = 0.3
     #: a weight change is recorded when it moves by at least this share
     record_weight_change: float = 0.25
@@ -122,6 +122,22 @@ class FleetmlPolicy:
             }
             self._acc[account_id] = s
         return s
+
+    def apply_published(self, account_id: str, kind: str, ts_ms: int, params=None) -> None:
+        """Record that an action was published to the runtime outside :meth:`decide`: an
+        operator approved it (approve mode), or a restarted worker restores what its
+        predecessor published. Failover, failback, hold and resume change the controller state;
+        other kinds need no state."""
+        s = self._state(str(account_id))
+        if kind == ActionKind.FAILOVER.value:
+            s.update(failed_over=True, since=int(ts_ms), risk_run=0)
+        elif kind == ActionKind.FAILBACK.value:
+            s.update(failed_over=False, preemptive=False, since=-1)
+        elif kind == ActionKind.HOLD.value:
+            signal = (params or {}).get("signal") or "restricted"
+            s["held"] = (str(signal), int(ts_ms))
+        elif kind == ActionKind.RESUME.value:
+            s["held"] = None
 
     def controller_state(self, fleet) -> pd.DataFrame:
         """The routing state this policy set, as :data:`STATE_COLUMNS` minus ``health_ok``:
@@ -221,6 +237,8 @@ class FleetmlPolicy:
                     lifted.add(a)
                 elif k in ("maintenance_start", "maintenance_end"):
                     start = k == "maintenance_start"
+                    # planned: drained, never failed over, until a tick after it ends
+                    self._state(a)["maintenance"] = True if start else int(ts)
                     record(
                         Decision(
                             kind=(ActionKind.DRAIN if start else ActionKind.RESUME).value,
@@ -295,15 +313,23 @@ class FleetmlPolicy:
             use = np.asarray([self.policy(g).risk_horizon == h for g in groups.tolist()])
             risk = np.where(use, r, risk)
 
-        # accounts that reported "degraded" recently and no harder fault: partial health
+        # accounts that reported "degraded" and no harder fault since: partial health, until
+        # the health probe passes again (or degraded_window_s at most)
         st_deg = self.settings.degraded_window_s * 1000
-        degraded = np.asarray(
-            [
-                now - self._acc.get(a, {}).get("degraded_at", -(10**15)) <= st_deg
-                and a not in faults
-                for a in ids.tolist()
-            ]
-        )
+        degraded = np.zeros(n, dtype=bool)
+        for i, a in enumerate(ids.tolist()):
+            at = self._acc.get(a, {}).get("degraded_at")
+            if at is None:
+                continue
+            recovered = health_ok[i] and now - at >= obs.step_s * 1000
+            if recovered or now - at > st_deg or a in faults:
+                self._acc[a].pop("degraded_at")
+            else:
+                degraded[i] = True
+
+        # a probe that passes at the fault's own tick is only trusted from a runtime that
+        # reports its probe (``probe`` in state); the service's freshness check cannot tell
+        probe_ok = health_ok & self._has_probe(obs)
 
         # ---- failover and failback of masters
         load = self._load(obs)
@@ -319,7 +345,14 @@ class FleetmlPolicy:
             if held[i]:
                 continue  # enforcement: never failed over, never routed around
             if not s["failed_over"]:
-                reactive = ((not health_ok[i]) and not degraded[i]) or a in faults
+                maint = s.get("maintenance")
+                if maint is True or (maint is not None and now - maint <= 2 * obs.step_s * 1000):
+                    continue  # planned maintenance: drained, not failed over
+                s.pop("maintenance", None)
+                # a reported fault whose probe already passes again was a blip: no failover
+                # when the runtime reports health (it does for every account it probes)
+                reactive = (not health_ok[i]) and not degraded[i]
+                reactive = reactive or (a in faults and not probe_ok[i])
                 sustained = s["risk_run"] >= pol.trigger_ticks and now >= s["cooldown_until"]
                 if not (reactive or sustained) or not in_rotation[i]:
                     continue
@@ -479,6 +512,15 @@ class FleetmlPolicy:
         return out
 
     # ------------------------------------------------------------------ pieces
+    @staticmethod
+    def _has_probe(obs: Observation) -> np.ndarray:
+        """Accounts whose ``health_ok`` is a runtime's health probe. An observation may say so
+        per account in an optional ``probe`` state column (the service: where the runtime pushes
+        an ``up`` gauge); without it, health is taken to be a probe (the simulator's runtime).
+        Where it is only sample freshness, a probe that passes cannot clear a reported fault."""
+        probe = np.asarray(obs.column("state", "probe"), dtype=float)
+        return np.where(np.isnan(probe), True, probe > 0)
+
     def _hold(self, a, kind, ts, group, record, out, inputs=None) -> None:
         s = self._state(a)
         already = s["held"] is not None
@@ -489,6 +531,7 @@ class FleetmlPolicy:
                     kind=ActionKind.HOLD.value,
                     rule="enforcement",
                     account_id=a,
+                    params={"signal": kind},
                     inputs={"signal": kind, **(inputs or {})},
                     reason=f"platform signal {kind}: drained and paused, its traffic kept on "
                     "the number (never moved to other numbers); a person reviews",

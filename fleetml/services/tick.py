@@ -10,7 +10,9 @@
 3. scores every account with new samples (anomaly plus every risk horizon);
 4. writes the predictions (latest and history) in one transaction;
 5. opens and resolves alerts from them (:func:`fleetml.services.alerts.evaluate_alerts`), which
-   writes the notification outbox in its own single transaction.
+   writes the notification outbox in its own single transaction;
+6. decides (:class:`fleetml.services.decide.DecisionLoop`): weights, failovers, holds and
+   recommendations, recorded with the model versions and inputs behind them.
 
 Re-running a tick over the same samples (after a crash, or ``fleetml tick --now`` twice) writes
 the same rows again instead of adding any: predictions are keyed by the data they scored, and
@@ -61,6 +63,9 @@ class LiveLoop:
         self.read_until: int | None = None  # upper bound (ms) of the last tail read
         self._configs = None
         self._group_cache: tuple | None = None
+        from fleetml.services.decide import DecisionLoop
+
+        self.decisions = DecisionLoop(engine, settings)
 
     # ------------------------------------------------------------------ reading
     def _read(self, ranges: list[tuple[int, int]]) -> pd.DataFrame:
@@ -183,8 +188,12 @@ class LiveLoop:
             notified = counts_alerts.notified
             if notified and self.notifier is not None:
                 self.notifier.wake()
+        decided = self.decisions.run(now, scorer=self.scorer, models=self.models.versions())
+        if decided.get("actions") and self.notifier is not None:
+            self.notifier.wake()  # action webhooks (fleetml.services.action_hooks)
         scored = int(preds["account_id"].nunique()) if len(preds) else 0
         return {
+            **decided,
             "now": now,
             "accounts": int(np.count_nonzero(known)),
             "scored": scored,

@@ -156,7 +156,7 @@ def test_cooldown_backs_off_against_flapping():
 def test_reported_fault_fails_over_at_once_even_without_a_model():
     fleet = make_fleet()
     policy = auto()
-    actions = policy.decide(observe(fleet, 0, events=[("m1", "crash")]))
+    actions = policy.decide(observe(fleet, 0, events=[("m1", "crash")], health={"m1": False}))
     assert actions.failover == ["m1"]
     assert [d.rule for d in actions.decisions if d.kind == "failover"] == ["fault_reported"]
     assert actions.weights["m1"] == 0.0
@@ -214,7 +214,13 @@ def test_shadow_records_everything_and_publishes_nothing():
     fleet = make_fleet()
     policy = FleetmlPolicy(default=GroupPolicy(mode=Mode.SHADOW, trigger_ticks=1))
     actions = policy.decide(
-        observe(fleet, 0, risk={"m0": 0.9}, events=[("m1", "crash"), ("m1-s0", "restricted")])
+        observe(
+            fleet,
+            0,
+            risk={"m0": 0.9},
+            events=[("m1", "crash"), ("m1-s0", "restricted")],
+            health={"m1": False},
+        )
     )
     assert actions.weights is None
     assert not (actions.failover or actions.failback or actions.hold or actions.resume)
@@ -302,3 +308,41 @@ def test_a_degraded_account_loses_weight_instead_of_being_failed_over():
     # a harder fault on the same account still fails it over
     crash = policy.decide(observe(fleet, MIN, events=[("m0", "crash")], health={"m0": False}))
     assert crash.failover == ["m0"]
+
+
+def test_weights_rise_at_once_ahead_of_a_forecast_peak():
+    fleet = make_fleet(2)
+    policy = auto(smoothing=0.9)
+    policy.decide(observe(fleet, 0, risk={"m0-s0": 0.8, "m1-s0": 0.8}))  # cut at once
+    obs = observe(fleet, MIN)
+    # group g0 expects 250 msgs/min within the hour: 96 % of its 260/min capacity
+    obs.forecasts = pd.DataFrame(
+        {"group": ["g0", "g1"], "peak": [250.0, 50.0], "peak_ts_ms": [30 * MIN, 30 * MIN]}
+    )
+    actions = policy.decide(obs)
+    assert actions.weights["m0-s0"] == pytest.approx(80.0)  # no smoothing: ready for the peak
+    assert actions.weights["m1-s0"] < 40.0  # g1 is far from its capacity: smoothed as usual
+    reasons = policy.last_weights.set_index("account_id")["reasons"]
+    assert "pre-balanced ahead of a forecast peak" in reasons["m0-s0"]
+
+
+def test_a_fault_blip_the_probe_already_cleared_is_not_failed_over():
+    fleet = make_fleet(1)
+    policy = auto()
+    blip = policy.decide(observe(fleet, 0, events=[("m0", "disconnect")]))  # probe passes
+    assert blip.failover == []
+    # without a runtime probe (health is only sample freshness) the report is trusted
+    obs = observe(fleet, MIN, events=[("m0", "disconnect")])
+    obs.state["probe"] = False
+    assert policy.decide(obs).failover == ["m0"]
+
+
+def test_planned_maintenance_is_drained_not_failed_over():
+    fleet = make_fleet(1)
+    policy = auto()
+    start = policy.decide(observe(fleet, 0, events=[("m0", "maintenance_start")]))
+    assert start.drain == ["m0"]
+    down = policy.decide(observe(fleet, MIN, health={"m0": False}))
+    assert down.failover == []
+    end = policy.decide(observe(fleet, 2 * MIN, events=[("m0", "maintenance_end")]))
+    assert end.resume == ["m0"] and end.failover == []

@@ -1,0 +1,337 @@
+"""The tick's decision step: observation from the store, :class:`FleetmlPolicy`, record.
+
+:class:`DecisionLoop` lives beside the tick's :class:`~fleetml.services.tick.LiveLoop` (one per
+worker process) and keeps the policy's per-account state between ticks. After scoring, a tick
+
+1. builds an :class:`~fleetml.decisions.contracts.Observation`: the registry, each account's
+   newest metrics and counter rates from the scorer's window, the events reported since the
+   previous tick, the latest predictions of every account, the group forecasts, and the
+   controller state the policy set itself (health = a sample within ``stale_after_s`` and,
+   when the runtime pushes it, an ``up`` gauge that is not 0);
+2. runs the policy with each group's settings (``group_policies``, default mode
+   ``FLEETML_DECISION_MODE``);
+3. writes, in one transaction, the decision record, the actions (``pending`` in auto mode,
+   ``awaiting_approval`` in approve mode), the routing weights, the recommendations and the
+   outcomes of earlier failovers that are now judged; it expires unacknowledged actions.
+
+A rerun of the same tick writes nothing twice: decisions and actions carry dedup keys built
+from the tick time, the kind and the account.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fleetml.decisions.contracts import (
+    STATE_COLUMNS,
+    ActionKind,
+    Envelope,
+    Fleet,
+    GroupPolicy,
+    Mode,
+    Observation,
+    empty_events,
+)
+from fleetml.decisions.policy import FleetmlPolicy, PolicySettings
+
+log = logging.getLogger("fleetml.decide")
+
+_ACTION_KINDS = frozenset(k.value for k in ActionKind)
+#: A gauge the runtime may push with its samples: 1 while its health probe of the account passes,
+#: 0 while it fails (Prometheus' ``up`` convention).
+UP_METRIC = "up"
+#: Events are read with this overlap (late arrivals); the seen-set drops repeats.
+_EVENT_OVERLAP_MS = 10 * 60_000
+
+
+def policy_settings(settings) -> PolicySettings:
+    return PolicySettings(
+        envelope=Envelope(
+            max_failover_share=float(settings.envelope_max_failover_share),
+            window_s=int(settings.envelope_window_s),
+        ),
+        quality_hold_s=int(settings.quality_hold_s),
+    )
+
+
+class DecisionLoop:
+    """See the module docstring."""
+
+    def __init__(self, engine, settings, *, policy: FleetmlPolicy | None = None):
+        self.engine = engine
+        self.settings = settings
+        self.policy = policy or FleetmlPolicy(
+            default=GroupPolicy(mode=Mode(settings.decision_mode)),
+            settings=policy_settings(settings),
+        )
+        self._fleet: tuple | None = None
+        self._events_until: int | None = None
+        self._seen: set[tuple] = set()
+        self._ids: dict[int, int] = {}  # id(Decision) -> decisions.id, for outcomes
+        self._synced_ms: int | None = None  # approvals seen up to here
+        self.last_observation: Observation | None = None
+
+    # ------------------------------------------------------------------ inputs
+    def fleet(self) -> Fleet:
+        from fleetml.services.data import registry_version
+        from fleetml.store.accounts import accounts_frame
+
+        version = registry_version(self.engine)
+        if self._fleet is None or self._fleet[0] != version:
+            frame = accounts_frame(self.engine)
+            self._fleet = (version, Fleet.from_records(frame))
+        return self._fleet[1]
+
+    def _events(self, now_ms: int) -> pd.DataFrame:
+        from fleetml.store.events import read_events
+
+        start = (self._events_until or now_ms - _EVENT_OVERLAP_MS) - _EVENT_OVERLAP_MS
+        ev = read_events(
+            self.engine,
+            start=pd.Timestamp(start + 1, unit="ms", tz="UTC"),
+            end=pd.Timestamp(now_ms, unit="ms", tz="UTC"),
+        )
+        self._events_until = now_ms
+        if not len(ev):
+            return empty_events()
+        ts = pd.to_datetime(ev["ts"], utc=True).dt.as_unit("ms").astype("int64").to_numpy()
+        accs, kinds = ev["account_id"].astype(str), ev["kind"].astype(str)
+        keys = list(zip(ts.tolist(), accs, kinds, strict=True))
+        fresh = np.asarray([k not in self._seen for k in keys])
+        self._seen.update(keys)
+        if len(self._seen) > 100_000:  # only the overlap can repeat
+            self._seen = {k for k in self._seen if k[0] > now_ms - 2 * _EVENT_OVERLAP_MS}
+        out = pd.DataFrame(
+            {
+                "ts_ms": ts,
+                "account_id": ev["account_id"].astype(str).to_numpy(),
+                "kind": ev["kind"].astype(str).to_numpy(),
+                "detail": ev["detail"].astype(object).to_numpy(),
+            }
+        )
+        return out[fresh].reset_index(drop=True)
+
+    def _latest(self, scorer, fleet: Fleet) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+        """Newest gauge values and counter rates per account from the scorer's window, and the
+        time of each account's newest sample (-1: none)."""
+        ids = fleet.ids
+        window = scorer.window
+        empty = pd.DataFrame(index=fleet.account_ids)
+        if not len(window):
+            return empty, empty, np.full(len(ids), -1, dtype=np.int64)
+        codes = np.asarray([window.code(a) if window.code(a) is not None else -1 for a in ids])
+        have = codes >= 0
+        newest = np.full(len(ids), -1, dtype=np.int64)
+        newest[have] = window.newest[codes[have]]
+        rows = window.newest_rows(codes[have], np.ones(int(have.sum()), dtype=np.int64))
+        frame = window.frame(rows, levels=True)
+        frame["account_id"] = frame["account_id"].astype(str)
+        frame = frame.drop_duplicates("account_id", keep="last").set_index("account_id")
+        frame = frame.drop(columns=["ts"]).reindex(fleet.account_ids)
+        counters = [c for c in frame.columns if c in window.levels]
+        return frame.drop(columns=counters), frame[counters], newest
+
+    def _forecasts(self, now_ms: int) -> pd.DataFrame:
+        """Per group, the forecast peak of ``forecast_metric`` ahead of ``now_ms`` and when it
+        comes (re-read at most every 5 minutes: the forecast job refreshes far less often)."""
+        from fleetml.store.forecasts import list_forecasts, read_forecast
+
+        cached = getattr(self, "_forecast_cache", None)
+        if cached is not None and now_ms - cached[0] < 300_000 and now_ms >= cached[0]:
+            return cached[1]
+        metric = self.settings.forecast_metric
+        out = []
+        for row in list_forecasts(self.engine, scope="group", metric=metric):
+            got = read_forecast(
+                self.engine,
+                scope="group",
+                target=row["target"],
+                metric=metric,
+                horizon=row["horizon"],
+            )
+            points = pd.DataFrame(((got or {}).get("payload") or {}).get("points") or [])
+            if points.empty or not {"ts", "yhat"} <= set(points.columns):
+                continue
+            ts = pd.to_datetime(points["ts"], utc=True).dt.as_unit("ms").astype("int64")
+            yhat = pd.to_numeric(points["yhat"], errors="coerce")
+            ahead = (ts > now_ms).to_numpy() & yhat.notna().to_numpy()
+            if not ahead.any():
+                continue
+            best = int(np.argmax(np.where(ahead, yhat.to_numpy(dtype=float), -np.inf)))
+            out.append(
+                {
+                    "group": str(row["target"]),
+                    "peak": float(yhat.iloc[best]),
+                    "peak_ts_ms": int(ts.iloc[best]),
+                }
+            )
+        frame = pd.DataFrame(out, columns=["group", "peak", "peak_ts_ms"])
+        self._forecast_cache = (now_ms, frame)
+        return frame
+
+    def observe(self, now_ms: int, *, scorer, models: dict[str, Any]) -> Observation:
+        from fleetml.store.predictions import read_latest
+
+        fleet = self.fleet()
+        metrics, rates, newest = self._latest(scorer, fleet)
+        stale_ms = int(self.settings.stale_after_s * 1000)
+        health = (newest < 0) | (newest >= now_ms - stale_ms)
+        probe = np.zeros(len(health), dtype=bool)
+        if UP_METRIC in metrics:
+            # the runtime's own health probe, pushed as a gauge: 0 = failing
+            up = metrics[UP_METRIC].to_numpy(dtype=float)
+            health &= ~(up == 0)
+            probe = ~np.isnan(up) & (newest >= now_ms - stale_ms)
+        state = self.policy.controller_state(fleet)
+        state["health_ok"] = health
+        state["probe"] = probe
+        preds = read_latest(self.engine, families=["risk", "anomaly"])
+        try:
+            forecasts = self._forecasts(now_ms)
+        except Exception:  # a forecast store in an unexpected shape must not stop decisions
+            log.exception("could not read group forecasts; deciding without them")
+            forecasts = pd.DataFrame()
+        return Observation(
+            ts_ms=int(now_ms),
+            fleet=fleet,
+            metrics=metrics,
+            rates=rates,
+            state=state[[*STATE_COLUMNS, "probe"]],
+            events=self._events(now_ms),
+            predictions=preds,
+            forecasts=forecasts,
+            models={k: v for k, v in (models or {}).items()},
+            step_s=int(max(self.settings.score_every_s, 1)),
+        )
+
+    def sync(self, now_ms: int) -> int:
+        """Bring the policy's controller state in line with what was published to the runtime:
+        on the first tick, every account's latest published failover/failback/hold/resume (a
+        restarted worker must not forget a failed-over master); later, the actions operators
+        approved since the previous tick. Returns how many were applied."""
+        import sqlalchemy as sa
+
+        from fleetml.store.tables import actions as t
+
+        kinds = [
+            ActionKind.FAILOVER.value,
+            ActionKind.FAILBACK.value,
+            ActionKind.HOLD.value,
+            ActionKind.RESUME.value,
+        ]
+        published = t.c.state.in_(["pending", "acknowledged"])
+        query = sa.select(
+            t.c.id, t.c.account_id, t.c.kind, t.c.params, t.c.created_at, t.c.approved_at
+        ).where(published, t.c.kind.in_(kinds))
+        if self._synced_ms is not None:
+            query = query.where(
+                t.c.approved_at.is_not(None),
+                t.c.approved_at > self._synced_ms,
+                t.c.approved_at <= now_ms,
+            )
+        with self.engine.connect() as conn:
+            rows = conn.execute(query.order_by(t.c.id)).all()
+        for r in rows:
+            params = r.params if isinstance(r.params, dict) else {}
+            self.policy.apply_published(r.account_id, r.kind, r.approved_at or r.created_at, params)
+        self._synced_ms = int(now_ms)
+        return len(rows)
+
+    # ------------------------------------------------------------------ a tick
+    def run(self, now_ms: int, *, scorer, models: dict[str, Any]) -> dict[str, Any]:
+        """Decide and record as of ``now_ms``; returns counts for the tick's summary."""
+        from fleetml.store.policies import read_group_policies
+
+        self.policy.default = GroupPolicy(mode=Mode(self.settings.decision_mode))
+        self.policy.set_policies(
+            read_group_policies(self.engine, default_mode=self.settings.decision_mode)
+        )
+        synced = self.sync(now_ms)
+        obs = self.observe(now_ms, scorer=scorer, models=models)
+        self.last_observation = obs
+        actions = self.policy.decide(obs)
+        return {**self.record(now_ms, actions, models=models), "actions_synced": synced}
+
+    def _published_weights(self) -> pd.DataFrame | None:
+        """The weights to serve: fleetml's own in auto mode; elsewhere the capacity (what the
+        runtime would use without fleetml), with fleetml's weight kept as ``target``."""
+        w = self.policy.last_weights
+        if w is None or not len(w):
+            return w
+        fleet = self.fleet()
+        modes = w["group"].map(lambda g: self.policy.policy(str(g)).mode).to_numpy()
+        auto = modes == Mode.AUTO
+        if auto.all():
+            return w
+        w = w.copy()
+        cap = fleet.accounts["capacity"].reindex(w["account_id"]).to_numpy(dtype=float)
+        w["target"] = w["weight"]
+        w["weight"] = np.where(auto, w["weight"].to_numpy(dtype=float), cap)
+        w["reasons"] = [
+            r if a else [f"{Mode(m).value} mode: not published", *r]
+            for r, a, m in zip(w["reasons"], auto, modes, strict=True)
+        ]
+        return w
+
+    def record(self, now_ms: int, actions, *, models: dict[str, Any]) -> dict[str, Any]:
+        from fleetml.store.actions import create_actions, expire_actions
+        from fleetml.store.decisions import set_outcome, write_decisions
+        from fleetml.store.recommendations import expire_recommendations, upsert_recommendations
+        from fleetml.store.weights import write_weights
+
+        decisions = actions.decisions
+        keys = [f"{now_ms}:{d.kind}:{d.account_id or d.group}:{d.rule}" for d in decisions]
+        with self.engine.begin() as conn:
+            ids = write_decisions(conn, decisions, ts_ms=now_ms, dedup_keys=keys)
+            rows = []
+            for d, i, k in zip(decisions, ids, keys, strict=True):
+                self._ids[id(d)] = i
+                if d.kind in _ACTION_KINDS and d.status in ("executed", "awaiting_approval"):
+                    rows.append(
+                        {
+                            "decision_id": i,
+                            "account_id": d.account_id,
+                            "group": d.group,
+                            "kind": d.kind,
+                            "params": d.params,
+                            "state": "pending" if d.status == "executed" else "awaiting_approval",
+                            "dedup_key": k,
+                        }
+                    )
+            created = (
+                create_actions(
+                    conn, rows, now_ms=now_ms, ttl_ms=int(self.settings.action_ttl_s * 1000)
+                )
+                if rows
+                else []
+            )
+            weights = self._published_weights()
+            if weights is not None and len(weights):
+                write_weights(conn, weights, ts_ms=now_ms, models=models or {})
+            recs = (
+                upsert_recommendations(conn, actions.recommendations, now_ms=now_ms)
+                if actions.recommendations
+                else {"opened": 0, "updated": 0}
+            )
+            judged = 0
+            for o in self.policy.outcomes():
+                db_id = self._ids.pop(id(o["decision"]), None)
+                if db_id is not None:
+                    set_outcome(conn, decision_id=db_id, outcome=o["outcome"], at_ms=now_ms)
+                    judged += 1
+            expired = expire_actions(conn, now_ms=now_ms)
+            expire_recommendations(conn, now_ms=now_ms)
+        # decisions nobody will judge need not be remembered
+        pending = {id(p["decision"]) for p in self.policy._pending}
+        self._ids = {k: v for k, v in self._ids.items() if k in pending}
+        return {
+            "decisions": len(decisions),
+            "actions": len(created),
+            "recommendations_opened": int(recs.get("opened", 0)),
+            "outcomes": judged,
+            "actions_expired": int(expired or 0),
+        }

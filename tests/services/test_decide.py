@@ -1,0 +1,175 @@
+"""The tick's decision step on a real store: record, actions, approval, restart, enforcement."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import sqlalchemy as sa
+
+from fleetml.errors import Conflict
+
+T0 = 1_767_571_200_000  # 2026-01-05T00:00Z
+MIN = 60_000
+
+
+@pytest.fixture
+def fleet(engine):
+    """Two groups, each a master with two servants; samples every minute for an hour."""
+    from fleetml.store.accounts import account_pks, create_account
+    from fleetml.store.metrics import ensure_metric_kinds, write_samples
+
+    ids = []
+    with engine.begin() as conn:
+        for g in ("g0", "g1"):
+            m = f"m-{g}"
+            create_account(conn, account_id=m, group=g, capacity=100.0, actor="pytest")
+            ids.append(m)
+            for k in (1, 2):
+                create_account(
+                    conn,
+                    account_id=f"{m}-s{k}",
+                    role="servant",
+                    master_id=m,
+                    group=g,
+                    capacity=80.0,
+                    actor="pytest",
+                )
+                ids.append(f"{m}-s{k}")
+        ensure_metric_kinds(
+            conn, ["queue_depth", "msgs_sent"], {"queue_depth": "gauge", "msgs_sent": "counter"}
+        )
+    pks = account_pks(engine)
+    rows = [
+        (pks[a], T0 + i * MIN, json.dumps({"queue_depth": 1.0, "msgs_sent": 10.0 * i}))
+        for i in range(61)
+        for a in ids
+    ]
+    with engine.begin() as conn:
+        write_samples(conn, rows)
+    return ids
+
+
+def settings_for(settings, mode: str):
+    return settings.model_copy(update={"decision_mode": mode})
+
+
+def event(engine, account: str, kind: str, ts: int) -> None:
+    from fleetml.store.accounts import account_pks
+    from fleetml.store.events import write_events
+
+    with engine.begin() as conn:
+        write_events(conn, [(account_pks(engine)[account], ts, kind, None, "runtime")])
+
+
+def table(engine, name: str) -> list[dict]:
+    from fleetml.store import tables
+
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(sa.select(getattr(tables, name))).mappings()]
+
+
+def test_a_reported_crash_fails_the_master_over_once_with_its_record(settings, engine, fleet):
+    from fleetml.services.tick import LiveLoop
+
+    loop = LiveLoop(engine, settings_for(settings, "auto"))
+    now = T0 + 60 * MIN
+    event(engine, "m-g0", "crash", now - 30_000)
+    summary = loop.run(now_ms=now)
+    assert summary["actions"] >= 1
+    acts = [a for a in table(engine, "actions") if a["kind"] == "failover"]
+    assert [(a["account_id"], a["state"]) for a in acts] == [("m-g0", "pending")]
+    assert acts[0]["params"]["to"] in {"m-g0-s1", "m-g0-s2"}
+    rec = [d for d in table(engine, "decisions") if d["kind"] == "failover"]
+    assert rec[0]["rule"] == "fault_reported" and rec[0]["status"] == "executed"
+    assert set(rec[0]["models"]) >= {"anomaly", "risk"}  # the versions in effect are recorded
+    weights = {w["account_id"]: w["weight"] for w in table(engine, "weights")}
+    assert weights["m-g0"] == 0.0 and weights["m-g0-s1"] > 0
+    # the same tick again (a crash and a rerun): nothing twice
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
+    assert len([a for a in table(engine, "actions") if a["kind"] == "failover"]) == 1
+
+
+def test_shadow_records_but_publishes_no_action_and_no_weight(settings, engine, fleet):
+    from fleetml.services.tick import LiveLoop
+
+    now = T0 + 60 * MIN
+    event(engine, "m-g0", "crash", now - 30_000)
+    LiveLoop(engine, settings_for(settings, "shadow")).run(now_ms=now)
+    assert table(engine, "actions") == []
+    rec = [d for d in table(engine, "decisions") if d["kind"] == "failover"]
+    assert [(d["account_id"], d["status"]) for d in rec] == [("m-g0", "shadow")]
+    weights = {w["account_id"]: (w["weight"], w["target"]) for w in table(engine, "weights")}
+    assert weights["m-g0"][0] == 100.0  # published: capacity, as if fleetml were not there
+    assert weights["m-g0"][1] == 0.0  # what fleetml would have set
+
+
+def test_an_approved_failover_executes_once_and_survives_a_restart(settings, engine, fleet):
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.actions import approve_action
+
+    s = settings_for(settings, "approve")
+    loop = LiveLoop(engine, s)
+    now = T0 + 60 * MIN
+    event(engine, "m-g1", "crash", now - 30_000)
+    loop.run(now_ms=now)
+    (act,) = [a for a in table(engine, "actions") if a["kind"] == "failover"]
+    assert act["state"] == "awaiting_approval"
+    with engine.begin() as conn:
+        approve_action(conn, action_id=act["id"], actor="ops-1", now_ms=now + 1000)
+    with pytest.raises(Conflict), engine.begin() as conn:
+        approve_action(conn, action_id=act["id"], actor="ops-2", now_ms=now + 2000)
+    loop.run(now_ms=now + MIN)
+    state = loop.decisions.policy.controller_state(loop.decisions.fleet())
+    assert not state.loc["m-g1", "in_rotation"]  # the approval reached the controller
+    failovers = [a for a in table(engine, "actions") if a["kind"] == "failover"]
+    assert len(failovers) == 1  # not decided again while it is failed over
+    # a new worker (a restart) restores it from what was published
+    fresh = LiveLoop(engine, s)
+    fresh.run(now_ms=now + 2 * MIN)
+    restored = fresh.decisions.policy.controller_state(fresh.decisions.fleet())
+    assert not restored.loc["m-g1", "in_rotation"]
+    assert len([a for a in table(engine, "actions") if a["kind"] == "failover"]) == 1
+
+
+@pytest.mark.parametrize("kind", ["restricted", "banned", "quality_drop"])
+def test_enforcement_in_the_service_holds_and_never_fails_over(settings, engine, fleet, kind):
+    from fleetml.services.tick import LiveLoop
+
+    loop = LiveLoop(engine, settings_for(settings, "auto"))
+    now = T0 + 60 * MIN
+    event(engine, "m-g0", kind, now - 40_000)
+    event(engine, "m-g0", "crash", now - 30_000)  # even a technical fault does not move it
+    loop.run(now_ms=now)
+    kinds = {(a["account_id"], a["kind"]) for a in table(engine, "actions")}
+    assert ("m-g0", "hold") in kinds and ("m-g0", "failover") not in kinds
+    recs = table(engine, "recommendations")
+    assert [(r["kind"], r["account_id"]) for r in recs] == [("review_enforcement", "m-g0")]
+    weights = {w["account_id"]: w for w in table(engine, "weights")}
+    assert weights["m-g0"]["weight"] > 0  # its share is kept on it, not handed to others
+    assert weights["m-g0"]["reasons"][0].startswith("held")
+    loop.run(now_ms=now + MIN)
+    assert ("m-g0", "failover") not in {
+        (a["account_id"], a["kind"]) for a in table(engine, "actions")
+    }
+
+
+def test_the_runtimes_up_gauge_is_its_health_probe(settings, engine, fleet):
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.accounts import account_pks
+    from fleetml.store.metrics import ensure_metric_kinds, write_samples
+
+    now = T0 + 61 * MIN
+    pks = account_pks(engine)
+    with engine.begin() as conn:
+        ensure_metric_kinds(conn, ["up"], {"up": "gauge"})
+        write_samples(
+            conn,
+            [
+                (pks[a], now, json.dumps({"queue_depth": 1.0, "up": 0.0 if a == "m-g1" else 1.0}))
+                for a in fleet
+            ],
+        )
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
+    rec = [d for d in table(engine, "decisions") if d["kind"] == "failover"]
+    assert [(d["account_id"], d["rule"]) for d in rec] == [("m-g1", "health_failed")]
