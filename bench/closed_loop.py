@@ -191,6 +191,14 @@ class Runtime:
                 target = kinds.get(a["kind"])
                 if target is not None:
                     target.append(a["account_id"])
+                elif a["kind"] == "restart_session":
+                    out.restart = [*out.restart, a["account_id"]]
+                elif a["kind"] == "throttle":
+                    rate = (a["params"] or {}).get("rate_per_min")
+                    out.throttle = {
+                        **out.throttle,
+                        a["account_id"]: float("inf") if rate is None else float(rate),
+                    }
                 ack_action(
                     conn,
                     action_id=a["id"],
@@ -206,8 +214,9 @@ def merge(base, extra):
     """The reactive balancer's actions plus whatever fleetml published (shadow arm)."""
     if base is None:
         return extra
-    for name in ("failover", "failback", "hold", "drain", "resume", "pause"):
+    for name in ("failover", "failback", "hold", "drain", "resume", "pause", "restart"):
         setattr(base, name, list(getattr(base, name)) + list(getattr(extra, name)))
+    base.throttle = {**base.throttle, **extra.throttle}
     if extra.weights:
         base.weights = {**(base.weights or {}), **extra.weights}
     return base

@@ -49,6 +49,8 @@ from fleetml.decisions.weights import WeightSmoother, target_weights
 from fleetml.vocab import ENFORCEMENT_KINDS, ENFORCEMENT_LABELS, FAULT_KINDS
 
 _H = 3_600_000
+#: Technical faults a session restart can heal (the runtime re-pairs or reconnects).
+SESSION_FAULTS = frozenset({"logout", "disconnect"})
 
 
 def horizon_ms(horizon: str) -> int:
@@ -74,6 +76,11 @@ class PolicySettings:
     #: capacity instead of failing the account over, until the probe passes (at most this long)
     degraded_window_s: int = 6 * 3600
     degraded_health: float = 0.3
+    #: throttle an account when this share of its sends hit the platform's rate limit, to this
+    #: share of its current send rate; lift the cap after ``throttle_s`` without limiting
+    throttle_hit_share: float = 0.05
+    throttle_factor: float = 0.8
+    throttle_s: int = 1800
     #: a weight change is recorded when it moves by at least this share
     record_weight_change: float = 0.25
 
@@ -191,8 +198,9 @@ class FleetmlPolicy:
 
         out = Actions()
         published: dict[str, list] = {
-            k: [] for k in ("failover", "failback", "hold", "resume", "drain")
+            k: [] for k in ("failover", "failback", "hold", "resume", "drain", "restart")
         }
+        throttles: dict[str, float] = {}
 
         def record(decision: Decision, group: str, publish: str | None = None) -> None:
             mode = modes.get(group, self.default.mode)
@@ -208,7 +216,10 @@ class FleetmlPolicy:
                     Mode.AUTO: "executed",
                 }[mode]
             out.decisions.append(decision)
-            if publish and mode == Mode.AUTO:
+            if publish == "throttle" and mode == Mode.AUTO:
+                rate = decision.params.get("rate_per_min")
+                throttles[decision.account_id] = float("inf") if rate is None else float(rate)
+            elif publish and mode == Mode.AUTO:
                 published[publish].append(decision.account_id)
 
         events = obs.events
@@ -451,6 +462,8 @@ class FleetmlPolicy:
                 s.update(failed_over=False, preemptive=False, since=-1, risk_run=0)
                 returned[i] = True
 
+        self._self_heal(obs, ids, groups, cap, held, faults, events, record)
+
         # ---- weights
         failed = np.asarray([self._state(a)["failed_over"] for a in ids.tolist()])
         failed &= is_master
@@ -508,10 +521,82 @@ class FleetmlPolicy:
         out.hold = published["hold"]
         out.drain = published["drain"]
         out.resume = published["resume"]
+        out.restart = published["restart"]
+        out.throttle = throttles
         self._expire_tracking(now)
         return out
 
     # ------------------------------------------------------------------ pieces
+    def _self_heal(self, obs, ids, groups, cap, held, faults, events, record) -> None:
+        """Restart a session that logged out or lost its connection; throttle an account the
+        platform rate-limits hard, and lift the throttle once the limiting has stopped."""
+        st = self.settings
+        now = int(obs.ts_ms)
+        if len(events):
+            kinds = events["kind"].astype(str).to_numpy()
+            accs = events["account_id"].astype(str).to_numpy()
+            for a in sorted(set(accs[np.isin(kinds, list(SESSION_FAULTS))].tolist())):
+                if a not in obs.fleet.accounts.index or self._state(a)["held"] is not None:
+                    continue
+                kind = kinds[accs == a][-1]
+                record(
+                    Decision(
+                        kind=ActionKind.RESTART_SESSION.value,
+                        rule="session_fault",
+                        account_id=a,
+                        inputs={"event": str(kind)},
+                        reason=f"the runtime reported {kind}: restart the session",
+                    ),
+                    obs.fleet.group_of(a),
+                    "restart",
+                )
+        hits = obs.column("rates", "rate_limit_hits").astype(float)
+        sent = obs.column("rates", "msgs_sent").astype(float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = hits / sent
+        limited = np.nan_to_num(share, nan=0.0) >= st.throttle_hit_share
+        for i, a in enumerate(ids.tolist()):
+            s = self._state(a)
+            if limited[i] and not held[i] and s.get("throttled_at") is None:
+                rate = max(float(sent[i]) * st.throttle_factor, 0.1 * float(cap[i]))
+                s["throttled_at"] = now
+                record(
+                    Decision(
+                        kind=ActionKind.THROTTLE.value,
+                        rule="rate_limited",
+                        account_id=a,
+                        params={"rate_per_min": round(rate, 2)},
+                        inputs={
+                            "rate_limit_hits_per_min": _num(hits[i]),
+                            "msgs_sent_per_min": _num(sent[i]),
+                            "hit_share": _num(share[i]),
+                        },
+                        reason=f"{share[i]:.0%} of sends hit the platform's rate limit: "
+                        f"cap the send rate at {rate:.0f}/min",
+                    ),
+                    str(groups[i]),
+                    "throttle",
+                )
+            elif limited[i] and s.get("throttled_at") is not None:
+                s["throttled_at"] = now  # still limited: the throttle stays
+            elif (
+                s.get("throttled_at") is not None
+                and now - s["throttled_at"] >= st.throttle_s * 1000
+            ):
+                s.pop("throttled_at")
+                record(
+                    Decision(
+                        kind=ActionKind.THROTTLE.value,
+                        rule="rate_limit_cleared",
+                        account_id=a,
+                        params={"rate_per_min": None},
+                        inputs={"hit_share": _num(share[i])},
+                        reason=f"no rate limiting for {st.throttle_s // 60} min: lift the cap",
+                    ),
+                    str(groups[i]),
+                    "throttle",
+                )
+
     @staticmethod
     def _has_probe(obs: Observation) -> np.ndarray:
         """Accounts whose ``health_ok`` is a runtime's health probe. An observation may say so

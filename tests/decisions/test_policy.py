@@ -346,3 +346,20 @@ def test_planned_maintenance_is_drained_not_failed_over():
     assert down.failover == []
     end = policy.decide(observe(fleet, 2 * MIN, events=[("m0", "maintenance_end")]))
     assert end.resume == ["m0"] and end.failover == []
+
+
+def test_self_healing_restarts_sessions_and_throttles_a_rate_limited_account():
+    fleet = make_fleet(1)
+    policy = auto()
+    obs = observe(fleet, 0, events=[("m0-s1", "logout")])
+    obs.rates.loc["m0-s0", "rate_limit_hits"] = 2.0  # 20 % of its 10 sends a minute
+    actions = policy.decide(obs)
+    assert actions.restart == ["m0-s1"]
+    assert actions.throttle == {"m0-s0": pytest.approx(8.0)}  # 0.8 x its send rate
+    # still limited: no second throttle; 30 min without limiting: lifted
+    again = observe(fleet, MIN)
+    again.rates.loc["m0-s0", "rate_limit_hits"] = 2.0
+    assert policy.decide(again).throttle == {}
+    assert policy.decide(observe(fleet, 20 * MIN)).throttle == {}
+    lifted = policy.decide(observe(fleet, 32 * MIN)).throttle
+    assert lifted == {"m0-s0": float("inf")}
