@@ -9,9 +9,10 @@ Everything here is pure data: no database, HTTP or simulator imports.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -324,3 +325,28 @@ class Actions:
 @runtime_checkable
 class Policy(Protocol):
     def decide(self, observation: Observation) -> Actions: ...
+
+
+def json_safe(value: Any) -> Any:
+    """A copy PostgreSQL's JSONB accepts: numpy scalars and arrays to Python, NaN and infinity
+    to None, enum members to their values, timestamps to ISO strings, other objects to text."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Index | pd.Series):
+        return [json_safe(v) for v in list(value)]
+    if value is None or isinstance(value, bool | np.bool_):
+        return None if value is None else bool(value)
+    if isinstance(value, Enum):
+        return json_safe(value.value)
+    if isinstance(value, int | np.integer):
+        return int(value)
+    if isinstance(value, float | np.floating):
+        f = float(value)
+        return f if math.isfinite(f) else None
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if pd.api.types.is_scalar(value) and pd.isna(value):
+        return None
+    return str(value)

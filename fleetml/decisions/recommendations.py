@@ -36,6 +36,7 @@ from fleetml.decisions.contracts import (
     Mode,
     Recommendation,
     RecommendationKind,
+    json_safe,
 )
 from fleetml.decisions.drift import PSI_MAJOR
 from fleetml.vocab import ENFORCEMENT_KINDS
@@ -50,28 +51,6 @@ ENFORCEMENT_EXPIRES_S = 7 * 86_400
 
 def _key(kind: RecommendationKind, subject: object) -> str:
     return f"{kind.value}:{subject}"
-
-
-def _plain(value: Any) -> Any:
-    """A JSON-safe copy: numpy scalars to Python, NaN/inf to None, containers recursively."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | np.ndarray | pd.Index | pd.Series):
-        return [_plain(v) for v in list(value)]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, str):
-        return str(value)  # a StrEnum member becomes its plain value
-    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
-        return None
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    return str(value)
 
 
 def _r(value: float, digits: int = 4) -> float | None:
@@ -137,10 +116,10 @@ def _make(
         dedup_key=_key(kind, subject),
         group=group,
         account_id=account_id,
-        evidence=_plain(evidence),
-        expected_impact=_plain(impact),
+        evidence=json_safe(evidence),
+        expected_impact=json_safe(impact),
         confidence=_clip01(confidence),
-        setting=_plain(setting) if setting is not None else None,
+        setting=json_safe(setting) if setting is not None else None,
         **extra,
     )
 
@@ -966,7 +945,7 @@ def _detail(value: Any) -> Any:
             except ValueError:
                 return text
         return text
-    return _plain(value)
+    return json_safe(value)
 
 
 def review_enforcement(events: pd.DataFrame, fleet: Fleet) -> list[Recommendation]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import tenacity
@@ -42,6 +42,7 @@ from sqlalchemy.engine import Engine
 
 from fleetml.config import Settings
 from fleetml.schemas.alerts import iso
+from fleetml.services._sender import BackgroundSender
 from fleetml.services.notify import DeliveryError, _retryable
 from fleetml.store.actions import list_actions
 
@@ -69,7 +70,7 @@ def action_payload(action: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-class ActionPublisher:
+class ActionPublisher(BackgroundSender):
     """Delivers pending actions to ``settings.action_webhooks``: a daemon thread, or
     :meth:`publish_pending` by hand.
 
@@ -90,6 +91,11 @@ class ActionPublisher:
         The HTTP client (default: one of its own, closed by :meth:`stop`).
     """
 
+    thread_name = "fleetml-action-publisher"
+    user_agent = "fleetml-action-publisher"
+    logger = log
+    round_failed = "action webhook round failed; next round in %.0f s"
+
     def __init__(
         self,
         engine: Engine,
@@ -108,15 +114,8 @@ class ActionPublisher:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.tries_per_round = max(1, tries_per_round)
-        self.poll_s = poll_s
-        self._client = client or httpx.Client(
-            timeout=timeout_s, headers={"User-Agent": "fleetml-action-publisher"}
-        )
-        self._own_client = client is None
-        self._stopping = threading.Event()
-        self._woken = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._round = threading.Lock()  # one delivery round at a time
+        super().__init__(poll_s=poll_s, timeout_s=timeout_s, client=client)
+        self._round_lock = threading.Lock()  # one delivery round at a time
         #: per URL, the ids delivered (or given up on); the baseline counts for every URL
         self._done: dict[str, set[int]] = {u: set() for u in self.urls}
         self._tries: dict[tuple[str, int], int] = {}
@@ -124,16 +123,10 @@ class ActionPublisher:
 
     # -- thread control
 
-    def start(self) -> ActionPublisher:
+    def start(self) -> Self:
         """Take the actions pending now as delivered, then start the sender thread (once)."""
         self.mark_baseline()
-        if self._thread is None or not self._thread.is_alive():
-            self._stopping.clear()
-            self._thread = threading.Thread(
-                target=self._run, name="fleetml-action-publisher", daemon=True
-            )
-            self._thread.start()
-        return self
+        return super().start()
 
     def mark_baseline(self) -> int:
         """Take every action pending now as delivered (the restart rule); returns how many.
@@ -142,28 +135,8 @@ class ActionPublisher:
             self._baseline = {int(a["id"]) for a in self._pending()}
         return len(self._baseline)
 
-    def wake(self) -> None:
-        """Ask for a delivery round now (after a tick created actions); never blocks."""
-        self._woken.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread: a wait between tries is cut short, the current request finishes."""
-        self._stopping.set()
-        self._woken.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self._own_client:
-            self._client.close()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._woken.clear()
-            try:
-                self.publish_pending()
-            except Exception:
-                log.exception("action webhook round failed; next round in %.0f s", self.poll_s)
-            self._woken.wait(self.poll_s)
+    def _round(self) -> int:
+        return self.publish_pending()
 
     # -- delivery
 
@@ -176,7 +149,7 @@ class ActionPublisher:
         """
         if not self.urls:
             return 0
-        with self._round:
+        with self._round_lock:
             self.mark_baseline()
             pending = sorted(self._pending(), key=lambda a: int(a["id"]))
             live = {int(a["id"]) for a in pending}

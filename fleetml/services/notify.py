@@ -20,7 +20,6 @@ fails is logged and simply happens again next time.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -31,6 +30,7 @@ import tenacity
 from sqlalchemy.engine import Engine
 
 from fleetml.config import Settings
+from fleetml.services._sender import BackgroundSender
 from fleetml.store import alerts as store
 from fleetml.store.audit import now_ms as clock_ms
 
@@ -176,7 +176,7 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, httpx.TransportError)
 
 
-class Notifier:
+class Notifier(BackgroundSender):
     """Delivers the notification outbox: a daemon thread, or :meth:`deliver_pending` by hand.
 
     ``backoff_s`` and ``backoff_max_s`` shape the exponential wait between tries of one request
@@ -185,6 +185,11 @@ class Notifier:
     when nobody calls :meth:`wake`. The thread also calls :meth:`resend_open` on its first
     round and then every ``settings.alertmanager_resend_s``.
     """
+
+    thread_name = "fleetml-notifier"
+    user_agent = "fleetml-notifier"
+    logger = log
+    round_failed = "notification round failed; next round in %.0f s"
 
     def __init__(
         self,
@@ -204,59 +209,27 @@ class Notifier:
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.tries_per_round = max(1, tries_per_round)
-        self.poll_s = poll_s
         self.batch_size = batch_size
-        self._client = client or httpx.Client(
-            timeout=timeout_s, headers={"User-Agent": "fleetml-notifier"}
-        )
-        self._own_client = client is None
-        self._stopping = threading.Event()
-        self._woken = threading.Event()
-        self._thread: threading.Thread | None = None
+        super().__init__(poll_s=poll_s, timeout_s=timeout_s, client=client)
         self._resend_due = 0.0  # time.monotonic() of the next re-post to Alertmanager
 
-    # -- thread control
+    # -- the thread's loop
 
-    def start(self) -> Notifier:
-        """Start the sender thread (once)."""
-        if self._thread is None or not self._thread.is_alive():
-            self._stopping.clear()
-            self._thread = threading.Thread(target=self._run, name="fleetml-notifier", daemon=True)
-            self._thread.start()
-        return self
+    def _round(self) -> int:
+        return self.deliver_pending()
 
-    def wake(self) -> None:
-        """Ask for a delivery round now (the tick calls this after writing outbox rows)."""
-        self._woken.set()
-
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop the thread: a wait between tries is cut short, the current request finishes."""
-        self._stopping.set()
-        self._woken.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self._own_client:
-            self._client.close()
-
-    def _run(self) -> None:
-        while not self._stopping.is_set():
-            self._woken.clear()
+    def _after_round(self) -> float:
+        """Re-post open alerts to Alertmanager when due; wait until the next round or re-post."""
+        if time.monotonic() >= self._resend_due:
+            self._resend_due = time.monotonic() + self.settings.alertmanager_resend_s
             try:
-                self.deliver_pending()
+                self.resend_open()
             except Exception:
-                log.exception("notification round failed; next round in %.0f s", self.poll_s)
-            if time.monotonic() >= self._resend_due:
-                self._resend_due = time.monotonic() + self.settings.alertmanager_resend_s
-                try:
-                    self.resend_open()
-                except Exception:
-                    log.exception(
-                        "re-posting open alerts to Alertmanager failed; again in %.0f s",
-                        self.settings.alertmanager_resend_s,
-                    )
-            wait = min(self.poll_s, self._resend_due - time.monotonic())
-            self._woken.wait(max(wait, 0.0))
+                log.exception(
+                    "re-posting open alerts to Alertmanager failed; again in %.0f s",
+                    self.settings.alertmanager_resend_s,
+                )
+        return min(self.poll_s, self._resend_due - time.monotonic())
 
     # -- delivery
 

@@ -7,16 +7,12 @@ it wrote the first time instead of adding them again.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
-from enum import Enum
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import sqlalchemy as sa
 
-from fleetml.decisions.contracts import Decision
+from fleetml.decisions.contracts import Decision, json_safe
 from fleetml.store.alerts import MAX_ID
 from fleetml.store.audit import connect
 from fleetml.store.tables import decisions as decision_table
@@ -32,31 +28,6 @@ def dialect_insert(conn: sa.Connection):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert
-
-
-def json_safe(value: Any) -> Any:
-    """A copy PostgreSQL's JSONB accepts: numpy scalars and arrays to Python, NaN and infinity
-    to None, enum members to their values, timestamps to ISO strings, other objects to text."""
-    if isinstance(value, Mapping):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Index | pd.Series):
-        return [json_safe(v) for v in list(value)]
-    if value is None or isinstance(value, bool | np.bool_):
-        return None if value is None else bool(value)
-    if isinstance(value, Enum):
-        return json_safe(value.value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        f = float(value)
-        return f if math.isfinite(f) else None
-    if isinstance(value, str):
-        return str(value)
-    if isinstance(value, pd.Timestamp):
-        return value.isoformat()
-    if pd.api.types.is_scalar(value) and pd.isna(value):
-        return None
-    return str(value)
 
 
 def check_keys(keys: Iterable[str | None]) -> None:

@@ -1,0 +1,78 @@
+"""The background thread shared by the senders (:mod:`fleetml.services.notify`,
+:mod:`fleetml.services.action_hooks`): start once, wake on demand, run a round every
+``poll_s``, stop cleanly and close the HTTP client it owns."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import ABC, abstractmethod
+from typing import ClassVar, Self
+
+import httpx
+
+
+class BackgroundSender(ABC):
+    """A daemon thread that calls :meth:`_round` until stopped, then waits ``poll_s`` or until
+    :meth:`wake`.
+
+    Subclasses set ``thread_name``, ``user_agent``, ``logger`` and ``round_failed`` (logged
+    with ``poll_s`` when a round raises), implement :meth:`_round`, and may override
+    :meth:`_after_round` for work outside the round that also decides how long to wait.
+    Without a ``client`` the sender makes its own (``timeout_s``), closed by :meth:`stop`.
+    """
+
+    thread_name: ClassVar[str]
+    user_agent: ClassVar[str]
+    logger: ClassVar[logging.Logger]
+    round_failed: ClassVar[str] = "round failed; next round in %.0f s"
+
+    def __init__(self, *, poll_s: float, timeout_s: float, client: httpx.Client | None):
+        self.poll_s = poll_s
+        self._client = client or httpx.Client(
+            timeout=timeout_s, headers={"User-Agent": self.user_agent}
+        )
+        self._own_client = client is None
+        self._stopping = threading.Event()
+        self._woken = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Self:
+        """Start the sender thread (once)."""
+        if self._thread is None or not self._thread.is_alive():
+            self._stopping.clear()
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Ask for a round now; never blocks."""
+        self._woken.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread: a wait between tries is cut short, the current request finishes."""
+        self._stopping.set()
+        self._woken.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        if self._own_client:
+            self._client.close()
+
+    @abstractmethod
+    def _round(self) -> object:
+        """One delivery round."""
+
+    def _after_round(self) -> float:
+        """Run after each round (its errors are the override's to handle); returns the seconds
+        to wait before the next one."""
+        return self.poll_s
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            self._woken.clear()
+            try:
+                self._round()
+            except Exception:
+                self.logger.exception(self.round_failed, self.poll_s)
+            self._woken.wait(max(self._after_round(), 0.0))
