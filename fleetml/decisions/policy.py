@@ -76,6 +76,9 @@ class PolicySettings:
     #: capacity instead of failing the account over, until the probe passes (at most this long)
     degraded_window_s: int = 6 * 3600
     degraded_health: float = 0.3
+    #: a degraded master is failed over after all when its servants' spare capacity can take
+    #: its load
+    degraded_failover: bool = True
     #: throttle an account when this share of its sends hit the platform's rate limit, to this
     #: share of its current send rate; lift the cap after ``throttle_s`` without limiting
     throttle_hit_share: float = 0.05
@@ -345,7 +348,9 @@ class FleetmlPolicy:
         # ---- failover and failback of masters
         load = self._load(obs)
         returned = np.zeros(n, dtype=bool)
-        for i in np.flatnonzero(is_master):
+        # every account with a technical fault leaves rotation (its backlog goes to its peers);
+        # pre-emptive failover on risk is for masters
+        for i in range(n):
             a, g = str(ids[i]), str(groups[i])
             pol = self.policy(g)
             s = self._state(a)
@@ -364,7 +369,15 @@ class FleetmlPolicy:
                 # when the runtime reports health (it does for every account it probes)
                 reactive = (not health_ok[i]) and not degraded[i]
                 reactive = reactive or (a in faults and not probe_ok[i])
-                sustained = s["risk_run"] >= pol.trigger_ticks and now >= s["cooldown_until"]
+                if degraded[i] and not health_ok[i] and st.degraded_failover:
+                    # throttled: fail over only where the servants can take its load (its
+                    # queue then drains on them); otherwise it keeps a reduced weight
+                    reactive = self._spare(fleet, i, load) >= np.nan_to_num(load[i], nan=0.0)
+                sustained = (
+                    is_master[i]
+                    and s["risk_run"] >= pol.trigger_ticks
+                    and now >= s["cooldown_until"]
+                )
                 if not (reactive or sustained) or not in_rotation[i]:
                     continue
                 target, readiness = self._target(fleet, a, risk, health_ok, held, load)
@@ -466,7 +479,6 @@ class FleetmlPolicy:
 
         # ---- weights
         failed = np.asarray([self._state(a)["failed_over"] for a in ids.tolist()])
-        failed &= is_master
         out_now = failed | (~health_ok & ~degraded) | np.isin(ids, list(faults))
         health = np.where(out_now, 0.0, np.where(degraded, st.degraded_health, 1.0))
         headroom = 1.0 / (
@@ -645,8 +657,15 @@ class FleetmlPolicy:
         return obs.column("rates", "msgs_sent").astype(float)
 
     def _target(self, fleet, master, risk, health_ok, held, load):
-        """The servant best placed to take a master's traffic, and its readiness in [0, 1]."""
+        """The account best placed to take an account's traffic (a master's servants; a
+        servant's group peers), and its readiness in [0, 1]."""
         servants = fleet.servants_of(master)
+        if not len(servants):
+            group = fleet.group_of(master)
+            servants = fleet.members(group).drop(master)
+            servants = servants[
+                [not self._acc.get(x, {}).get("failed_over", False) for x in servants]
+            ]
         if not len(servants):
             return None, 0.0
         pos = np.asarray([fleet.position(s) for s in servants])
@@ -662,6 +681,20 @@ class FleetmlPolicy:
         if ready[best] <= 0:
             return None, 0.0
         return str(servants[best]), round(float(ready[best]), 3)
+
+    @staticmethod
+    def _spare(fleet, i, load) -> float:
+        """Messages per minute the servants of master ``i`` (a servant: its group peers) could
+        still take."""
+        a = str(fleet.ids[i])
+        peers = fleet.servants_of(a)
+        if not len(peers):
+            peers = fleet.members(fleet.group_of(a)).drop(a)
+        pos = [fleet.position(x) for x in peers]
+        if not pos:
+            return 0.0
+        cap = fleet.accounts["capacity"].to_numpy(dtype=float)[pos]
+        return float(np.clip(cap - np.nan_to_num(load[pos], nan=0.0), 0, None).sum())
 
     def _envelope_blocks(self, fleet, now, i, load, target) -> str | None:
         env = self.settings.envelope

@@ -299,14 +299,28 @@ def test_failover_outcomes_are_judged_against_later_faults():
     assert policy.stats["g0"] == {"needed": 1, "unneeded": 0}
 
 
-def test_a_degraded_account_loses_weight_instead_of_being_failed_over():
-    fleet = make_fleet(1)
+def test_a_degraded_master_is_failed_over_only_where_its_servants_can_take_the_load():
+    fleet = make_fleet(2)
     policy = auto()
-    actions = policy.decide(observe(fleet, 0, events=[("m0", "degraded")], health={"m0": False}))
-    assert actions.failover == []  # moving a throttled master's load would overload servants
+    busy = {"m0": 60.0, "m0-s0": 79.0, "m0-s1": 79.0, "m1": 60.0}
+    actions = policy.decide(
+        observe(
+            fleet,
+            0,
+            events=[("m0", "degraded"), ("m1", "degraded")],
+            health={"m0": False, "m1": False},
+            sent=busy,
+        )
+    )
+    # m0's servants are full: moving its load would overload them too; it keeps 30 %
+    assert "m0" not in actions.failover
     assert actions.weights["m0"] == pytest.approx(30.0)  # 100 x degraded_health 0.3
-    # a harder fault on the same account still fails it over
-    crash = policy.decide(observe(fleet, MIN, events=[("m0", "crash")], health={"m0": False}))
+    # m1's servants have room for its 60/min: failed over, its queue drains on them
+    assert "m1" in actions.failover
+    # a harder fault on m0 still fails it over
+    crash = policy.decide(
+        observe(fleet, MIN, events=[("m0", "crash")], health={"m0": False}, sent=busy)
+    )
     assert crash.failover == ["m0"]
 
 
@@ -363,3 +377,13 @@ def test_self_healing_restarts_sessions_and_throttles_a_rate_limited_account():
     assert policy.decide(observe(fleet, 20 * MIN)).throttle == {}
     lifted = policy.decide(observe(fleet, 32 * MIN)).throttle
     assert lifted == {"m0-s0": float("inf")}
+
+
+def test_a_failing_servant_leaves_rotation_too_but_risk_alone_never_moves_it():
+    fleet = make_fleet(1)
+    policy = auto(trigger_ticks=1)
+    crash = policy.decide(observe(fleet, 0, events=[("m0-s1", "crash")], health={"m0-s1": False}))
+    assert crash.failover == ["m0-s1"]  # its backlog goes to its peers
+    assert crash.weights["m0-s1"] == 0.0
+    risky = policy.decide(observe(fleet, MIN, risk={"m0-s0": 0.99}))
+    assert "m0-s0" not in risky.failover  # pre-emptive failover is for masters
