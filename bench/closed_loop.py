@@ -138,11 +138,13 @@ class Runtime:
 
         ids = self.sim.layout.account_ids
         values = np.stack([obs.raw_metrics[m] for m in self.names], axis=1)
+        # the runtime probes every account every step, also while the bot's own exporter is
+        # silent (a crash, an exporter gap): its ``up`` gauge is pushed either way
         up = obs.raw_state["health_ok"]
         rows = []
-        for i in np.flatnonzero(~np.isnan(values).all(axis=1)):
+        for i in range(len(ids)):
             vals = {m: float(v) for m, v in zip(self.names, values[i], strict=True) if v == v}
-            vals["up"] = 1.0 if up[i] else 0.0  # the runtime's health probe
+            vals["up"] = 1.0 if up[i] else 0.0
             rows.append((self.pks[ids[i]], int(obs.ts_ms), json.dumps(vals)))
         events = [
             (self.pks[e["account_id"]], int(e["ts_ms"]), e["kind"], e["detail"], "runtime")
