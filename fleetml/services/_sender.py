@@ -7,9 +7,10 @@ from __future__ import annotations
 import logging
 import threading
 from abc import ABC, abstractmethod
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import httpx
+import tenacity
 
 
 class BackgroundSender(ABC):
@@ -76,3 +77,51 @@ class BackgroundSender(ABC):
             except Exception:
                 self.logger.exception(self.round_failed, self.poll_s)
             self._woken.wait(max(self._after_round(), 0.0))
+
+    def _send(
+        self, url: str, body: Any, max_tries: int, headers: dict[str, str] | None = None
+    ) -> tuple[int, str | None, bool]:
+        """POST ``body`` with retries; returns (tries, error or None, whether to give up now).
+
+        Retries (exponential backoff of ``backoff_s`` up to ``backoff_max_s``) on transport
+        errors and retryable statuses; a stop cuts the waits short."""
+        tries = 0
+
+        def post() -> None:
+            nonlocal tries
+            tries += 1
+            response = self._client.post(url, json=body, headers=headers)
+            if response.status_code >= 300:
+                raise DeliveryError(url, response.status_code, response.text)
+
+        retrying = tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(max_tries)
+            | tenacity.stop_when_event_set(self._stopping),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
+            retry=tenacity.retry_if_exception(retryable),
+            sleep=self._stopping.wait,
+            reraise=True,
+        )
+        try:
+            retrying(post)
+        except (httpx.HTTPError, DeliveryError) as exc:
+            return tries, f"{type(exc).__name__}: {exc}", not retryable(exc)
+        return tries, None, False
+
+
+#: Statuses worth another try: the receiver is overloaded or briefly down.
+RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+
+class DeliveryError(Exception):
+    """A receiver answered with an error status."""
+
+    def __init__(self, target: str, status: int, body: str):
+        super().__init__(f"{target} answered HTTP {status}: {body[:200]}")
+        self.status = status
+
+
+def retryable(exc: BaseException) -> bool:
+    if isinstance(exc, DeliveryError):
+        return exc.status in RETRY_STATUS
+    return isinstance(exc, httpx.TransportError)

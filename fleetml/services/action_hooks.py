@@ -37,13 +37,11 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
 import httpx
-import tenacity
 from sqlalchemy.engine import Engine
 
 from fleetml.config import Settings
 from fleetml.schemas.alerts import iso
 from fleetml.services._sender import BackgroundSender
-from fleetml.services.notify import DeliveryError, _retryable
 from fleetml.store.actions import list_actions
 
 log = logging.getLogger("fleetml.action_hooks")
@@ -171,7 +169,10 @@ class ActionPublisher(BackgroundSender):
             used = self._tries.get((url, action_id), 0)
             left = self.settings.notify_retries + 1 - used
             tries, error, give_up = self._send(
-                url, action_payload(action), action_id, max(1, min(self.tries_per_round, left))
+                url,
+                action_payload(action),
+                max(1, min(self.tries_per_round, left)),
+                headers={"X-Fleetml-Action-Id": str(action_id)},
             )
             if error is None:
                 self._done[url].add(action_id)
@@ -222,34 +223,6 @@ class ActionPublisher(BackgroundSender):
             if len(page) < 500:
                 return out
             after = int(page[-1]["id"])
-
-    def _send(
-        self, url: str, body: dict, action_id: int, max_tries: int
-    ) -> tuple[int, str | None, bool]:
-        """POST ``body`` with retries; returns (tries, error or None, whether to give up now)."""
-        tries = 0
-        headers = {"X-Fleetml-Action-Id": str(action_id)}
-
-        def post() -> None:
-            nonlocal tries
-            tries += 1
-            response = self._client.post(url, json=body, headers=headers)
-            if response.status_code >= 300:
-                raise DeliveryError(url, response.status_code, response.text)
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max_tries)
-            | tenacity.stop_when_event_set(self._stopping),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
-            retry=tenacity.retry_if_exception(_retryable),
-            sleep=self._stopping.wait,
-            reraise=True,
-        )
-        try:
-            retrying(post)
-        except (httpx.HTTPError, DeliveryError) as exc:
-            return tries, f"{type(exc).__name__}: {exc}", not _retryable(exc)
-        return tries, None, False
 
 
 # ---- wiring into the worker --------------------------------------------------------------------

@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import pandas as pd
-import tenacity
 from sqlalchemy.engine import Engine
 
 from fleetml.config import Settings
@@ -39,7 +38,6 @@ log = logging.getLogger("fleetml.notify")
 JSON = "json"
 ALERTMANAGER = "alertmanager"
 #: Answers worth retrying: the receiver is overloaded or down, not rejecting the payload.
-_RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
 # ---- payloads ------------------------------------------------------------------------------
@@ -160,20 +158,6 @@ def _fmt(value: Any) -> str:
 
 
 # ---- the sender ----------------------------------------------------------------------------
-
-
-class DeliveryError(Exception):
-    """A receiver answered with an error status."""
-
-    def __init__(self, target: str, status: int, body: str):
-        super().__init__(f"{target} answered HTTP {status}: {body[:200]}")
-        self.status = status
-
-
-def _retryable(exc: BaseException) -> bool:
-    if isinstance(exc, DeliveryError):
-        return exc.status in _RETRY_STATUS
-    return isinstance(exc, httpx.TransportError)
 
 
 class Notifier(BackgroundSender):
@@ -321,28 +305,3 @@ class Notifier(BackgroundSender):
             if len(page) < self.batch_size:
                 return out
             before = page[-1]["id"]
-
-    def _send(self, target: str, body: Any, max_tries: int) -> tuple[int, str | None, bool]:
-        """POST ``body`` with retries; returns (tries, error or None, whether to give up now)."""
-        tries = 0
-
-        def post() -> None:
-            nonlocal tries
-            tries += 1
-            response = self._client.post(target, json=body)
-            if response.status_code >= 300:
-                raise DeliveryError(target, response.status_code, response.text)
-
-        retrying = tenacity.Retrying(
-            stop=tenacity.stop_after_attempt(max_tries)
-            | tenacity.stop_when_event_set(self._stopping),
-            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=self.backoff_max_s),
-            retry=tenacity.retry_if_exception(_retryable),
-            sleep=self._stopping.wait,
-            reraise=True,
-        )
-        try:
-            retrying(post)
-        except (httpx.HTTPError, DeliveryError) as exc:
-            return tries, f"{type(exc).__name__}: {exc}", not _retryable(exc)
-        return tries, None, False
