@@ -21,6 +21,9 @@ class BackgroundSender(ABC):
     with ``poll_s`` when a round raises), implement :meth:`_round`, and may override
     :meth:`_after_round` for work outside the round that also decides how long to wait.
     Without a ``client`` the sender makes its own (``timeout_s``), closed by :meth:`stop`.
+    ``backoff_s`` and ``backoff_max_s`` shape the exponential wait between tries of one request
+    (tests make them tiny); ``tries_per_round`` bounds the tries of one request in one round, so
+    one dead receiver delays the others by at most a few waits.
     """
 
     thread_name: ClassVar[str]
@@ -28,7 +31,23 @@ class BackgroundSender(ABC):
     logger: ClassVar[logging.Logger]
     round_failed: ClassVar[str] = "round failed; next round in %.0f s"
 
-    def __init__(self, *, poll_s: float, timeout_s: float, client: httpx.Client | None):
+    def __init__(
+        self,
+        engine,
+        settings,
+        *,
+        poll_s: float,
+        timeout_s: float,
+        backoff_s: float,
+        backoff_max_s: float,
+        tries_per_round: int,
+        client: httpx.Client | None,
+    ):
+        self.engine = engine
+        self.settings = settings
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self.tries_per_round = max(1, tries_per_round)
         self.poll_s = poll_s
         self._client = client or httpx.Client(
             timeout=timeout_s, headers={"User-Agent": self.user_agent}

@@ -106,13 +106,17 @@ class ActionPublisher(BackgroundSender):
         poll_s: float = 5.0,
         client: httpx.Client | None = None,
     ):
-        self.engine = engine
-        self.settings = settings
         self.urls = list(dict.fromkeys(u for u in settings.action_webhooks if u))
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.tries_per_round = max(1, tries_per_round)
-        super().__init__(poll_s=poll_s, timeout_s=timeout_s, client=client)
+        super().__init__(
+            engine,
+            settings,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            tries_per_round=tries_per_round,
+            client=client,
+        )
         self._round_lock = threading.Lock()  # one delivery round at a time
         #: per URL, the ids delivered (or given up on); the baseline counts for every URL
         self._done: dict[str, set[int]] = {u: set() for u in self.urls}

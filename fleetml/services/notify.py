@@ -188,13 +188,17 @@ class Notifier(BackgroundSender):
         batch_size: int = 500,
         client: httpx.Client | None = None,
     ):
-        self.engine = engine
-        self.settings = settings
-        self.backoff_s = backoff_s
-        self.backoff_max_s = backoff_max_s
-        self.tries_per_round = max(1, tries_per_round)
         self.batch_size = batch_size
-        super().__init__(poll_s=poll_s, timeout_s=timeout_s, client=client)
+        super().__init__(
+            engine,
+            settings,
+            poll_s=poll_s,
+            timeout_s=timeout_s,
+            backoff_s=backoff_s,
+            backoff_max_s=backoff_max_s,
+            tries_per_round=tries_per_round,
+            client=client,
+        )
         self._resend_due = 0.0  # time.monotonic() of the next re-post to Alertmanager
 
     # -- the thread's loop

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+
+from tests.api._contract import fuzz  # noqa: E402
 
 #: The operations the decisions change added.
 DECISION_PREFIXES = (
@@ -36,31 +37,8 @@ def fuzzed_app(api, engine):
 
 def test_decision_operations_never_answer_5xx(fuzzed_app):
     app = fuzzed_app.client.app
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     auth = fuzzed_app.headers("admin")
-    checked, failures, calls = [], [], []
-    for result in schema.get_all_operations():
-        operation = result.ok()
-        if not operation.path.startswith(DECISION_PREFIXES):
-            continue
-        checked.append(f"{operation.method.upper()} {operation.path}")
-
-        @given(case=operation.as_strategy())
-        @settings(
-            max_examples=25,
-            deadline=None,
-            database=None,
-            derandomize=True,
-            suppress_health_check=list(HealthCheck),
-        )
-        def run(case):
-            response = case.call(headers=auth)
-            calls.append(response.status_code)
-            if response.status_code >= 500:
-                failures.append((case.method, case.formatted_path, case.query, case.body,
-                                 response.status_code, response.text[:300]))  # fmt: skip
-
-        run()
+    checked, calls, failures = fuzz(app, auth, lambda op: op.path.startswith(DECISION_PREFIXES))
     assert len(checked) >= 11, checked  # every decision operation was generated for
     assert len(calls) >= 10 * len(checked)  # and really called with generated inputs
     assert any(c < 300 for c in calls) and any(400 <= c < 500 for c in calls)

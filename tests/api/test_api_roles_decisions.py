@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-ALL = ("runtime", "ops", "admin")
+from tests.api._contract import ALL, check_roles
+
 OPS = ("ops", "admin")
 RUNTIME = ("runtime", "admin")
 ADMIN = ("admin",)
 
 OPERATIONS = [
     ("GET", "/v1/weights", None, ALL),
+    ("POST", "/v1/route", {"group": "eu"}, ALL),
     ("GET", "/v1/actions", None, ALL),
     ("POST", "/v1/actions/1/ack", {"outcome": "ok"}, RUNTIME),
     ("POST", "/v1/actions/1/approve", None, OPS),
@@ -27,14 +29,4 @@ OPERATIONS = [
 
 @pytest.mark.parametrize(("method", "path", "body", "allowed"), OPERATIONS)
 def test_role_matrix_of_decision_operations(sqlite_api, method, path, body, allowed):
-    kw = {"json": body} if body is not None else {}
-    anonymous = sqlite_api.request(method, path, as_=None, **kw)
-    assert anonymous.status_code == 401, anonymous.text
-    for role in ALL:
-        resp = sqlite_api.request(method, path, as_=role, **kw)
-        if role in allowed:
-            assert resp.status_code not in (401, 403), (role, resp.status_code, resp.text)
-            assert resp.status_code < 500, (role, resp.text)
-        else:
-            assert resp.status_code == 403, (role, resp.status_code, resp.text)
-            assert role in resp.json()["detail"]
+    check_roles(sqlite_api, method, path, body, allowed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-ALL = ("runtime", "ops", "admin")
+from tests.api._contract import ALL, check_roles
+
 OPS = ("ops", "admin")
 SILENCE = {"account_id": "acc-1", "ends_at": "2099-01-01T00:00:00Z"}
 
@@ -28,14 +29,4 @@ OPERATIONS = [
 
 @pytest.mark.parametrize(("method", "path", "body", "allowed"), OPERATIONS)
 def test_role_matrix_of_live_loop_operations(sqlite_api, method, path, body, allowed):
-    kw = {"json": body} if body is not None else {}
-    anonymous = sqlite_api.request(method, path, as_=None, **kw)
-    assert anonymous.status_code == 401, anonymous.text
-    for role in ALL:
-        resp = sqlite_api.request(method, path, as_=role, **kw)
-        if role in allowed:
-            assert resp.status_code not in (401, 403), (role, resp.status_code, resp.text)
-            assert resp.status_code < 500, (role, resp.text)
-        else:
-            assert resp.status_code == 403, (role, resp.status_code, resp.text)
-            assert role in resp.json()["detail"]
+    check_roles(sqlite_api, method, path, body, allowed)
