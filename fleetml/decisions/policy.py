@@ -288,7 +288,7 @@ class FleetmlPolicy:
         # holds that end: a lifted restriction, or a quality hold that ran its course
         held = np.zeros(n, dtype=bool)
         for i, a in enumerate(ids.tolist()):
-            h = self._acc.get(a, {}).get("held") if a in self._acc else None
+            h = self._acc.get(a, {}).get("held")
             if h is None:
                 continue
             kind, since = h
@@ -789,7 +789,6 @@ class FleetmlPolicy:
                 p["needed"] = True  # reacting to a fault that happened
             if "needed" in p or now > p["until"]:
                 needed = bool(p.get("needed", False))
-                p["decision"].status = p["decision"].status  # unchanged; outcome is separate
                 outcome = {
                     "needed": needed,
                     "fault_at_ms": p.get("fault_at"),

@@ -44,6 +44,9 @@ _ACTION_KINDS = frozenset(k.value for k in ActionKind)
 #: A gauge the runtime may push with its samples: 1 while its health probe of the account passes,
 #: 0 while it fails (Prometheus' ``up`` convention).
 UP_METRIC = "up"
+#: The prediction families and columns the policy reads.
+_FAMILIES = ["anomaly", "risk"]
+_PRED_COLUMNS = ("account_id", "family", "horizon", "score", "flag", "model_version")
 #: Events are read with this overlap (late arrivals); the seen-set drops repeats.
 _EVENT_OVERLAP_MS = 10 * 60_000
 
@@ -73,6 +76,8 @@ class DecisionLoop:
         self._seen: set[tuple] = set()
         self._ids: dict[int, int] = {}  # id(Decision) -> decisions.id, for outcomes
         self._synced_ms: int | None = None  # approvals seen up to here
+        self._forecast_cache: tuple[int, pd.DataFrame] | None = None
+        self._preds: pd.DataFrame | None = None  # every account's latest prediction
         self.last_observation: Observation | None = None
 
     # ------------------------------------------------------------------ inputs
@@ -140,7 +145,7 @@ class DecisionLoop:
         comes (re-read at most every 5 minutes: the forecast job refreshes far less often)."""
         from fleetml.store.forecasts import list_forecasts, read_forecast
 
-        cached = getattr(self, "_forecast_cache", None)
+        cached = self._forecast_cache
         if cached is not None and now_ms - cached[0] < 300_000 and now_ms >= cached[0]:
             return cached[1]
         metric = self.settings.forecast_metric
@@ -173,9 +178,24 @@ class DecisionLoop:
         self._forecast_cache = (now_ms, frame)
         return frame
 
-    def observe(self, now_ms: int, *, scorer, models: dict[str, Any]) -> Observation:
-        from fleetml.store.predictions import read_latest
+    def _predictions(self, fresh: pd.DataFrame | None) -> pd.DataFrame:
+        """Every account's latest anomaly and risk prediction: read from the store once, then
+        kept up to date with what each tick scored (the tick just wrote the same rows)."""
+        if self._preds is None:
+            from fleetml.store.predictions import read_latest
 
+            self._preds = read_latest(self.engine, families=_FAMILIES)[list(_PRED_COLUMNS)]
+        if fresh is not None and len(fresh):
+            new = fresh.loc[fresh["family"].isin(_FAMILIES), list(_PRED_COLUMNS)]
+            both = pd.concat([self._preds, new], ignore_index=True) if len(self._preds) else new
+            self._preds = both.drop_duplicates(
+                ["account_id", "family", "horizon"], keep="last"
+            ).reset_index(drop=True)
+        return self._preds
+
+    def observe(
+        self, now_ms: int, *, scorer, models: dict[str, Any], predictions=None
+    ) -> Observation:
         fleet = self.fleet()
         metrics, rates, newest = self._latest(scorer, fleet)
         stale_ms = int(self.settings.stale_after_s * 1000)
@@ -189,7 +209,7 @@ class DecisionLoop:
         state = self.policy.controller_state(fleet)
         state["health_ok"] = health
         state["probe"] = probe
-        preds = read_latest(self.engine, families=["risk", "anomaly"])
+        preds = self._predictions(predictions)
         try:
             forecasts = self._forecasts(now_ms)
         except Exception:  # a forecast store in an unexpected shape must not stop decisions
@@ -242,8 +262,11 @@ class DecisionLoop:
         return len(rows)
 
     # ------------------------------------------------------------------ a tick
-    def run(self, now_ms: int, *, scorer, models: dict[str, Any]) -> dict[str, Any]:
-        """Decide and record as of ``now_ms``; returns counts for the tick's summary."""
+    def run(
+        self, now_ms: int, *, scorer, models: dict[str, Any], predictions=None
+    ) -> dict[str, Any]:
+        """Decide and record as of ``now_ms`` (``predictions``: what this tick scored); returns
+        counts for the tick's summary."""
         from fleetml.store.policies import read_group_policies
 
         self.policy.default = GroupPolicy(mode=Mode(self.settings.decision_mode))
@@ -251,7 +274,7 @@ class DecisionLoop:
             read_group_policies(self.engine, default_mode=self.settings.decision_mode)
         )
         synced = self.sync(now_ms)
-        obs = self.observe(now_ms, scorer=scorer, models=models)
+        obs = self.observe(now_ms, scorer=scorer, models=models, predictions=predictions)
         self.last_observation = obs
         actions = self.policy.decide(obs)
         return {**self.record(now_ms, actions, models=models), "actions_synced": synced}

@@ -188,7 +188,9 @@ class LiveLoop:
             notified = counts_alerts.notified
             if notified and self.notifier is not None:
                 self.notifier.wake()
-        decided = self.decisions.run(now, scorer=self.scorer, models=self.models.versions())
+        decided = self.decisions.run(
+            now, scorer=self.scorer, models=self.models.versions(), predictions=preds
+        )
         if decided.get("actions") and self.notifier is not None:
             self.notifier.wake()  # action webhooks (fleetml.services.action_hooks)
         scored = int(preds["account_id"].nunique()) if len(preds) else 0
