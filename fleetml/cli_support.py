@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -13,6 +12,7 @@ import click
 import pandas as pd
 
 from fleetml.config import Settings, get_settings
+from fleetml.timestamps import to_timestamp
 
 
 def ctx_settings(ctx: click.Context | None = None) -> Settings:
@@ -42,21 +42,10 @@ def open_engine(settings: Settings, *, migrate: bool = True):
 
 def parse_ts(value: str | float | int | None) -> pd.Timestamp | None:
     """Parse a CLI timestamp: ISO-8601 (naive means UTC) or epoch seconds; None passes."""
-    if value is None or value == "":
-        return None
     try:
-        num = float(value)
-    except (TypeError, ValueError):
-        num = None
-    if num is not None and math.isfinite(num):
-        return pd.Timestamp(num, unit="s", tz="UTC")
-    try:
-        ts = pd.Timestamp(str(value))
-    except (ValueError, TypeError) as exc:
-        raise click.BadParameter(
-            f"{value!r} is not a timestamp; use ISO-8601 (2026-01-31T12:00:00Z) or epoch seconds"
-        ) from exc
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        return to_timestamp(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 class TimestampParam(click.ParamType):

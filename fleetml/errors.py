@@ -50,4 +50,11 @@ class InvalidBatch(FleetmlError):
 
 
 class InvalidInput(FleetmlError):
-    """A single request or argument is invalid (HTTP 422 / CLI usage error)."""
+    """A single request or argument is invalid (HTTP 422 / CLI usage error).
+
+    ``field`` names the offending input where there is one (``query.from``, ``body.group``).
+    """
+
+    def __init__(self, message: str, *, field: str | None = None):
+        super().__init__(message)
+        self.field = field

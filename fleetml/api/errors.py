@@ -42,7 +42,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput):
-        return _json(422, {"detail": str(exc), "errors": []})
+        field = getattr(exc, "field", None)
+        errors = [] if field is None else [{"index": None, "field": field, "reason": str(exc)}]
+        return _json(422, {"detail": str(exc), "errors": errors})
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound):

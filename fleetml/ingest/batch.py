@@ -17,15 +17,15 @@ import json
 import math
 import queue
 import threading
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from fleetml.errors import InvalidBatch, ItemError
+from fleetml.timestamps import MAX_SECONDS, parse_ts_ms
+from fleetml.timestamps import now_ms as clock_ms
 from fleetml.vocab import ACCOUNT_ID_RE, EVENT_KINDS, METRIC_NAME_RE
 
 __all__ = [
@@ -93,44 +93,6 @@ def parse_body(body: bytes) -> Any:
                 [ValidationItem(None, "body", str(fast_error))],
                 status_code=400,
             ) from None
-
-
-def _ms_from_datetime(dt: datetime) -> int:
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return round(dt.timestamp() * 1000)
-
-
-def parse_ts_ms(value: Any) -> int:
-    """Epoch milliseconds (UTC) from ISO-8601 (naive means UTC, ``Z`` accepted) or epoch seconds.
-
-    Raises ``ValueError`` with a message fit to show to a client.
-    """
-    if isinstance(value, bool):
-        raise ValueError("must be an ISO-8601 string or epoch seconds, got a boolean")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value} is not a finite timestamp")
-        return round(value * 1000)
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            return _ms_from_datetime(datetime.fromisoformat(text))
-        except ValueError:
-            pass
-        try:
-            seconds = float(text)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not a timestamp; use ISO-8601 (2026-01-31T12:00:00Z) "
-                "or epoch seconds"
-            ) from None
-        if not math.isfinite(seconds):
-            raise ValueError(f"{value!r} is not a finite timestamp") from None
-        return round(seconds * 1000)
-    if value is None:
-        raise ValueError("is required (ISO-8601 string or epoch seconds)")
-    raise ValueError(f"must be an ISO-8601 string or epoch seconds, got {_json_type(value)}")
 
 
 class TimestampCache:
@@ -206,8 +168,6 @@ def _check_ts(value: Any, ts_cache: TimestampCache, max_ms: int) -> tuple[int | 
         if isinstance(value, int | float) and value > 1e11:
             reason += "; it looks like epoch milliseconds, send epoch seconds"
         return None, reason
-    if ms < 0:
-        return None, "is before 1970-01-01"
     return ms, None
 
 
@@ -353,7 +313,7 @@ def validate_metric_samples(
         tt = type(raw_ts)
         if tt is str:
             ts = ts_known.get(raw_ts)
-        elif (tt is float or tt is int) and raw_ts - raw_ts == 0:
+        elif (tt is float or tt is int) and 0 <= raw_ts < MAX_SECONDS:  # NaN fails too
             ts = round(raw_ts * 1000)
         else:
             ts = None
@@ -659,7 +619,7 @@ class BatchIngestor:
         """Parse, validate and durably store a ``{"samples": [...]}`` body, all or nothing."""
         from fleetml.store.metrics import ensure_metric_kinds, write_samples
 
-        now_ms = now_ms if now_ms is not None else _now_ms()
+        now_ms = now_ms if now_ms is not None else clock_ms()
         batch = validate_metric_samples(
             parse_body(body),
             now_ms=now_ms,
@@ -692,7 +652,7 @@ class BatchIngestor:
         """Parse, validate and durably store an ``{"events": [...]}`` body, all or nothing."""
         from fleetml.store.events import write_events
 
-        now_ms = now_ms if now_ms is not None else _now_ms()
+        now_ms = now_ms if now_ms is not None else clock_ms()
         batch = validate_events(
             parse_body(body),
             now_ms=now_ms,
@@ -713,7 +673,3 @@ class BatchIngestor:
         if unknown:
             self.account_pks.update({a: pks[a] for a in unknown})
         return IngestOutcome(len(batch.items), n_rows, 0, unknown)
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)

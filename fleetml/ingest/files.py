@@ -20,10 +20,10 @@ import sqlalchemy as sa
 from tqdm.auto import tqdm
 
 from fleetml.errors import Conflict, InvalidBatch, InvalidInput, ItemError, NotFound
-from fleetml.ingest.timestamps import now_ms, parse_ts_column
 from fleetml.store import accounts as accounts_store
 from fleetml.store import metrics as metrics_store
 from fleetml.store.events import write_events
+from fleetml.timestamps import RANGE_TEXT, now_ms, parse_ts_column
 from fleetml.vocab import ACCOUNT_ID_RE, EVENT_KINDS, METRIC_NAME_RE, RESERVED_COLUMNS
 
 CHUNK_ROWS = 200_000
@@ -60,10 +60,13 @@ class ImportReport:
         }
 
     def add_errors(self, errors: Iterable[ItemError]) -> None:
+        """Record one chunk's errors; ``rejected`` counts rows, however many errors each has."""
+        rows = set()
         for err in errors:
-            self.rejected += 1
+            rows.add(err.index)
             if len(self.errors) < MAX_REPORTED_ERRORS:
                 self.errors.append(err)
+        self.rejected += len(rows)
 
 
 # --- reading files ------------------------------------------------------------------------
@@ -101,7 +104,10 @@ def iter_chunks(
             path,
             chunksize=chunk_rows,
             dtype={"account_id": "str", "master_id": "str", "group": "str", "kind": "str"},
-            keep_default_na=True,
+            # Only an empty cell is missing: a written "NaN" is a value, and not a finite one.
+            keep_default_na=False,
+            na_values=[""],
+            encoding="utf-8",
             sep="\t" if path.suffix.lower() == ".tsv" else ",",
         )
         for frame in reader:
@@ -111,6 +117,25 @@ def iter_chunks(
         raise InvalidInput(f"{path}: the file is empty (expected a header row)") from exc
     except pd.errors.ParserError as exc:
         raise InvalidInput(f"{path}: not a readable CSV file: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"{path}: line {_first_non_utf8_line(path)} is not UTF-8 text ({exc.reason}); save "
+            "the file as UTF-8"
+        ) from None
+
+
+def _first_non_utf8_line(path: Path) -> int | None:
+    """The 1-based line of ``path`` that first fails to decode as UTF-8 (the error path only)."""
+    import gzip
+
+    opener = gzip.open if path.suffix.lower() == ".gz" else open
+    with opener(path, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                return number
+    return None
 
 
 def _progress_bar(paths: Sequence[str | Path], progress: bool | None, desc: str) -> tqdm:
@@ -181,7 +206,12 @@ def _ts_errors(
     ts_ms: np.ndarray, ok: np.ndarray, raw: pd.Series, first_line: int, max_future_ms: int
 ) -> tuple[np.ndarray, list[ItemError]]:
     errors = [
-        ItemError(first_line + int(i), "ts", f"unparseable timestamp {raw.iloc[i]!r}")
+        ItemError(
+            first_line + int(i),
+            "ts",
+            f"{raw.iloc[i]!r} is not a timestamp in the supported range ({RANGE_TEXT}); use "
+            "ISO-8601 or epoch seconds",
+        )
         for i in np.flatnonzero(~ok)
     ]
     future = ok & (ts_ms > max_future_ms)
@@ -207,23 +237,25 @@ def _value_errors(
     errors: list[ItemError] = []
     for j, name in enumerate(names):
         col = frame[name]
-        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+        if pd.api.types.is_bool_dtype(col.dtype):  # true/false cells are not measurements
+            vals = np.full(n, np.nan)
+            bad_text = col.notna().to_numpy()
+        elif pd.api.types.is_numeric_dtype(col.dtype):
             vals = col.to_numpy(dtype="float64", na_value=np.nan)
             bad_text = np.zeros(n, dtype=bool)
         else:
             vals = pd.to_numeric(col, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
             bad_text = np.isnan(vals) & col.notna().to_numpy()
-            if bad_text.any():  # empty strings are missing values, not errors
+            if bad_text.any():  # blank cells and "null" are missing values, not errors
                 stripped = col[bad_text].astype("str").str.strip()
-                blank = (
-                    stripped.eq("").to_numpy()
-                    | stripped.str.lower().isin(["nan", "null"]).to_numpy()
-                )
+                blank = stripped.eq("").to_numpy() | stripped.str.lower().eq("null").to_numpy()
                 idx = np.flatnonzero(bad_text)
                 bad_text[idx[blank]] = False
         bad_inf = np.isinf(vals)
         for i in np.flatnonzero(bad_text):
-            errors.append(ItemError(first_line + int(i), name, f"not a number: {col.iloc[i]!r}"))
+            shown = col.iloc[i]
+            shown = str(bool(shown)).lower() if isinstance(shown, bool | np.bool_) else repr(shown)
+            errors.append(ItemError(first_line + int(i), name, f"not a number: {shown}"))
         for i in np.flatnonzero(bad_inf):
             errors.append(ItemError(first_line + int(i), name, "not a finite number"))
         ok &= ~(bad_text | bad_inf)

@@ -23,6 +23,7 @@ import pandas as pd
 from fleetml.serving.cache import iso
 from fleetml.serving.models import ModelSet, select_columns
 from fleetml.serving.window import RawWindow, seasonal_lags_ms, tail_reach_ms
+from fleetml.timestamps import now_ms
 
 
 class OnDemandScorer:
@@ -151,7 +152,7 @@ class OnDemandScorer:
         result = {
             "account_id": account_id,
             "group": group,
-            "computed_at": iso(int(time.time() * 1000)),
+            "computed_at": iso(now_ms()),
             "data_until": iso(data_until),
             "stale": False,
             "anomaly": self._anomaly(anomaly, frame, latest, account_id),

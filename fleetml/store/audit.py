@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
 
 from fleetml.store.tables import audit_log
+from fleetml.timestamps import bound_ms, now_ms
 
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
+__all__ = ["now_ms", "read_audit", "record", "record_many"]
 
 
 def record(
@@ -79,9 +77,9 @@ def read_audit(
     if actor:
         query = query.where(audit_log.c.actor == actor)
     if start is not None:
-        query = query.where(audit_log.c.ts >= int(start.timestamp() * 1000))
+        query = query.where(audit_log.c.ts >= bound_ms(start))
     if end is not None:
-        query = query.where(audit_log.c.ts <= int(end.timestamp() * 1000))
+        query = query.where(audit_log.c.ts <= bound_ms(end))
     with _connect(bind) as conn:
         rows = conn.execute(query).mappings().all()
     out = []

@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from fleetml.errors import InvalidInput
 from fleetml.store.accounts import account_pks
 from fleetml.store.audit import connect, now_ms
-from fleetml.store.metrics import to_ms
 from fleetml.store.tables import events
+from fleetml.timestamps import bound_ms
 from fleetml.vocab import EVENT_KINDS
 
 EventRow = tuple[int, int, str, str | None, str | None]  # (account_pk, ts_ms, kind, detail, source)
@@ -78,9 +78,9 @@ def read_events(
         if kinds:
             query = query.where(events.c.kind.in_(kinds))
         if start is not None:
-            query = query.where(events.c.ts >= to_ms(start))
+            query = query.where(events.c.ts >= bound_ms(start))
         if end is not None:
-            query = query.where(events.c.ts <= to_ms(end))
+            query = query.where(events.c.ts <= bound_ms(end))
         if limit is not None:
             query = query.limit(limit)
         rows = conn.execute(query).all()

@@ -21,6 +21,7 @@ from fleetml.store.accounts import account_pks
 from fleetml.store.audit import connect, now_ms
 from fleetml.store.tables import metric_kinds as metric_kinds_table
 from fleetml.store.tables import samples
+from fleetml.timestamps import bound_ms
 from fleetml.vocab import METRIC_NAME_RE, MetricKind, default_metric_kind
 
 SampleRow = tuple[int, int, str]  # (account_pk, ts in epoch ms, JSON object of metric values)
@@ -175,18 +176,6 @@ def declare_metric_kinds(conn: sa.Connection, kinds: Mapping[str, str], *, actor
 # --- reads --------------------------------------------------------------------------------
 
 
-def to_ms(ts) -> int | None:
-    """A timestamp (str, datetime, pandas Timestamp, epoch seconds) as epoch milliseconds."""
-    if ts is None:
-        return None
-    if isinstance(ts, int | float | np.integer | np.floating):
-        return int(round(float(ts) * 1000))
-    stamp = pd.Timestamp(ts)
-    if stamp.tzinfo is None:
-        stamp = stamp.tz_localize("UTC")
-    return int(stamp.value // 1_000_000)
-
-
 def read_metrics(
     bind,
     *,
@@ -284,10 +273,10 @@ def _read_rows(
             where.append("account_pk IN (" + ", ".join(str(int(p)) for p in pk_map.values()) + ")")
         if start is not None:
             where.append(f"ts >= {mark}")
-            params.append(to_ms(start))
+            params.append(bound_ms(start))
         if end is not None:
             where.append(f"ts <= {mark}")
-            params.append(to_ms(end))
+            params.append(bound_ms(end))
         if ranges is not None:
             if not ranges:
                 return [], names, pk_map

@@ -57,18 +57,63 @@ ts,account_id,cpu_pct
 not-a-time,a,2
 2026-01-01T00:02:00,a,high
 2026-01-01T00:03:00,a,inf
-2999-01-01T00:00:00,a,5
+2100-01-01T00:00:00,a,5
 2026-01-01T00:04:00,bad id,6
 """,
     )
     report = files.import_metrics(engine, [csv], progress=False)
     assert report.rows_stored == 1 and report.rejected == 5
     by_line = {e.index: (e.field, e.reason) for e in report.errors}
-    assert by_line[3][0] == "ts" and "unparseable" in by_line[3][1]
+    assert by_line[3][0] == "ts" and "is not a timestamp" in by_line[3][1]
     assert by_line[4] == ("cpu_pct", "not a number: 'high'")
     assert by_line[5] == ("cpu_pct", "not a finite number")
     assert "future" in by_line[6][1]
     assert by_line[7][0] == "account_id"
+
+
+def test_import_refuses_what_the_api_refuses(engine, tmp_path):
+    """The import shares the API's timestamp range and number rules: a huge or pre-1970 stamp,
+    a boolean cell and a written NaN are rejected by line, a blank cell is missing."""
+    csv = _write(
+        tmp_path / "edge.csv",
+        """
+ts,account_id,cpu_pct
+2026-01-01T00:00:00,a,1
+1e306,a,2
+0001-01-01,a,3
+1900-01-01T00:00:00,a,4
+-1000,a,5
+2026-01-01T00:01:00,a,NaN
+2026-01-01T00:02:00,a,
+2026-01-01T00:03:00,a,nan
+""",
+    )
+    report = files.import_metrics(engine, [csv], progress=False)
+    by_line = {e.index: (e.field, e.reason) for e in report.errors}
+    for line in (3, 4, 5, 6):
+        assert by_line[line][0] == "ts" and "1970-01-01" in by_line[line][1], by_line
+    assert by_line[7] == ("cpu_pct", "not a number: 'NaN'")
+    assert by_line[9] == ("cpu_pct", "not a number: 'nan'")
+    assert report.rejected == 6 and report.rows_stored == 1 and report.empty == 1
+    stored = metrics.read_metrics(engine)
+    assert stored["ts"].min() == pd.Timestamp("2026-01-01", tz="UTC")
+
+    flags = _write(
+        tmp_path / "flags.csv", "ts,account_id,up\n2026-01-01,a,true\n2026-01-01T00:01,a,false\n"
+    )
+    report = files.import_metrics(engine, [flags], progress=False)
+    assert report.rows_stored == 0 and report.rejected == 2
+    assert report.errors[0].reason == "not a number: true"
+
+
+def test_import_of_a_file_that_is_not_utf8_names_the_line(engine, tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes(
+        "ts,account_id,cpu_pct\n2026-01-01,a,1\n2026-01-01T00:01,caf\xe9,2\n".encode("latin-1")
+    )
+    with pytest.raises(InvalidInput, match=r"line 3 is not UTF-8"):
+        files.import_metrics(engine, [path], progress=False)
+    assert metrics.read_metrics(engine).empty
 
 
 def test_strict_import_stores_nothing(engine, tmp_path):

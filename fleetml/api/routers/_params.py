@@ -5,18 +5,15 @@ from __future__ import annotations
 import pandas as pd
 
 from fleetml.errors import InvalidInput
-from fleetml.ingest.batch import parse_ts_ms
+from fleetml.timestamps import to_timestamp
 
 
 def ts_param(name: str, value: str | None) -> pd.Timestamp | None:
     """A ``from``/``to`` query value (ISO-8601, naive = UTC, or epoch seconds) as a Timestamp."""
-    if value is None or value == "":
-        return None
     try:
-        ms = parse_ts_ms(value)
+        return to_timestamp(value)
     except ValueError as exc:
-        raise InvalidInput(f"query parameter {name!r}: {exc}") from None
-    return pd.Timestamp(ms, unit="ms", tz="UTC")
+        raise InvalidInput(f"query parameter {name!r}: {exc}", field=f"query.{name}") from None
 
 
 def iso_ms(ts: pd.Series) -> list[str]:

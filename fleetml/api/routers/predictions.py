@@ -158,7 +158,7 @@ async def score_account(
 async def _posted_samples(request: Request, state, account_id: str) -> pd.DataFrame | None:
     from fleetml.ingest.batch import BatchRejected, ValidationItem, parse_body
     from fleetml.ingest.batch import validate_metric_samples as validate
-    from fleetml.ingest.timestamps import now_ms
+    from fleetml.timestamps import now_ms
 
     body = await request.body()
     if not body.strip():
