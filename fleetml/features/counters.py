@@ -9,14 +9,21 @@ from fleetml.features.layout import Layout
 MINUTE_MS = 60_000.0
 
 
-def counter_increase(values: np.ndarray) -> np.ndarray:
-    """Increase between consecutive readings of one counter, with restarts handled.
+def counter_increase_between(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """Increase of a counter from the reading ``before`` to the reading ``after`` (elementwise).
 
-    A decrease means the counter restarted from zero, so the increase since the previous reading
-    is the new value itself (the Prometheus convention); increases are never negative.
+    The one implementation of the restart rule: a decrease means the counter restarted from zero,
+    so the increase since the previous reading is the new value itself (the Prometheus
+    convention); increases are never negative.
     """
-    dv = np.diff(values)
-    return np.clip(np.where(dv >= 0, dv, values[1:]), 0.0, None)
+    dv = after - before
+    return np.clip(np.where(dv >= 0, dv, after), 0.0, None)
+
+
+def counter_increase(values: np.ndarray) -> np.ndarray:
+    """Increase between consecutive readings of one counter, with restarts handled (the rule of
+    :func:`counter_increase_between`)."""
+    return counter_increase_between(values[:-1], values[1:])
 
 
 def counter_rate(values: np.ndarray, layout: Layout) -> np.ndarray:

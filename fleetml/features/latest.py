@@ -39,7 +39,7 @@ import pandas as pd
 
 from fleetml.features.config import FeatureConfig
 from fleetml.features.config import window_ms as _window_ms
-from fleetml.features.counters import MINUTE_MS
+from fleetml.features.counters import MINUTE_MS, counter_increase_between
 from fleetml.features.layout import DAY_MS, HOUR_MS, ts_to_ms
 from fleetml.vocab import default_metric_kind
 
@@ -142,12 +142,11 @@ def _prev_valid(values: np.ndarray, pos: np.ndarray, start: np.ndarray) -> np.nd
 
 
 def _rate(values: np.ndarray, ts_ms: np.ndarray, pos: np.ndarray, prev: np.ndarray) -> np.ndarray:
-    """Per-minute counter rate at ``pos`` from the previous sample ``prev`` (same rules and the
-    same float operations as :func:`fleetml.features.counters.counter_rate`)."""
+    """Per-minute counter rate at ``pos`` from the previous sample ``prev`` (the restart rule of
+    :func:`fleetml.features.counters.counter_rate`, and the same float operations)."""
     safe = np.clip(prev, 0, None)
-    cur, before = values[pos], values[safe]
-    dv = cur - before
-    increase = np.clip(np.where(dv >= 0, dv, cur), 0.0, None)
+    cur = values[pos]
+    increase = counter_increase_between(values[safe], cur)
     dt = (ts_ms[pos] - ts_ms[safe]) / MINUTE_MS
     ok = (prev >= 0) & ~np.isnan(cur) & (dt > 0)
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -166,3 +166,43 @@ def test_latest_matrix_keeps_the_frame_account_order_and_feature_state_reads_row
         state.row("acc-9")
     with pytest.raises(KeyError, match="not built"):
         state.row("acc-0", ["nope__value"])
+
+
+def counter_reset_frame():
+    """Three accounts sampled every minute for 3 h; ``msgs_sent_total`` rises 10 a minute and
+    restarts: at the last row, twice inside the last hour, and after a 80-minute silence."""
+    ts = pd.date_range("2026-03-02", periods=180, freq="min", tz="UTC").as_unit("ms")
+    count = 10.0 * np.arange(180)
+    at_last = count.copy()
+    at_last[-1] = 4.0  # restarted just now, already sent 4
+    in_window = count.copy()
+    in_window[150:] -= 10.5  # dips 0.5 below the previous reading: a restart, not a -0.5
+    in_window[170:] = 10.0 * np.arange(10)  # restarts from exactly zero
+    silent = np.full(180, np.nan)
+    silent[:100] = count[:100]  # last reading 990 at minute 99, then nothing ...
+    silent[-1] = 7.0  # ... until a restarted process reports 7, 80 minutes later
+    parts = [
+        pd.DataFrame({"ts": ts, "account_id": a, "msgs_sent_total": v, "cpu_pct": 50.0})
+        for a, v in (("at-last", at_last), ("in-window", in_window), ("silent", silent))
+    ]
+    frame = pd.concat(parts, ignore_index=True)
+    frame["account_id"] = frame["account_id"].astype("str")
+    return frame
+
+
+def test_counter_restarts_give_the_same_rates_on_the_latest_and_the_batch_path():
+    config = FeatureConfig(
+        mean_windows=("15min", "1h"),
+        std_windows=("15min",),
+        slope_windows=("15min",),
+        roc_windows=("15min",),
+        seasonal=False,
+        peers=False,
+    )
+    fast = assert_same_as_full_build(counter_reset_frame(), config=config).set_index("account_id")
+    # A restart counts the new reading as the increase (never a negative or a lost rate).
+    assert fast.loc["at-last", "msgs_sent_total__value"] == 4.0
+    assert fast.loc["silent", "msgs_sent_total__value"] == pytest.approx(7.0 / 80)
+    in_window = fast.loc["in-window"]
+    assert in_window["msgs_sent_total__mean_15min"] == pytest.approx((14 * 10 + 0) / 15)
+    assert in_window["msgs_sent_total__mean_1h"] == pytest.approx((58 * 10 + 1489.5 + 0) / 60)

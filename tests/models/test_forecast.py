@@ -125,16 +125,22 @@ def test_counter_becomes_rate_across_a_reset():
 
 
 def test_interval_coverage_is_near_nominal_on_simulated_data():
-    covered = {80: [], 95: []}
+    covered, width = {80: [], 95: []}, {80: [], 95: []}
     for seed in range(12):
         y = seasonal_series(24 * 9 + 24, seed=seed)
         history, future = y.iloc[:-24], y.iloc[-24:].to_numpy()
         out = LoadForecaster(log_transform=False).fit(history).predict(24)
         for level in covered:
-            inside = (future >= out[f"yhat_lower_{level}"]) & (future <= out[f"yhat_upper_{level}"])
-            covered[level].append(inside.mean())
+            lower, upper = out[f"yhat_lower_{level}"], out[f"yhat_upper_{level}"]
+            covered[level].append(((future >= lower) & (future <= upper)).mean())
+            width[level].append((upper - lower).mean())
+    # Near nominal from both sides: an interval wide enough to cover everything is no forecast.
     assert 0.68 <= np.mean(covered[80]) <= 0.95
-    assert 0.87 <= np.mean(covered[95]) <= 1.0
+    assert 0.87 <= np.mean(covered[95]) <= 0.985
+    # The noise is AR(1) (phi 0.5, unit innovations): a known model's 95 % interval a few steps
+    # ahead is 2 x 1.96 x the stationary sd wide. Estimation error widens it, but not by half.
+    ideal_95 = 2 * 1.96 / np.sqrt(1 - 0.5**2)
+    assert np.mean(width[95]) < 1.5 * ideal_95
 
 
 def test_short_history_falls_back_to_seasonal_naive():

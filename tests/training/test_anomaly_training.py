@@ -50,6 +50,23 @@ def test_gate_needs_labels_and_beats_baseline_and_champion():
     assert not ok and "F1 = 0" in why
 
 
+def test_gate_promotes_on_a_tie_with_baseline_and_champion():
+    # "At least" the baseline's and the champion's F1: a tie goes to the challenger, which saw
+    # more recent data (docs/anomaly.md); a hair below either reference does not promote.
+    tie = {"f1": 0.75, "alert_rate": 0.01}
+    ok, why = promotion_decision(tie, baseline={"f1": 0.75}, champion={"f1": 0.75})
+    assert ok, why
+    ok, why = promotion_decision(tie, baseline={"f1": 0.5}, champion={"f1": 0.75 + 1e-9})
+    assert not ok and "below the champion" in why
+    ok, why = promotion_decision(tie, baseline={"f1": 0.75 + 1e-9}, champion=None)
+    assert not ok and "below the baseline" in why
+    # The tolerance moves the tie point: exactly the champion's F1 minus the tolerance promotes.
+    assert promotion_decision(tie, baseline={"f1": 0.5}, champion={"f1": 1.0}, tolerance=0.25)[0]
+    assert not promotion_decision(
+        tie, baseline={"f1": 0.5}, champion={"f1": 1.0}, tolerance=0.25 - 1e-9
+    )[0]
+
+
 # ------------------------------------------------------------------ MLflow round trip
 
 
