@@ -36,6 +36,18 @@ class Settings(BaseSettings):
         "power loss; NORMAL (WAL) survives a process crash only.",
     )
     max_batch_samples: int = Field(default=100_000, ge=10_000)
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Largest request body accepted (413 past it, checked before parsing). A "
+        "full batch of 100,000 samples of eight metrics is about 15 MB.",
+    )
+    max_inflight_body_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=64 * 1024,
+        description="Request bodies held at once by one API process; past it requests get 503 "
+        "with Retry-After instead of growing memory without bound.",
+    )
     max_future_skew_s: float = Field(
         default=300.0, description="Samples stamped further ahead of the server clock are rejected."
     )

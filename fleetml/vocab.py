@@ -98,3 +98,70 @@ RESERVED_COLUMNS: frozenset[str] = frozenset({"ts", "account_id"})
 def default_metric_kind(name: str) -> MetricKind:
     """A name ending in ``_total`` is a counter (Prometheus convention); anything else a gauge."""
     return MetricKind.COUNTER if name.endswith("_total") else MetricKind.GAUGE
+
+
+# --- text the store can hold, the same on SQLite and PostgreSQL -------------------------------
+
+#: Names people give (groups, API keys, silence and alert filters): at most this many characters.
+NAME_MAX = 128
+#: Free text (notes, comments, event details): at most this many characters.
+TEXT_MAX = 2000
+#: JSON objects stored as they came (account attributes, event details): at most this deep.
+JSON_MAX_DEPTH = 32
+
+_NUL_REASON = "must not contain NUL characters (\\u0000)"
+_SURROGATE_REASON = "must be valid Unicode text (a lone surrogate such as \\ud800 is not)"
+
+
+def text_problem(value: str, *, max_length: int | None = None) -> str | None:
+    """Why ``value`` cannot be stored as text (None if it can).
+
+    PostgreSQL refuses NUL in text and JSON, and nothing can encode a lone surrogate as UTF-8;
+    SQLite takes both, so the rule is checked here, before either store, for both.
+    """
+    if "\x00" in value:
+        return _NUL_REASON
+    if max_length is not None and len(value) > max_length:
+        return f"must be at most {max_length} characters, got {len(value)}"
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return _SURROGATE_REASON
+    return None
+
+
+def json_problem(value, *, max_depth: int = JSON_MAX_DEPTH) -> tuple[str, str] | None:
+    """The first ``(path, reason)`` of ``value`` (parsed JSON) the store cannot hold, or None.
+
+    Keys and strings follow :func:`text_problem`; numbers must be finite (JSON has no NaN or
+    Infinity, and a lenient parser must not sneak them in as null); nesting at most
+    ``max_depth``. The walk is iterative, so a hostile depth cannot exhaust the stack.
+    """
+    import math
+
+    stack = [("", value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if isinstance(item, str):
+            reason = text_problem(item)
+            if reason is not None:
+                return path, reason
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return path, f"{item} is not a finite number"
+        elif isinstance(item, dict | list):
+            if depth >= max_depth:
+                return path, f"is nested deeper than {max_depth} levels"
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    key = str(key)
+                    reason = text_problem(key)
+                    sub_path = f"{path}.{key}" if path else key
+                    if reason is not None:
+                        return f"{path}.{ascii(key)}" if path else ascii(key), f"key {reason}"
+                    stack.append((sub_path, sub, depth + 1))
+            else:
+                for i, sub in enumerate(item):
+                    stack.append((f"{path}[{i}]", sub, depth + 1))
+    return None

@@ -11,12 +11,13 @@ from __future__ import annotations
 import os
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from fleetml.api.auth import KeyCache
 from fleetml.api.deps import ApiState
 from fleetml.api.docs import install_docs
 from fleetml.api.errors import install_error_handlers
+from fleetml.api.guard import RequestGuard, check_path_params
 from fleetml.api.openapi import openapi_builder
 from fleetml.api.prometheus import ApiMetrics, PrometheusMiddleware, WriterCollector
 from fleetml.config import Settings, get_settings
@@ -84,6 +85,7 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
 
     app = FastAPI(
         lifespan=lifespan,
+        dependencies=[Depends(check_path_params)],
         title="fleetml",
         version="0.1.0",
         docs_url=None,  # install_docs serves /docs and /redoc without a CDN
@@ -108,6 +110,11 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
     # Prometheus labels and the 403 messages show), however FastAPI nests included routers.
     for name in ROUTERS:
         app.include_router(importlib.import_module(f"fleetml.api.routers.{name}").router)
-    app.add_middleware(PrometheusMiddleware, metrics=api_metrics)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        max_inflight_body_bytes=settings.max_inflight_body_bytes,
+    )
+    app.add_middleware(PrometheusMiddleware, metrics=api_metrics)  # outermost: counts 413s too
     app.openapi = openapi_builder(app)
     return app

@@ -7,6 +7,7 @@ exception (500).
 
 from __future__ import annotations
 
+import json
 import logging
 
 import orjson
@@ -21,8 +22,16 @@ from fleetml.errors import Conflict, InvalidBatch, InvalidInput, NotFound
 log = logging.getLogger("fleetml.api")
 
 
+class ErrorJSONResponse(JSONResponse):
+    """An error answer, ASCII-escaped: a lone surrogate quoted from the input cannot make it
+    unserialisable (which would turn a 422 into a 500)."""
+
+    def render(self, content) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, default=str).encode()
+
+
 def _json(status: int, body: dict, headers: dict | None = None) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers=headers)
+    return ErrorJSONResponse(body, status_code=status, headers=headers)
 
 
 def _route(request: Request) -> str:
@@ -112,6 +121,9 @@ def _http_error_body(detail) -> dict:
     return {"detail": detail if isinstance(detail, str) else str(detail), "errors": []}
 
 
-class _OrjsonResponse(JSONResponse):
+class _OrjsonResponse(ErrorJSONResponse):
     def render(self, content) -> bytes:
-        return orjson.dumps(content)
+        try:
+            return orjson.dumps(content)
+        except TypeError:  # a string orjson will not encode (a lone surrogate): the slow way
+            return super().render(content)

@@ -26,7 +26,7 @@ import orjson
 from fleetml.errors import InvalidBatch, ItemError
 from fleetml.timestamps import MAX_SECONDS, parse_ts_ms
 from fleetml.timestamps import now_ms as clock_ms
-from fleetml.vocab import ACCOUNT_ID_RE, EVENT_KINDS, METRIC_NAME_RE
+from fleetml.vocab import ACCOUNT_ID_RE, EVENT_KINDS, METRIC_NAME_RE, json_problem
 
 __all__ = [
     "BatchIngestor",
@@ -87,7 +87,7 @@ def parse_body(body: bytes) -> Any:
     except orjson.JSONDecodeError as fast_error:
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise BatchRejected(
                 f"request body is not valid JSON: {fast_error}",
                 [ValidationItem(None, "body", str(fast_error))],
@@ -159,15 +159,15 @@ def _items(payload: Any, key: str, *, max_items: int, what: str) -> list:
 
 def _check_ts(value: Any, ts_cache: TimestampCache, max_ms: int) -> tuple[int | None, str | None]:
     """(epoch ms, None) for a good timestamp, (None, reason) for a bad one."""
+    looks_like_ms = type(value) in (int, float) and 1e11 < value < 1e15
+    hint = "; it looks like epoch milliseconds, send epoch seconds" if looks_like_ms else ""
     try:
         ms = ts_cache.get(value) if type(value) is str else parse_ts_ms(value)
     except ValueError as exc:
-        return None, str(exc)
+        return None, f"is too far in the future: {exc}{hint}" if hint else str(exc)
     if ms > max_ms:
         reason = "is too far in the future (more than the allowed clock skew ahead of the server)"
-        if isinstance(value, int | float) and value > 1e11:
-            reason += "; it looks like epoch milliseconds, send epoch seconds"
-        return None, reason
+        return None, reason + hint
     return ms, None
 
 
@@ -433,11 +433,13 @@ def validate_events(
                 ValidationItem(i, "kind", f"{shown}; known kinds: {', '.join(sorted(EVENT_KINDS))}")
             )
         detail = ev.get("detail")
-        if detail is not None and type(detail) is not str:
-            try:
+        if detail is not None:
+            problem = json_problem(detail)
+            if problem is not None:
+                where = f"detail.{problem[0]}" if problem[0] else "detail"
+                errors.append(ValidationItem(i, where, problem[1]))
+            elif type(detail) is not str:
                 detail = orjson.dumps(detail).decode()
-            except TypeError:  # NaN from the lenient parser
-                detail = json.dumps(detail)
         if len(errors) == n_before:
             out.append((aid, ts, kind, detail))
             aids.add(aid)

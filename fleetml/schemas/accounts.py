@@ -6,21 +6,24 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleetml.schemas.common import AccountId, JsonObject, Name
 from fleetml.vocab import AccountState, Role
 
 
 class AccountCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    account_id: str = Field(max_length=128, pattern=r"^[A-Za-z0-9_.:@+\-]{1,128}$")
+    account_id: AccountId
     role: Role = Role.MASTER
-    master_id: str | None = Field(default=None, description="Required for a servant.")
-    group: str | None = None
+    master_id: AccountId | None = Field(default=None, description="Required for a servant.")
+    group: Name | None = None
     state: AccountState | None = Field(
         default=None, description="Default: active for a master, standby for a servant."
     )
-    capacity: float | None = Field(default=None, gt=0, description="Messages per minute.")
-    attributes: dict[str, Any] = Field(default_factory=dict)
+    capacity: float | None = Field(
+        default=None, gt=0, allow_inf_nan=False, description="Messages per minute."
+    )
+    attributes: JsonObject = Field(default_factory=dict)
 
 
 class AccountUpdate(BaseModel):
@@ -29,11 +32,11 @@ class AccountUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role | None = None
-    master_id: str | None = None
-    group: str | None = None
+    master_id: AccountId | None = None
+    group: Name | None = None
     state: AccountState | None = None
-    capacity: float | None = Field(default=None, gt=0)
-    attributes: dict[str, Any] | None = None
+    capacity: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    attributes: JsonObject | None = None
 
 
 class AccountOut(BaseModel):

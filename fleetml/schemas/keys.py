@@ -6,13 +6,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from fleetml.schemas.common import Name
 from fleetml.vocab import ApiRole
 
 
 class KeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=128, description="Who or what uses the key.")
+    name: Name = Field(description="Who or what uses the key.")
     role: ApiRole
 
 

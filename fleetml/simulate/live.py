@@ -84,7 +84,7 @@ class LiveStreamer:
         self.clock = clock
         self.stats = LiveStats()
 
-    def _send(self, method: str, path: str, body: dict) -> httpx.Response:
+    def _send(self, method: str, path: str, body: dict | None) -> httpx.Response:
         delay = self.backoff_s
         for attempt in range(self.max_retries + 1):
             try:
@@ -111,7 +111,30 @@ class LiveStreamer:
         raise AssertionError("unreachable")
 
     def declare_counters(self) -> None:
-        self._send("PUT", "/v1/metric-kinds", {"kinds": {c: "counter" for c in COUNTERS}})
+        """Make sure the simulator's counters are declared as counters.
+
+        Declaring kinds is an admin setting: a runtime key can only check. When they are not
+        declared yet and the key may not declare them, the stream stops before sending anything,
+        since counters read as gauges would skew every model trained on the stream.
+        """
+        try:
+            kinds = self._send("GET", "/v1/metric-kinds", None).json().get("kinds") or {}
+        except ValueError:  # not JSON: declare them all
+            kinds = {}
+        missing = sorted(c for c in COUNTERS if kinds.get(c) != "counter")
+        if not missing:
+            return
+        try:
+            self._send("PUT", "/v1/metric-kinds", {"kinds": dict.fromkeys(missing, "counter")})
+        except LiveStreamError as exc:
+            if "HTTP 403" not in str(exc):
+                raise
+            flags = " ".join(f"--counter {c}" for c in missing)
+            raise LiveStreamError(
+                f"the simulator's counters ({', '.join(missing)}) are not declared as counters "
+                "and this key may not declare them (metric kinds are an admin setting); run "
+                f"`fleetml metrics kinds {flags}` or stream once with an admin key"
+            ) from None
 
     def send_step(self, sim: FleetSimulator, obs) -> None:
         values = np.stack([obs.raw_metrics[m] for m in METRIC_NAMES], axis=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -12,7 +13,14 @@ from fleetml.errors import Conflict, InvalidInput, NotFound
 from fleetml.store import audit
 from fleetml.store.audit import connect, now_ms
 from fleetml.store.tables import accounts
-from fleetml.vocab import ACCOUNT_ID_RE, AccountState, Role
+from fleetml.vocab import (
+    ACCOUNT_ID_RE,
+    NAME_MAX,
+    AccountState,
+    Role,
+    json_problem,
+    text_problem,
+)
 
 #: Fields a caller may set. ``account_id`` is immutable once created.
 EDITABLE = ("role", "master_id", "group", "state", "capacity", "attributes")
@@ -39,11 +47,26 @@ def _check_fields(values: Mapping[str, Any]) -> None:
         allowed = ", ".join(s.value for s in AccountState)
         raise InvalidInput(f"state must be one of {allowed}, not {values['state']!r}")
     cap = values.get("capacity")
-    if cap is not None and (not isinstance(cap, int | float) or not cap > 0 or cap != cap):
-        raise InvalidInput(f"capacity must be a positive number of messages a minute, not {cap!r}")
+    if cap is not None and (
+        not isinstance(cap, int | float) or isinstance(cap, bool) or not 0 < cap < math.inf
+    ):
+        raise InvalidInput(
+            f"capacity must be a positive, finite number of messages a minute, not {cap!r}",
+            field="capacity",
+        )
+    group = values.get("group")
+    if group is not None:
+        reason = "must be a string" if not isinstance(group, str) else None
+        reason = reason or text_problem(group, max_length=NAME_MAX)
+        if reason is not None:
+            raise InvalidInput(f"group {ascii(group)[:60]} {reason}", field="group")
     attrs = values.get("attributes")
     if attrs is not None and not isinstance(attrs, Mapping):
         raise InvalidInput("attributes must be an object of free-form key/value pairs")
+    problem = json_problem(attrs) if attrs else None
+    if problem is not None:
+        where = f"attributes.{problem[0]}" if problem[0] else "attributes"
+        raise InvalidInput(f"{where}: {problem[1]}", field=where)
 
 
 def _check_role_master(conn: sa.Connection, account_id: str, role: str, master_id: str | None):

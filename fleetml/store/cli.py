@@ -249,7 +249,7 @@ def keys_revoke(key_id: int) -> None:
     try:
         with engine.begin() as conn:
             record = revoke_key(conn, key_id, actor=ACTOR)
-    except NotFound as exc:
+    except (NotFound, Conflict) as exc:
         _fail(exc)
     click.echo(json.dumps(record))
 

@@ -12,11 +12,11 @@ import secrets
 import pandas as pd
 import sqlalchemy as sa
 
-from fleetml.errors import InvalidInput, NotFound
+from fleetml.errors import Conflict, InvalidInput, NotFound
 from fleetml.store import audit
 from fleetml.store.audit import connect, now_ms
 from fleetml.store.tables import api_keys
-from fleetml.vocab import ApiRole
+from fleetml.vocab import NAME_MAX, ApiRole, text_problem
 
 KEY_PREFIX = "fml_"
 
@@ -43,8 +43,11 @@ def create_key(conn: sa.Connection, *, role: str, name: str, actor: str) -> tupl
     """Create a key; returns ``(plaintext, record)``. The plaintext is never stored."""
     if role not in {r.value for r in ApiRole}:
         raise InvalidInput(f"role must be one of runtime, ops, admin (got {role!r})")
-    if not name or len(name) > 128:
-        raise InvalidInput("a key needs a name of 1-128 characters (who or what uses it)")
+    if not name or text_problem(name, max_length=NAME_MAX) is not None:
+        raise InvalidInput(
+            "a key needs a name of 1-128 characters, without NUL (who or what uses it)",
+            field="name",
+        )
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     result = conn.execute(
         api_keys.insert().values(
@@ -101,6 +104,18 @@ def revoke_key(conn: sa.Connection, key_id: int, *, actor: str) -> dict:
     if row is None:
         raise NotFound(f"no API key with id {key_id}")
     before = _public(row)
+    if row["revoked_at"] is None and row["role"] == "admin":
+        # Locked (PostgreSQL), so two revocations at once cannot each leave the other one last.
+        admins = conn.execute(
+            sa.select(api_keys.c.id)
+            .where(api_keys.c.role == "admin", api_keys.c.revoked_at.is_(None))
+            .with_for_update()
+        ).all()
+        if len(admins) <= 1:
+            raise Conflict(
+                f"API key {key_id} is the last admin key; revoking it would lock every admin "
+                "out: create another admin key first (POST /v1/keys or fleetml keys create)"
+            )
     if row["revoked_at"] is None:
         conn.execute(api_keys.update().where(api_keys.c.id == key_id).values(revoked_at=now_ms()))
     row = conn.execute(sa.select(api_keys).where(api_keys.c.id == key_id)).mappings().one()

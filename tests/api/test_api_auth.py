@@ -46,12 +46,11 @@ def test_role_matrix(sqlite_api):
     assert api.post("/v1/metrics?register=true", as_="ops", json=sample).status_code == 403
     assert api.get("/v1/metrics", as_="ops").status_code == 200
     assert api.get("/v1/keys", as_="ops").status_code == 200
-    # runtime ingests and declares kinds, but does not read the store
+    # runtime ingests, but neither reads the store nor changes metric kinds (configuration)
     assert api.post("/v1/metrics?register=true", as_="runtime", json=sample).status_code == 200
-    assert (
-        api.put("/v1/metric-kinds", as_="runtime", json={"kinds": {"a": "gauge"}}).status_code
-        == 200
-    )
+    for role in ("runtime", "ops"):
+        kinds = api.put("/v1/metric-kinds", as_=role, json={"kinds": {"a": "gauge"}})
+        assert kinds.status_code == 403, (role, kinds.text)
     denied = api.get("/v1/metrics", as_="runtime")
     assert denied.status_code == 403
     assert "ops or admin" in denied.json()["detail"]

@@ -290,8 +290,12 @@ def test_decisions_answer_why_traffic_moved(api, fleet):
 # ---- unknown ids and hostile input ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("action_id", ["999999", "2147483648", "9223372036854775807"])
-def test_unknown_ids_are_404(api, fleet, action_id):
+@pytest.mark.parametrize(
+    ("action_id", "status"),
+    [("999999", 404), ("2147483647", 404), ("2147483648", 422), ("9223372036854775807", 422)],
+)
+def test_unknown_ids_are_404_and_impossible_ones_422(api, fleet, action_id, status):
+    """Ids are PostgreSQL integers on both stores: past 2**31 - 1 no row can have one."""
     for url, body in (
         (f"/v1/actions/{action_id}/approve", None),
         (f"/v1/actions/{action_id}/reject", None),
@@ -299,7 +303,7 @@ def test_unknown_ids_are_404(api, fleet, action_id):
         (f"/v1/recommendations/{action_id}/accept", None),
         (f"/v1/recommendations/{action_id}/dismiss", None),
     ):
-        assert api.post(url, json=body).status_code == 404, url
+        assert api.post(url, json=body).status_code == status, url
     for url in ("/v1/actions", "/v1/decisions", "/v1/recommendations"):
         assert api.get(url, params={"cursor": action_id}).status_code == 200, url
 

@@ -10,6 +10,8 @@ import pytest
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 
+JSON = {"Content-Type": "application/json"}
+
 
 def _samples(n: int, *, accounts=("wa-1", "wa-2"), metrics=("cpu_pct", "queue_depth"), t0=T0):
     return [
@@ -81,7 +83,7 @@ def test_non_finite_strings_and_literals_are_each_reported(api):
         b'{"account_id": "wa-1", "ts": 1767225640, "values": {"a": true}}'
         b"]}"
     )
-    resp = api.post("/v1/metrics", as_="runtime", content=raw)
+    resp = api.post("/v1/metrics", as_="runtime", content=raw, headers=JSON)
     assert resp.status_code == 422
     reasons = {e["index"]: e["reason"] for e in resp.json()["errors"]}
     assert reasons == {
@@ -190,7 +192,7 @@ def test_batch_over_the_limit_is_refused_with_413(api):
 
 
 def test_body_that_is_not_json_is_a_400(api):
-    resp = api.post("/v1/metrics", as_="runtime", content=b"{not json")
+    resp = api.post("/v1/metrics", as_="runtime", content=b"{not json", headers=JSON)
     assert resp.status_code == 400
     assert "not valid JSON" in resp.json()["detail"]
 
@@ -205,10 +207,10 @@ def test_metric_kinds_default_by_name_and_declared(api):
     assert api.post("/v1/metrics", as_="runtime", json={"samples": [sample]}).status_code == 200
     kinds = api.get("/v1/metric-kinds", as_="runtime").json()["kinds"]
     assert kinds == {"cpu_pct": "gauge", "restarts": "gauge", "sent_total": "counter"}
-    resp = api.put("/v1/metric-kinds", as_="runtime", json={"kinds": {"restarts": "counter"}})
+    resp = api.put("/v1/metric-kinds", as_="admin", json={"kinds": {"restarts": "counter"}})
     assert resp.status_code == 200, resp.text
     assert resp.json()["kinds"]["restarts"] == "counter"
-    bad = api.put("/v1/metric-kinds", as_="runtime", json={"kinds": {"x": "histogram"}})
+    bad = api.put("/v1/metric-kinds", as_="admin", json={"kinds": {"x": "histogram"}})
     assert bad.status_code == 422
 
 

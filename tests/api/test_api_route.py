@@ -274,7 +274,9 @@ def _report(n: int) -> list[dict]:
 def test_hostile_bodies_are_4xx(routed, body):
     api, _, table = routed
     table.refresh(force=True)
-    resp = api.post("/v1/route", as_="runtime", content=body)
+    resp = api.post(
+        "/v1/route", as_="runtime", content=body, headers={"Content-Type": "application/json"}
+    )
     assert 400 <= resp.status_code < 500, (resp.status_code, resp.text[:300])
     assert resp.json()["detail"]
 
@@ -285,7 +287,10 @@ def test_a_huge_report_is_refused_and_the_limit_is_accepted(routed):
     api, _, table = routed
     table.refresh(force=True)
     too_many = api.post(
-        "/v1/route", as_="runtime", content=orjson.dumps({"group": "g1", "report": _report(1001)})
+        "/v1/route",
+        as_="runtime",
+        content=orjson.dumps({"group": "g1", "report": _report(1001)}),
+        headers={"Content-Type": "application/json"},
     )
     assert too_many.status_code == 422 and "report" in too_many.json()["detail"]
     at_limit = api.post("/v1/route", as_="runtime", json={"group": "g1", "report": _report(1000)})

@@ -46,7 +46,8 @@ def test_stream_declares_counters_then_posts_samples_and_events():
         clock=fake.clock,
     )
     assert stats.steps == CONFIG.n_steps
-    first = seen[0]
+    check, first = seen[0], seen[1]  # read the kinds, then declare the missing counters
+    assert (check.method, check.url.path) == ("GET", "/v1/metric-kinds")
     assert (first.method, first.url.path) == ("PUT", "/v1/metric-kinds")
     assert json.loads(first.content) == {"kinds": {c: "counter" for c in COUNTERS}}
     posts = [r for r in seen if r.url.path == "/v1/metrics"]
@@ -123,6 +124,7 @@ def test_streams_into_the_real_api(sqlite_settings):
     upgrade(engine)
     with engine.begin() as conn:
         key, _ = create_key(conn, role="runtime", name="sim", actor="pytest")
+        admin, _ = create_key(conn, role="admin", name="ops-lead", actor="pytest")
     config = SimConfig(
         masters=1,
         servants=1,
@@ -132,8 +134,14 @@ def test_streams_into_the_real_api(sqlite_settings):
     )
     sim = FleetSimulator(config, seed=2, record=False)
     with TestClient(create_app(sqlite_settings)) as client:
+        # a runtime key may not declare metric kinds: the stream stops before sending anything
         streamer = LiveStreamer(client, api_key=key, speed=1e6, sleep=lambda s: None)
-        stats = streamer.run(sim, ReactiveBaselinePolicy())
+        with pytest.raises(LiveStreamError, match="fleetml metrics kinds --counter"):
+            streamer.run(sim, ReactiveBaselinePolicy())
+        assert read_metrics(engine).empty
+        LiveStreamer(client, api_key=admin, speed=1e6).declare_counters()  # what an admin does
+        streamer = LiveStreamer(client, api_key=key, speed=1e6, sleep=lambda s: None)
+        stats = streamer.run(FleetSimulator(config, seed=2, record=False), ReactiveBaselinePolicy())
     assert stats.samples_sent > 0
     assert len(read_metrics(engine)) == stats.samples_sent
     assert metric_kinds(engine)["user_blocks"] == "counter"

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
 from fleetml.api.deps import OpsKey, ReaderKey, RuntimeKey, StateDep
+from fleetml.api.routers._params import row_id
 from fleetml.api.routers.decisions import AccountFilter, Cursor, GroupFilter, Limit, page_cursor
 from fleetml.schemas.common import ErrorResponse
 from fleetml.schemas.decisions import ActionAck, ActionOut, ActionsOut, ActionState, Comment
@@ -16,8 +17,7 @@ from fleetml.store.audit import now_ms
 
 router = APIRouter(prefix="/v1", tags=["actions"])
 
-_INT64 = 2**63 - 1  # beyond it a client sent garbage (422); below it an unknown id is a 404
-ActionId = Annotated[int, Path(ge=1, le=_INT64, description="The action's id.")]
+ActionId = row_id("action")
 CommentBody = Annotated[Comment | None, Body(description="Optional comment for the audit log.")]
 
 _CHANGE = {

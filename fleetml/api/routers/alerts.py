@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
 from fleetml.api.deps import OpsKey, StateDep
+from fleetml.api.routers._params import row_id
 from fleetml.errors import InvalidInput, NotFound
 from fleetml.schemas.alerts import (
     AlertDetailOut,
@@ -26,9 +27,8 @@ from fleetml.store.audit import now_ms
 
 router = APIRouter(prefix="/v1", tags=["alerts"])
 
-_INT64 = 2**63 - 1  # beyond it a client sent garbage (422); below it an unknown id is a 404
-AlertId = Annotated[int, Path(ge=1, le=_INT64, description="The alert's id.")]
-SilenceId = Annotated[int, Path(ge=1, le=_INT64, description="The silence's id.")]
+AlertId = row_id("alert")
+SilenceId = row_id("silence")
 Note = Annotated[AlertNote | None, Body(description="Optional note for the history.")]
 
 _NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such alert."}}
@@ -185,7 +185,9 @@ def delete_silence(silence_id: SilenceId, key: OpsKey, state: StateDep) -> Silen
 def _cursor(cursor: str | None) -> int | None:
     if cursor is None or cursor == "":
         return None
-    if not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) <= _INT64:
+    if (
+        not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) < 2**63
+    ):  # a cursor past every id is an empty page
         raise InvalidInput(f"cursor {cursor!r} is not one this API handed out; start without it")
     return int(cursor)
 

@@ -16,7 +16,6 @@ from fleetml.vocab import ACCOUNT_ID_RE
 
 router = APIRouter(prefix="/v1", tags=["decisions"])
 
-_INT64 = 2**63 - 1  # beyond it a client sent garbage (422); below it an unknown id is a 404
 Cursor = Annotated[
     str | None, Query(max_length=32, description="next_cursor of the previous page.")
 ]
@@ -72,6 +71,8 @@ def page_cursor(cursor: str | None) -> int | None:
     """A ``cursor`` query value (the last id of the previous page) as an id."""
     if cursor is None or cursor == "":
         return None
-    if not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) <= _INT64:
+    if (
+        not (cursor.isascii() and cursor.isdigit()) or not 0 < int(cursor) < 2**63
+    ):  # a cursor past every id is an empty page
         raise InvalidInput(f"cursor {cursor!r} is not one this API handed out; start without it")
     return int(cursor)

@@ -7,10 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from fleetml.api.deps import AdminKey, OpsKey, StateDep
+from fleetml.api.routers._params import row_id
 from fleetml.schemas.common import ErrorResponse
 from fleetml.schemas.keys import KeyCreate, KeyCreated, KeyOut, KeysOut
 
 router = APIRouter(prefix="/v1", tags=["keys"])
+KeyId = row_id("API key")
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated, summary="Create an API key")
@@ -40,7 +42,7 @@ def list_keys(
     responses={404: {"model": ErrorResponse}},
     summary="Revoke an API key",
 )
-def revoke_key(key_id: int, key: AdminKey, state: StateDep) -> dict:
+def revoke_key(key_id: KeyId, key: AdminKey, state: StateDep) -> dict:
     """Effective at once in this process (other workers: within ``api_key_cache_s``)."""
     from fleetml.store.keys import revoke_key as store_revoke
 

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from fleetml.api.deps import AnyKey, OpsKey, RuntimeKey, StateDep
+from fleetml.api.deps import AdminKey, AnyKey, OpsKey, RuntimeKey, StateDep
 from fleetml.api.openapi import raw_body_openapi
 from fleetml.api.routers._params import iso_ms, ts_param
 from fleetml.errors import InvalidInput
@@ -236,11 +236,12 @@ def get_metric_kinds(key: AnyKey, state: StateDep) -> MetricKindsOut:
     response_model=MetricKindsOut,
     responses={422: {"model": ErrorResponse}},
 )
-def put_metric_kinds(body: MetricKindsIn, key: RuntimeKey, state: StateDep) -> MetricKindsOut:
+def put_metric_kinds(body: MetricKindsIn, key: AdminKey, state: StateDep) -> MetricKindsOut:
     """Declare or change kinds; names not mentioned keep theirs. Every change is audited.
 
-    The runtime may declare kinds, since it knows what it exports. Without a declaration a
-    name ending in ``_total`` is a counter and anything else a gauge.
+    An admin setting: a kind changes how every later model reads the metric, so it is
+    configuration, not ingest. Without a declaration a name ending in ``_total`` is a counter
+    and anything else a gauge.
     """
     from fleetml.store.metrics import declare_metric_kinds
 

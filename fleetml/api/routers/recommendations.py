@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Path, Query
+from fastapi import APIRouter, Body, Query
 
 from fleetml.api.deps import OpsKey, StateDep
+from fleetml.api.routers._params import row_id
 from fleetml.api.routers.decisions import Cursor, GroupFilter, Limit, page_cursor
 from fleetml.decisions.contracts import RecommendationKind
 from fleetml.schemas.common import ErrorResponse
@@ -22,8 +23,7 @@ from fleetml.store.audit import now_ms
 
 router = APIRouter(prefix="/v1", tags=["recommendations"])
 
-_INT64 = 2**63 - 1  # beyond it a client sent garbage (422); below it an unknown id is a 404
-RecommendationId = Annotated[int, Path(ge=1, le=_INT64, description="The recommendation's id.")]
+RecommendationId = row_id("recommendation")
 CommentBody = Annotated[Comment | None, Body(description="Optional comment for the record.")]
 
 _CHANGE = {

@@ -1,0 +1,208 @@
+"""The request guard: what every request must satisfy before any route parses it.
+
+A pure ASGI middleware (no per-request thread, no copy of small bodies), in this order:
+
+1. **Size** (413): a body over ``max_body_bytes`` is refused from its ``Content-Length`` before
+   a byte is read, or as soon as a streamed body passes the limit.
+2. **Overload** (503 with ``Retry-After``): the bodies held by requests in flight are bounded
+   by ``max_inflight_body_bytes``; past it a request is refused at once instead of queueing and
+   growing the server's memory without bound.
+3. **Content type** (415): a request body must be JSON (``application/json`` or ``*/*+json``).
+4. **Text the store can hold** (422, naming the parameter or the body path): no NUL and no lone
+   surrogate in a query parameter or any string or key of a JSON body. The body is scanned as
+   bytes for the only escapes that produce them (``\\u0000``, ``\\ud800``..``\\udfff``); only a
+   hit is parsed to name the field, so ingest pays a byte scan, not a parse.
+
+Path parameters are known only once a route matched: :func:`check_path_params` is an
+app-wide dependency applying the same rule to them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from email.message import Message
+from urllib.parse import parse_qsl
+
+from fastapi import Request
+
+from fleetml.errors import InvalidInput
+from fleetml.vocab import json_problem, text_problem
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# A JSON escape that decodes to NUL or to a surrogate (a pair is legal: the slow path checks).
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+
+
+def error_body(detail: str, errors: list[dict] | None = None) -> bytes:
+    """The one error shape, as bytes. ASCII-escaped, so no input can make it unserialisable."""
+    return json.dumps({"detail": detail, "errors": errors or []}, ensure_ascii=True).encode()
+
+
+def _is_json(content_type: str) -> bool:
+    message = Message()
+    message["content-type"] = content_type
+    if message.get_content_maintype() != "application":
+        return False
+    subtype = message.get_content_subtype()
+    return subtype == "json" or subtype.endswith("+json")
+
+
+class RequestGuard:
+    def __init__(self, app, *, max_body_bytes: int, max_inflight_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.max_inflight = max_inflight_body_bytes
+        self.inflight = 0  # body bytes held by requests being served (one event loop: no lock)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        problem = self._query_problem(scope)
+        if problem is not None:
+            await _answer(send, 422, *problem)
+            return
+        if scope["method"] not in _BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
+        headers = {k.lower(): v for k, v in scope.get("headers", ())}
+        declared = headers.get(b"content-length")
+        try:
+            declared = int(declared) if declared is not None else 0
+        except ValueError:
+            await _answer(send, 400, "Content-Length is not a number", "header.content-length")
+            return
+        if declared > self.max_body_bytes:
+            await self._too_large(send)
+            return
+        held = [0]  # this request's share of self.inflight, released when it is answered
+        try:
+            if await self._hold(held, declared, send):
+                await self._with_body(scope, receive, send, headers, held)
+        finally:
+            self.inflight -= held[0]
+
+    async def _hold(self, held: list[int], n: int, send) -> bool:
+        """Count ``n`` more body bytes as held; False (answered 503) past the in-flight limit."""
+        if n and self.inflight + n > self.max_inflight:
+            await _answer(
+                send,
+                503,
+                "the server is at its limit of request bodies in flight; retry shortly",
+                None,
+                headers=[(b"retry-after", b"1")],
+            )
+            return False
+        self.inflight += n
+        held[0] += n
+        return True
+
+    async def _with_body(self, scope, receive, send, headers, held: list[int]) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await self._too_large(send)
+                return
+            if size > held[0] and not await self._hold(held, size - held[0], send):
+                return  # a streamed body (no Content-Length) is counted as it arrives
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        if body:
+            content_type = headers.get(b"content-type", b"").decode("latin-1")
+            if not _is_json(content_type):
+                shown = content_type or "none"
+                await _answer(
+                    send,
+                    415,
+                    f"the request body must be JSON (Content-Type: application/json), got {shown}",
+                    "header.content-type",
+                )
+                return
+            problem = _body_problem(body)
+            if problem is not None:
+                await _answer(send, 422, *problem)
+                return
+        sent = False
+
+        async def replay():
+            nonlocal sent
+            if sent:
+                return await receive()  # after the body: wait for a disconnect
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _too_large(self, send) -> None:
+        await _answer(
+            send,
+            413,
+            f"the request body is over the limit of {self.max_body_bytes} bytes "
+            "(FLEETML_MAX_BODY_BYTES); split the batch",
+            "body",
+        )
+
+    @staticmethod
+    def _query_problem(scope) -> tuple[str, str] | None:
+        raw = scope.get("query_string", b"")
+        if b"%00" not in raw and b"\x00" not in raw:
+            return None  # a lone surrogate cannot come through UTF-8 percent-decoding
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            for text in (name, value):
+                if "\x00" in text:
+                    return _named(f"query.{name.replace(chr(0), '')}", text_problem(text))
+        return None
+
+
+def _named(field: str, reason: str | None) -> tuple[str, str]:
+    return f"{field}: {reason}", field
+
+
+def _body_problem(body: bytes) -> tuple[str, str] | None:
+    if _SUSPECT_ESCAPE.search(body) is None:
+        return None
+    try:
+        parsed = json.loads(body)
+    except (ValueError, RecursionError):
+        return None  # not JSON: the route says so with its own 400
+    problem = json_problem(parsed, max_depth=10_000)
+    if problem is None or "nested" in problem[1] or "finite" in problem[1]:
+        return None  # a legal surrogate pair or an escaped backslash; numbers are the route's
+    path, reason = problem
+    field = f"body.{path}" if path else "body"
+    return f"{field}: {reason}", field
+
+
+async def _answer(send, status: int, detail: str, field: str | None, *, headers=()) -> None:
+    errors = [] if field is None else [{"index": None, "field": field, "reason": detail}]
+    body = error_body(detail, errors)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def check_path_params(request: Request) -> None:
+    """App-wide dependency: a path parameter follows the same text rule (422 naming it)."""
+    for name, value in request.path_params.items():
+        if isinstance(value, str):
+            reason = text_problem(value)
+            if reason is not None:
+                raise InvalidInput(f"path.{name}: {reason}", field=f"path.{name}")
