@@ -97,6 +97,8 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = getattr(exc, "headers", None)
         if exc.status_code < 200 or exc.status_code in (204, 304):
             return Response(status_code=exc.status_code, headers=headers)
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            return _json(400, {"detail": "the request body is not valid JSON", "errors": []})
         return _json(exc.status_code, _http_error_body(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)

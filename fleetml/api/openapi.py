@@ -64,9 +64,21 @@ _FASTAPI_COMPONENTS = ("HTTPValidationError", "ValidationError")
 V1_ERRORS = {
     "401": "Missing or unknown API key: send 'Authorization: Bearer KEY'.",
     "403": "The key's role may not do this.",
+    "422": "The request is not valid (a parameter, or text the store cannot hold); 'errors' "
+    "names every problem.",
     "500": "Internal error; the server log has the details.",
-    "503": "The database is unavailable or busy; retry later.",
+    "503": "The database is unavailable or busy, or the server is at its limit of request "
+    "bodies in flight; retry after the Retry-After seconds.",
 }
+#: What every operation that takes a body may answer besides (the request guard's answers).
+BODY_ERRORS = {
+    "400": "The body is not parseable JSON.",
+    "413": "The body is over the size limit (FLEETML_MAX_BODY_BYTES), or a batch over its item "
+    "limit.",
+    "415": "The body is not JSON: send 'Content-Type: application/json'.",
+}
+#: What every operation naming a stored thing in its path may answer.
+PATH_ERRORS = {"404": "No such thing (the path names one that does not exist)."}
 _422_DESCRIPTION = "The request is not valid; 'errors' lists every problem."
 
 
@@ -78,7 +90,8 @@ def document_errors(schema: dict) -> dict:
     """Make ``schema`` (an OpenAPI dict, changed in place) describe the one error shape.
 
     Every 422 answer points at ErrorResponse instead of FastAPI's HTTPValidationError, every
-    /v1 operation gains the 401, 403, 500 and 503 answers it does not list yet, and the unused
+    /v1 operation gains the 401, 403, 422, 500 and 503 answers it does not list yet (with a
+    body also 400, 413 and 415; with a path parameter also 404), and the unused
     HTTPValidationError and ValidationError components are dropped.
     """
     for path, operations in schema.get("paths", {}).items():
@@ -93,7 +106,12 @@ def document_errors(schema: dict) -> dict:
                     description = _422_DESCRIPTION
                 responses["422"] = _error_response(description)
             if path.startswith("/v1/"):
-                for status, description in V1_ERRORS.items():
+                extra = dict(V1_ERRORS)
+                if "requestBody" in operation:
+                    extra.update(BODY_ERRORS)
+                if "{" in path:
+                    extra.update(PATH_ERRORS)
+                for status, description in extra.items():
                     responses.setdefault(status, _error_response(description))
     components = schema.get("components", {}).get("schemas", {})
     kept = {k: v for k, v in schema.items() if k != "components"}

@@ -8,13 +8,27 @@ from collections.abc import Callable
 ALL = ("runtime", "ops", "admin")
 
 
-def fuzz(app, auth: dict, select: Callable, *, max_examples: int = 25, modes=None):
-    """Call every operation ``select(operation)`` accepts with generated cases; returns
-    ``(checked, calls, failures)``: the operations, every status answered, the 5xx answers."""
+def fuzz(app, auth: dict, select: Callable, *, max_examples: int = 25, modes=None, conform=True):
+    """Call every operation ``select(operation)`` accepts with generated cases.
+
+    Returns ``(checked, calls, failures)``: the operations, every status answered, and the
+    failures: a 5xx always; with ``conform`` also an answer the OpenAPI document does not
+    describe (an undocumented status, a body off its schema, a wrong content type). Failures are
+    collected, not raised, so one run reports them all.
+    """
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
+    checks = [not_a_server_error]
+    if conform:
+        checks += [status_code_conformance, response_schema_conformance, content_type_conformance]
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     checked, failures, calls = [], [], []
     for result in schema.get_all_operations():
@@ -38,9 +52,12 @@ def fuzz(app, auth: dict, select: Callable, *, max_examples: int = 25, modes=Non
         def run(case):
             response = case.call(headers=auth)
             calls.append(response.status_code)
-            if response.status_code >= 500:
-                failures.append((case.method, case.formatted_path, case.query, case.body,
-                                 response.status_code, response.text[:300]))  # fmt: skip
+            try:
+                case.validate_response(response, checks=checks, headers=auth)
+            except (Exception, BaseExceptionGroup) as exc:  # noqa: BLE001 - collected, reported
+                failures.append((case.method, case.formatted_path, case.query, str(case.body)[:200],
+                                 response.status_code, response.text[:300],
+                                 str(exc).splitlines()[0][:200]))  # fmt: skip
 
         run()
     return checked, calls, failures

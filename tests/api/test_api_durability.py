@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import pandas as pd
 import pytest
 
 import fleetml
@@ -41,12 +41,13 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 60.0) -> 
 
 
 @pytest.mark.slow
-def test_acknowledged_batch_survives_kill_9(sqlite_settings):
+def test_acknowledged_batch_survives_kill_9(settings):
+    """On SQLite and on PostgreSQL (``settings`` is parametrised over both)."""
     from fleetml.store.engine import dispose_engines, get_engine
     from fleetml.store.keys import create_key
     from fleetml.store.migrate import upgrade
 
-    engine = get_engine(sqlite_settings)
+    engine = get_engine(settings)
     upgrade(engine)
     with engine.begin() as conn:
         key, _ = create_key(conn, role="runtime", name="bot", actor="pytest")
@@ -56,7 +57,8 @@ def test_acknowledged_batch_survives_kill_9(sqlite_settings):
     env = {
         **os.environ,
         "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-        "FLEETML_HOME": str(sqlite_settings.home_path),
+        "FLEETML_HOME": str(settings.home_path),
+        **({"FLEETML_DATABASE_URL": settings.database_url} if settings.database_url else {}),
     }
     cmd = [
         sys.executable,
@@ -90,15 +92,11 @@ def test_acknowledged_batch_survives_kill_9(sqlite_settings):
             proc.kill()
             proc.wait(timeout=10)
 
-    con = sqlite3.connect(sqlite_settings.home_path / "fleetml.db")
-    try:
-        (count,) = con.execute("SELECT count(*) FROM samples").fetchone()
-        (value,) = con.execute(
-            "SELECT json_extract(s.vals, '$.cpu_pct') FROM samples s "
-            "JOIN accounts a ON a.id = s.account_pk WHERE a.account_id = 'wa-7' AND s.ts = ?",
-            ((1_767_225_600 + 1_987) * 1000,),
-        ).fetchone()
-    finally:
-        con.close()
-    assert count == 2_000
-    assert value == 1_987 * 0.5
+    from fleetml.store.metrics import read_metrics
+
+    dispose_engines()  # read back through a fresh connection, as a restarted server would
+    stored = read_metrics(get_engine(settings))
+    assert len(stored) == 2_000
+    row = stored[stored["account_id"] == "wa-7"]
+    one = row[row["ts"] == pd.Timestamp((1_767_225_600 + 1_987) * 1000, unit="ms", tz="UTC")]
+    assert one["cpu_pct"].tolist() == [1_987 * 0.5]

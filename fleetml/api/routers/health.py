@@ -33,6 +33,7 @@ def readyz(state: StateDep):
                 "status": "unavailable",
                 "detail": f"database unreachable: {type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]}",
+                "errors": [],
             },
             status_code=503,
         )
@@ -43,6 +44,7 @@ def readyz(state: StateDep):
                 "status": "migrations pending",
                 "detail": f"database schema is at {current!r}, this version needs {head!r}; "
                 "run fleetml db upgrade (fleetml serve does it on start)",
+                "errors": [],
             },
             status_code=503,
         )
