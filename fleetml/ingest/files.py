@@ -24,7 +24,13 @@ from fleetml.store import accounts as accounts_store
 from fleetml.store import metrics as metrics_store
 from fleetml.store.events import write_events
 from fleetml.timestamps import RANGE_TEXT, now_ms, parse_ts_column
-from fleetml.vocab import ACCOUNT_ID_RE, EVENT_KINDS, METRIC_NAME_RE, RESERVED_COLUMNS
+from fleetml.vocab import (
+    ACCOUNT_ID_RE,
+    EVENT_KINDS,
+    METRIC_NAME_RE,
+    RESERVED_COLUMNS,
+    text_problem,
+)
 
 CHUNK_ROWS = 200_000
 MAX_REPORTED_ERRORS = 1000
@@ -453,12 +459,19 @@ def import_events_frame(
         )
         for i in np.flatnonzero(~kind_ok)
     ]
-    errors += id_errors + kind_errors
-    ok = ts_ok & id_ok & kind_ok
     if "detail" in frame.columns:
         detail = frame["detail"].to_numpy(dtype=object, na_value=None)
     else:
         detail = np.full(n, None, dtype=object)
+    # the API's text rule, so PostgreSQL never sees what it would refuse (NUL)
+    detail_reasons = [None if d is None else text_problem(str(d)) for d in detail]
+    detail_ok = np.fromiter((r is None for r in detail_reasons), dtype=bool, count=n)
+    detail_errors = [
+        ItemError(first_line + int(i), "detail", detail_reasons[i])
+        for i in np.flatnonzero(~detail_ok)
+    ]
+    errors += id_errors + kind_errors + detail_errors
+    ok = ts_ok & id_ok & kind_ok & detail_ok
     good_ids = ids[ok].tolist()
     known = accounts_store.account_pks(conn, good_ids)
     unknown = [a for a in dict.fromkeys(good_ids) if a not in known]

@@ -37,7 +37,7 @@ def test_huge_timestamps_are_refused_by_name(api, ts):
     )
     _error(resp, 422, "ts")
     resp = api.post(
-        "/v1/events", json={"events": [{"account_id": "acc1", "ts": ts, "kind": "fault"}]}
+        "/v1/events", json={"events": [{"account_id": "acc1", "ts": ts, "kind": "crash"}]}
     )
     _error(resp, 422, "ts")
     assert _samples(api) == 0
@@ -146,7 +146,7 @@ def test_event_detail_with_nul_is_refused(api):
     for detail in ("a\u0000b", {"why": "a\u0000b"}):
         resp = api.post(
             "/v1/events",
-            json={"events": [{"account_id": "acc1", "ts": TS, "kind": "fault", "detail": detail}]},
+            json={"events": [{"account_id": "acc1", "ts": TS, "kind": "crash", "detail": detail}]},
         )
         _error(resp, 422, "detail")
     assert api.get("/v1/events", params={"from": "2000-01-01"}).json()["events"] == []
@@ -219,7 +219,7 @@ def test_non_finite_numbers_in_json_objects_are_refused(api, literal):
     body = b'{"account_id":"acc1","attributes":{"x":' + literal + b"}}"
     _error(api.post("/v1/accounts", content=body, headers=head), 422, "attributes")
     body = (
-        b'{"events":[{"account_id":"acc1","ts":1769000000,"kind":"fault","detail":{"x":'
+        b'{"events":[{"account_id":"acc1","ts":1769000000,"kind":"crash","detail":{"x":'
         + literal
         + b"}}]}"
     )

@@ -106,6 +106,24 @@ ts,account_id,cpu_pct
     assert report.errors[0].reason == "not a number: true"
 
 
+def test_event_details_the_store_cannot_hold_are_rejected_by_line(engine, tmp_path):
+    frame = pd.DataFrame(
+        {
+            "ts": ["2026-01-01T00:00:00", "2026-01-01T00:01:00"],
+            "account_id": ["a", "a"],
+            "kind": ["crash", "crash"],
+            "detail": ["session crashed", "bad\x00byte"],
+        }
+    )
+    path = tmp_path / "events.parquet"
+    frame.to_parquet(path)
+    report = files.import_events(engine, [path], progress=False)
+    assert report.rows_stored == 1 and report.rejected == 1
+    assert (report.errors[0].index, report.errors[0].field) == (2, "detail")
+    assert "NUL" in report.errors[0].reason
+    assert events.read_events(engine)["detail"].tolist() == ["session crashed"]
+
+
 def test_import_of_a_file_that_is_not_utf8_names_the_line(engine, tmp_path):
     path = tmp_path / "latin1.csv"
     path.write_bytes(
