@@ -5,6 +5,7 @@ and it takes batches again as soon as the backlog drains."""
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import orjson
@@ -67,12 +68,19 @@ def test_saturated_ingest_answers_503_with_retry_after_and_recovers(sqlite_setti
             first = pool.submit(post, 0)
             assert entered.wait(timeout=30)  # the first batch is stuck in the store
             second = pool.submit(post, 1)
-            refused = [pool.submit(post, b).result(timeout=30) for b in range(2, 8)]
+            writer = client.app.state.fleetml.ingestor.writer
+            deadline = time.monotonic() + 30
+            while writer._queue.qsize() < 1:  # the second batch waits behind the first
+                assert time.monotonic() < deadline, "the second batch never reached the writer"
+                time.sleep(0.01)
+            try:
+                refused = [pool.submit(post, b).result(timeout=30) for b in range(2, 8)]
+            finally:
+                release.set()
             for resp in refused:  # answered while the store is still stuck: nothing queued
                 assert resp.status_code == 503, resp.text
                 assert resp.headers["retry-after"] == "1"
                 assert "in flight" in resp.json()["detail"]
-            release.set()
             accepted = [first.result(timeout=60), second.result(timeout=60)]
         assert [r.status_code for r in accepted] == [200, 200], [r.text for r in accepted]
         # the backlog drained: batches are taken again
