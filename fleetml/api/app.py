@@ -21,6 +21,7 @@ from fleetml.api.guard import RequestGuard, check_path_params
 from fleetml.api.openapi import openapi_builder
 from fleetml.api.prometheus import ApiMetrics, PrometheusMiddleware, WriterCollector
 from fleetml.config import Settings, get_settings
+from fleetml.dashboard import install_dashboard
 from fleetml.ingest.batch import BatchIngestor
 from fleetml.serving.cache import PredictionCache
 from fleetml.serving.models import ModelSet
@@ -106,6 +107,7 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
     )
     install_error_handlers(app)
     install_docs(app)
+    install_dashboard(app)
     # Routers carry their own /v1 prefix so every route's path is its full template (what the
     # Prometheus labels and the 403 messages show), however FastAPI nests included routers.
     for name in ROUTERS:

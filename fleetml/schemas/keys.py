@@ -50,3 +50,9 @@ class AuditEntry(BaseModel):
 class AuditOut(BaseModel):
     entries: list[AuditEntry]
     count: int
+
+
+class WhoAmI(BaseModel):
+    id: int
+    name: str
+    role: ApiRole

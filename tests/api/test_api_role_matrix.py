@@ -30,6 +30,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "PUT /v1/metric-kinds": ADMIN,
     "GET /v1/forecasts": ANY,
     "GET /v1/models": ANY,
+    "GET /v1/whoami": ANY,
     # reading the store
     "GET /v1/metrics": READ,
     "GET /v1/events": READ,

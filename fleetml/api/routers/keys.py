@@ -6,13 +6,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from fleetml.api.deps import AdminKey, OpsKey, StateDep
+from fleetml.api.deps import AdminKey, AnyKey, OpsKey, StateDep
 from fleetml.api.routers._params import row_id
 from fleetml.schemas.common import ErrorResponse
-from fleetml.schemas.keys import KeyCreate, KeyCreated, KeyOut, KeysOut
+from fleetml.schemas.keys import KeyCreate, KeyCreated, KeyOut, KeysOut, WhoAmI
 
 router = APIRouter(prefix="/v1", tags=["keys"])
 KeyId = row_id("API key")
+
+
+@router.get("/whoami", response_model=WhoAmI, summary="The calling key's id, name and role")
+def whoami(key: AnyKey) -> dict:
+    """What the dashboard asks at login: runtime keys may not log in, ops review, admin also
+    changes settings."""
+    return {"id": key.id, "name": key.name, "role": key.role.value}
 
 
 @router.post("/keys", status_code=201, response_model=KeyCreated, summary="Create an API key")

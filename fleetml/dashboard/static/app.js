@@ -1,0 +1,487 @@
+/* fleetml dashboard: Alpine.js components over the JSON API (no build step, no CDN).
+ *
+ * The logged-in key lives in this tab's sessionStorage and is sent as a Bearer token on every
+ * call, so the API's role checks apply unchanged. Pages refresh themselves every REFRESH_MS
+ * while visible ("live"), and after every action.
+ */
+"use strict";
+
+const REFRESH_MS = 10000;
+const KEY = "fleetml.key";
+const WHO = "fleetml.who";
+
+const fleetml = {
+  key() {
+    return sessionStorage.getItem(KEY);
+  },
+  who() {
+    try {
+      return JSON.parse(sessionStorage.getItem(WHO) || "null");
+    } catch {
+      return null;
+    }
+  },
+  canAdmin() {
+    const who = fleetml.who();
+    return !!who && who.role === "admin";
+  },
+  logout() {
+    sessionStorage.removeItem(KEY);
+    sessionStorage.removeItem(WHO);
+    location.href = "/ui/login";
+  },
+  /** Call the API; resolves to the parsed JSON, rejects with the API's `detail`. */
+  async api(path, { method = "GET", body, query } = {}) {
+    const url = new URL(path, location.origin);
+    for (const [k, v] of Object.entries(query || {})) {
+      if (v === undefined || v === null || v === "") continue;
+      for (const item of [].concat(v)) url.searchParams.append(k, item);
+    }
+    const headers = { Authorization: `Bearer ${fleetml.key()}` };
+    const init = { method, headers };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const resp = await fetch(url, init);
+    if (resp.status === 401) {
+      fleetml.logout();
+      throw new Error("the key is no longer valid; log in again");
+    }
+    const text = await resp.text();
+    let data = null;
+    try {
+      data = text ? JSON.parse(text) : null;
+    } catch {
+      data = { detail: text };
+    }
+    if (!resp.ok) {
+      const detail = (data && data.detail) || `HTTP ${resp.status}`;
+      throw new Error(`${method} ${url.pathname}: ${detail}`);
+    }
+    return data;
+  },
+  fail(err) {
+    console.warn(err);
+    if (window.Alpine) Alpine.store("ui").error = String(err.message || err);
+  },
+  /** Refresh `load` now and every REFRESH_MS while the tab is visible. */
+  live(component, load) {
+    const run = () => load.call(component).catch(fleetml.fail);
+    run();
+    const timer = setInterval(() => {
+      if (document.visibilityState === "visible") run();
+    }, REFRESH_MS);
+    window.addEventListener("pagehide", () => clearInterval(timer));
+    return run;
+  },
+  fmt: {
+    pct(x) {
+      return x === null || x === undefined ? "–" : `${(100 * x).toFixed(0)} %`;
+    },
+    num(x, digits = 2) {
+      return x === null || x === undefined || Number.isNaN(x) ? "–" : Number(x).toFixed(digits);
+    },
+    when(iso) {
+      if (!iso) return "–";
+      const d = new Date(iso);
+      return d.toISOString().slice(0, 16).replace("T", " ");
+    },
+  },
+  /** Sort and filter rows for a table: `by` a key, `dir` 1 or -1, `text` a substring. */
+  view(rows, { by, dir = 1, text = "", fields = [] }) {
+    const needle = text.trim().toLowerCase();
+    const kept = needle
+      ? rows.filter((r) => fields.some((f) => String(r[f] ?? "").toLowerCase().includes(needle)))
+      : rows.slice();
+    if (by) {
+      kept.sort((a, b) => {
+        const x = a[by];
+        const y = b[by];
+        if (x === y) return 0;
+        if (x === null || x === undefined) return 1;
+        if (y === null || y === undefined) return -1;
+        return (x < y ? -1 : 1) * dir;
+      });
+    }
+    return kept;
+  },
+  /** A uPlot line chart of `series` ({label, values, stroke, dash, band}) over `xs` (ms or x). */
+  chart(el, xs, series, { time = true, height = 220, yRange } = {}) {
+    if (!el) return null;
+    el.innerHTML = "";
+    if (!xs.length) {
+      el.textContent = "no data yet";
+      return null;
+    }
+    const opts = {
+      width: Math.max(280, el.clientWidth || 600),
+      height,
+      scales: { x: { time }, y: yRange ? { range: yRange } : {} },
+      series: [{}].concat(
+        series.map((s) => ({
+          label: s.label,
+          stroke: s.stroke || "#2563eb",
+          dash: s.dash,
+          width: s.width || 1.5,
+          points: { show: !!s.points },
+          fill: s.fill,
+        })),
+      ),
+      axes: [{}, {}],
+    };
+    const data = [time ? xs.map((x) => x / 1000) : xs].concat(series.map((s) => s.values));
+    return new uPlot(opts, data, el);
+  },
+};
+
+document.addEventListener("alpine:init", () => {
+  Alpine.store("ui", { error: "" });
+
+  // Every page but the login needs a key: without one, go and log in.
+  if (document.body.dataset.page !== "login" && !fleetml.key()) {
+    location.href = "/ui/login";
+  }
+
+  Alpine.data("session", () => ({
+    who: fleetml.who(),
+    init() {
+      const here = document.body.dataset.page;
+      for (const a of document.querySelectorAll("nav a")) {
+        if (a.dataset.page === here) a.classList.add("active");
+      }
+    },
+    logout: fleetml.logout,
+  }));
+
+  Alpine.data("login", () => ({
+    key: "",
+    message: "",
+    async submit() {
+      this.message = "";
+      const resp = await fetch("/v1/whoami", { headers: { Authorization: `Bearer ${this.key}` } });
+      if (resp.status !== 200) {
+        this.message = "This key is not valid (unknown or revoked).";
+        return;
+      }
+      const who = await resp.json();
+      if (who.role === "runtime") {
+        this.message = "Runtime keys cannot log in to the dashboard: use an ops or admin key.";
+        return;
+      }
+      sessionStorage.setItem(KEY, this.key);
+      sessionStorage.setItem(WHO, JSON.stringify(who));
+      location.href = "/ui/fleet";
+    },
+  }));
+
+  Alpine.data("fleet", () => ({
+    rows: [],
+    groups: [],
+    group: "",
+    text: "",
+    by: "risk_max",
+    dir: -1,
+    updated: null,
+    init() {
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const [accounts, predictions, alerts] = await Promise.all([
+        fleetml.api("/v1/accounts"),
+        fleetml.api("/v1/predictions", { query: { limit: 5000 } }),
+        fleetml.api("/v1/alerts", { query: { state: "open", limit: 1000 } }),
+      ]);
+      const byAccount = Object.fromEntries(predictions.predictions.map((p) => [p.account_id, p]));
+      const open = {};
+      for (const a of alerts.alerts) open[a.account_id] = (open[a.account_id] || 0) + 1;
+      this.rows = accounts.accounts.map((a) => {
+        const p = byAccount[a.account_id] || {};
+        const risk = Object.fromEntries((p.risk || []).map((h) => [h.horizon, h]));
+        const values = Object.values(risk).map((h) => h.risk).filter((x) => x !== null);
+        return {
+          ...a,
+          group: a.group || "",
+          risk: risk,
+          risk_max: values.length ? Math.max(...values) : null,
+          at_risk: Object.values(risk).some((h) => h.at_risk),
+          anomaly: p.anomaly ? p.anomaly.score : null,
+          is_anomaly: !!(p.anomaly && p.anomaly.is_anomaly),
+          stale: p.stale === undefined ? true : p.stale,
+          alerts: open[a.account_id] || 0,
+        };
+      });
+      this.groups = [...new Set(this.rows.map((r) => r.group).filter(Boolean))].sort();
+      this.horizons = [...new Set(this.rows.flatMap((r) => Object.keys(r.risk)))];
+      this.updated = new Date();
+    },
+    horizons: [],
+    get shown() {
+      const rows = this.group ? this.rows.filter((r) => r.group === this.group) : this.rows;
+      return fleetml.view(rows, {
+        by: this.by,
+        dir: this.dir,
+        text: this.text,
+        fields: ["account_id", "group", "role", "state", "master_id"],
+      });
+    },
+    sort(key) {
+      this.dir = this.by === key ? -this.dir : 1;
+      this.by = key;
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("account", () => ({
+    id: new URLSearchParams(location.search).get("id") || "",
+    account: null,
+    prediction: null,
+    events: [],
+    decisions: [],
+    metrics: [],
+    init() {
+      if (!this.id) {
+        fleetml.fail(new Error("no account given: open one from the fleet page"));
+        return;
+      }
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const id = encodeURIComponent(this.id);
+      const [account, prediction, events, decisions] = await Promise.all([
+        fleetml.api(`/v1/accounts/${id}`),
+        fleetml.api(`/v1/predictions/${id}`).catch(() => null),
+        fleetml.api("/v1/events", { query: { account_id: this.id, limit: 200 } }),
+        fleetml.api("/v1/decisions", { query: { account_id: this.id, limit: 100 } }),
+      ]);
+      // the 24 hours up to the account's newest data (a replayed or stalled fleet is not "now")
+      const until = prediction && prediction.data_until ? Date.parse(prediction.data_until) : Date.now();
+      const from = new Date(until - 24 * 3600 * 1000).toISOString();
+      const metrics = await fleetml.api("/v1/metrics", {
+        query: { account_id: this.id, from, limit: 5000 },
+      });
+      this.account = account;
+      this.prediction = prediction;
+      this.events = events.events.slice(-50).reverse();
+      this.decisions = decisions.decisions;
+      this.metrics = metrics.samples;
+      this.$nextTick(() => this.draw());
+    },
+    draw() {
+      const box = this.$refs.charts;
+      if (!box) return;
+      box.innerHTML = "";
+      const names = [...new Set(this.metrics.flatMap((s) => Object.keys(s.values)))].sort();
+      const xs = this.metrics.map((s) => Date.parse(s.ts));
+      for (const name of names.slice(0, 8)) {
+        const holder = document.createElement("div");
+        holder.className = "chart";
+        const title = document.createElement("h3");
+        title.textContent = name;
+        box.append(title, holder);
+        const values = this.metrics.map((s) => s.values[name] ?? null);
+        fleetml.chart(holder, xs, [{ label: name, values }], { height: 160 });
+      }
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("alerts", () => ({
+    rows: [],
+    state: "open",
+    note: "",
+    canAct: true,
+    init() {
+      this.reload = fleetml.live(this, this.load);
+    },
+    async load() {
+      const data = await fleetml.api("/v1/alerts", { query: { state: this.state, limit: 500 } });
+      this.rows = data.alerts;
+    },
+    async act(alert, verb) {
+      try {
+        await fleetml.api(`/v1/alerts/${alert.id}/${verb}`, {
+          method: "POST",
+          body: this.note ? { note: this.note } : {},
+        });
+        this.note = "";
+        await this.load();
+      } catch (err) {
+        fleetml.fail(err);
+      }
+    },
+    async silence(alert, hours) {
+      try {
+        const ends = new Date(Date.now() + hours * 3600 * 1000).toISOString();
+        await fleetml.api("/v1/silences", {
+          method: "POST",
+          body: { account_id: alert.account_id, kind: alert.kind, ends_at: ends, comment: this.note || null },
+        });
+        await this.load();
+      } catch (err) {
+        fleetml.fail(err);
+      }
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("actions", () => ({
+    rows: [],
+    state: "",
+    init() {
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const data = await fleetml.api("/v1/actions", { query: { state: this.state, limit: 500 } });
+      this.rows = data.actions;
+    },
+    get waiting() {
+      return this.rows.filter((a) => a.state === "awaiting_approval");
+    },
+    async decide(action, verb) {
+      try {
+        await fleetml.api(`/v1/actions/${action.id}/${verb}`, { method: "POST" });
+        await this.load();
+      } catch (err) {
+        fleetml.fail(err);
+      }
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("recommendations", () => ({
+    rows: [],
+    state: "open",
+    comments: {},
+    init() {
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const data = await fleetml.api("/v1/recommendations", {
+        query: { state: this.state, limit: 500 },
+      });
+      this.rows = data.recommendations;
+    },
+    async decide(rec, verb) {
+      try {
+        const comment = this.comments[rec.id];
+        await fleetml.api(`/v1/recommendations/${rec.id}/${verb}`, {
+          method: "POST",
+          body: comment ? { comment } : {},
+        });
+        await this.load();
+      } catch (err) {
+        fleetml.fail(err);
+      }
+    },
+    json(x) {
+      return JSON.stringify(x, null, 1);
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("weights", () => ({
+    groups: [],
+    group: "",
+    rows: [],
+    policy: null,
+    edit: {},
+    editing: null,
+    canAdmin: fleetml.canAdmin(),
+    init() {
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const accounts = await fleetml.api("/v1/accounts");
+      this.groups = [...new Set(accounts.accounts.map((a) => a.group).filter(Boolean))].sort();
+      if (!this.group && this.groups.length) this.group = this.groups[0];
+      if (!this.group) return;
+      const [weights, policy] = await Promise.all([
+        fleetml.api("/v1/weights", { query: { group: this.group } }),
+        fleetml.api(`/v1/groups/${encodeURIComponent(this.group)}/policy`),
+      ]);
+      this.rows = weights.accounts;
+      this.policy = policy;
+      if (this.editing !== this.group) {
+        this.edit = { mode: policy.mode, algorithm: policy.algorithm };
+        this.editing = this.group;
+      }
+    },
+    async save() {
+      try {
+        await fleetml.api(`/v1/groups/${encodeURIComponent(this.group)}/policy`, {
+          method: "PATCH",
+          body: this.edit,
+        });
+        await this.load();
+      } catch (err) {
+        fleetml.fail(err);
+      }
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("forecasts", () => ({
+    groups: [],
+    group: "",
+    forecast: null,
+    message: "",
+    init() {
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const accounts = await fleetml.api("/v1/accounts");
+      this.groups = [...new Set(accounts.accounts.map((a) => a.group).filter(Boolean))].sort();
+      if (!this.group && this.groups.length) this.group = this.groups[0];
+      try {
+        this.forecast = await fleetml.api("/v1/forecasts", { query: { group: this.group || undefined } });
+        this.message = "";
+      } catch (err) {
+        this.forecast = null;
+        this.message = String(err.message || err);
+      }
+      this.$nextTick(() => this.draw());
+    },
+    draw() {
+      const f = this.forecast;
+      if (!f || !f.points) {
+        if (this.$refs.chart) this.$refs.chart.textContent = this.message || "no forecast yet";
+        return;
+      }
+      const xs = f.points.map((p) => Date.parse(p.ts));
+      const col = (k) => f.points.map((p) => (p[k] === undefined ? null : p[k]));
+      fleetml.chart(this.$refs.chart, xs, [
+        { label: "forecast", values: col("yhat"), stroke: "#2563eb", width: 2 },
+        { label: "80 % low", values: col("lo80"), stroke: "#93c5fd", dash: [4, 4] },
+        { label: "80 % high", values: col("hi80"), stroke: "#93c5fd", dash: [4, 4] },
+        { label: "95 % low", values: col("lo95"), stroke: "#cbd5e1", dash: [2, 4] },
+        { label: "95 % high", values: col("hi95"), stroke: "#cbd5e1", dash: [2, 4] },
+      ], { height: 300 });
+    },
+    fmt: fleetml.fmt,
+  }));
+
+  Alpine.data("models", () => ({
+    models: [],
+    jobs: [],
+    registry: true,
+    init() {
+      fleetml.live(this, this.load);
+    },
+    async load() {
+      const [models, jobs] = await Promise.all([
+        fleetml.api("/v1/models"),
+        fleetml.api("/v1/jobs", { query: { limit: 50 } }),
+      ]);
+      this.models = models.models;
+      this.registry = models.registry_available;
+      this.jobs = jobs.runs;
+    },
+    metrics(version) {
+      return version ? Object.entries(version.metrics || {}) : [];
+    },
+    fmt: fleetml.fmt,
+  }));
+});
+
+window.fleetml = fleetml;

@@ -1,0 +1,112 @@
+"""The dashboard in a real browser (headless chromium through Playwright): every page loads on a
+simulated fleet without console errors and shows its data; an ops user acknowledges an alert and
+accepts a recommendation through the UI and the API shows the change; a runtime key is refused;
+the fleet page fits a phone. Screenshots of every page are saved (see ``SHOTS``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fleetml.dashboard import PAGES
+from tests.dashboard.conftest import login, shot
+
+pytestmark = pytest.mark.slow
+
+#: What each page must show once its data loaded (a selector and a text in it).
+EXPECT = {
+    "fleet": ("#fleet-table tbody tr", "acc-1"),
+    "alerts": ("#alerts-table tbody tr", "model_degraded"),
+    "actions": ("#approval-queue tbody tr", "failover"),
+    "recommendations": ("article.card", "add 2 servants"),
+    "weights": ("#weights-table tbody tr", "m1"),
+    "forecasts": ("h1", "Load forecasts"),
+    "models": ("article.card", "anomaly"),
+    "account": ("#charts h3", "msgs_sent"),
+}
+
+
+@pytest.mark.parametrize("name", [p for p in PAGES if p != "login"])
+def test_every_page_loads_without_console_errors(page, fleet, name):
+    login(page, fleet, "ops")
+    url = f"{fleet.url}/ui/{name}" + ("?id=acc-1" if name == "account" else "")
+    page.goto(url)
+    selector, text = EXPECT[name]
+    page.locator(selector, has_text=text).first.wait_for(timeout=15_000)
+    page.wait_for_load_state("networkidle")
+    shot(page, name)
+    assert page.locator("#notice").is_hidden(), page.locator("#notice").inner_text()
+    assert page.problems == [], page.problems
+
+
+def test_login_page_and_a_runtime_key_is_refused(page, fleet):
+    page.goto(f"{fleet.url}/ui/fleet")
+    page.wait_for_url("**/ui/login")  # no key: sent to log in
+    shot(page, "login")
+    page.fill("#key", fleet.keys["runtime"])
+    page.click("button[type=submit]")
+    refused = page.locator(".login .error")
+    refused.wait_for()
+    assert "Runtime keys cannot log in" in refused.inner_text()
+    assert page.url.endswith("/ui/login")
+    page.fill("#key", "fml_not-a-key")
+    page.click("button[type=submit]")
+    page.locator(".login .error", has_text="not valid").wait_for()
+    assert page.problems == [] or all("401" in p for p in page.problems), page.problems
+
+
+def test_ops_acknowledges_an_alert_and_the_api_shows_it(page, fleet):
+    alerts = fleet.api("GET", "/v1/alerts", params={"state": "firing"}).json()["alerts"]
+    target = alerts[0]
+    login(page, fleet, "ops")
+    page.goto(f"{fleet.url}/ui/alerts")
+    row = page.locator(f"tr[data-alert='{target['id']}']")
+    row.wait_for()
+    page.fill("input[placeholder^='why']", "looking at it")
+    row.locator("button.ack").click()
+    row.locator("td", has_text="acknowledged").wait_for()
+    after = fleet.api("GET", f"/v1/alerts/{target['id']}").json()
+    assert after["state"] == "acknowledged"
+    assert after["acknowledged_by"] == "test-ops"  # the logged-in key's name
+    assert page.problems == [], page.problems
+
+
+def test_ops_accepts_a_recommendation_with_a_comment_and_the_api_shows_it(page, fleet):
+    recs = fleet.api("GET", "/v1/recommendations", params={"state": "open"}).json()
+    target = next(r for r in recs["recommendations"] if r["setting"] is None)
+    login(page, fleet, "ops")
+    page.goto(f"{fleet.url}/ui/recommendations")
+    card = page.locator(f"article[data-recommendation='{target['id']}']")
+    card.wait_for()
+    card.locator("input[placeholder='comment']").fill("ordered two numbers")
+    card.locator("button.accept").click()
+    card.wait_for(state="detached")  # it left the open list
+    after = fleet.api("GET", "/v1/recommendations", params={"state": "accepted"}).json()
+    mine = next(r for r in after["recommendations"] if r["id"] == target["id"])
+    assert (mine["decided_by"], mine["comment"]) == ("test-ops", "ordered two numbers")
+    assert page.problems == [], page.problems
+
+
+def test_only_admin_sees_the_policy_form(page, fleet):
+    login(page, fleet, "ops")
+    page.goto(f"{fleet.url}/ui/weights")
+    page.locator("#weights-table tbody tr").first.wait_for()
+    assert page.locator("form button", has_text="save policy").is_hidden()
+    page.click("header button")  # log out
+    login(page, fleet, "admin")
+    page.goto(f"{fleet.url}/ui/weights")
+    page.locator("#weights-table tbody tr").first.wait_for()
+    assert page.locator("form button", has_text="save policy").is_visible()
+    assert page.problems == [], page.problems
+
+
+def test_the_fleet_page_fits_a_phone(browser, fleet):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    tab = context.new_page()
+    try:
+        login(tab, fleet, "ops")
+        tab.locator("#fleet-table tbody tr", has_text="acc-1").first.wait_for()
+        overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the page is {overflow}px wider than the phone"
+        shot(tab, "fleet-phone")
+    finally:
+        context.close()
