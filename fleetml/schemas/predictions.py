@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 
@@ -94,4 +96,24 @@ class ScoreIn(BaseModel):
         examples=[
             [{"account_id": "m001", "ts": "2026-11-30T12:00:00Z", "values": {"cpu_pct": 93}}]
         ],
+    )
+
+
+class HistoryPoint(BaseModel):
+    family: Literal["anomaly", "risk"]
+    horizon: str = Field(description="'now' for anomaly; 1h, 6h, 24h... for risk.")
+    ts: str = Field(description="The newest sample the prediction was made on (ISO-8601 UTC).")
+    score: float | None = Field(description="Anomaly score or failure risk (0-1).")
+    flag: bool = Field(description="is_anomaly or at_risk.")
+    model_version: int | None = None
+    fallback: bool
+
+
+class PredictionHistoryOut(BaseModel):
+    """One account's predictions over time, with the thresholds that turn a score into a flag."""
+
+    account_id: str
+    points: list[HistoryPoint]
+    thresholds: dict[str, float] = Field(
+        description="Risk threshold per horizon of the served risk model (empty for a fallback)."
     )

@@ -189,3 +189,29 @@ def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
                 run += 1
             out.append({"account_id": acc, "family": fam, "horizon": hor, "run": run, "flag": True})
     return pd.DataFrame(out, columns=["account_id", "family", "horizon", "run", "flag"])
+
+
+def read_history(
+    bind,
+    account_id: str,
+    *,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    families: Iterable[str] | None = None,
+    limit: int = 10_000,
+) -> pd.DataFrame:
+    """One account's prediction history, oldest first: the newest ``limit`` rows in
+    ``[start_ms, end_ms]`` (by the data each prediction was made on)."""
+    h = prediction_history
+    query = sa.select(h).where(h.c.account_id == account_id)
+    if start_ms is not None:
+        query = query.where(h.c.data_until >= start_ms)
+    if end_ms is not None:
+        query = query.where(h.c.data_until <= end_ms)
+    if families is not None:
+        query = query.where(h.c.family.in_(list(families)))
+    query = query.order_by(h.c.data_until.desc(), h.c.family, h.c.horizon).limit(limit)
+    with connect(bind) as conn:
+        rows = conn.execute(query).mappings().all()
+    frame = pd.DataFrame([dict(r) for r in rows], columns=list(h.c.keys()))
+    return frame.iloc[::-1].reset_index(drop=True)

@@ -17,6 +17,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     # the runtime's hot path: predictions, routing, weights, actions to carry out
     "GET /v1/predictions": ANY,
     "GET /v1/predictions/{account_id}": ANY,
+    "GET /v1/predictions/{account_id}/history": ANY,
     "POST /v1/predictions/{account_id}/score": ANY,
     "POST /v1/route": ANY,
     "GET /v1/weights": ANY,

@@ -32,6 +32,8 @@ def test_every_page_loads_without_console_errors(page, fleet, name):
     page.goto(url)
     selector, text = EXPECT[name]
     page.locator(selector, has_text=text).first.wait_for(timeout=15_000)
+    if name == "account":  # the risk history is charted, each horizon against its threshold
+        page.locator("#risk-chart .u-legend", has_text="threshold 1h").wait_for()
     page.wait_for_load_state("networkidle")
     shot(page, name)
     assert page.locator("#notice").is_hidden(), page.locator("#notice").inner_text()

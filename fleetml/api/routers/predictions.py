@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-from typing import Annotated
+from typing import Annotated, Literal
 
 import orjson
 import pandas as pd
@@ -20,9 +20,15 @@ from starlette.concurrency import run_in_threadpool
 
 from fleetml.api.deps import AnyKey, StateDep
 from fleetml.api.openapi import raw_body_openapi
+from fleetml.api.routers._params import ts_param
 from fleetml.errors import InvalidInput, NotFound
 from fleetml.schemas.common import ErrorResponse
-from fleetml.schemas.predictions import PredictionOut, PredictionsOut, ScoreIn
+from fleetml.schemas.predictions import (
+    PredictionHistoryOut,
+    PredictionOut,
+    PredictionsOut,
+    ScoreIn,
+)
 from fleetml.serving.cache import iso
 
 router = APIRouter(prefix="/v1", tags=["predictions"])
@@ -120,6 +126,54 @@ async def get_prediction(account_id: str, key: AnyKey, request: Request) -> Resp
             "fleetml serve --worker)"
         )
     return Response(blob, media_type="application/json")
+
+
+@router.get(
+    "/predictions/{account_id}/history",
+    response_model=PredictionHistoryOut,
+    summary="One account's predictions over time, with the risk thresholds",
+)
+def prediction_history(
+    account_id: str,
+    key: AnyKey,
+    state: StateDep,
+    from_: Annotated[str | None, Query(alias="from", description="Inclusive.")] = None,
+    to: Annotated[str | None, Query(description="Inclusive.")] = None,
+    family: Annotated[
+        list[Literal["anomaly", "risk"]] | None, Query(description="Repeatable; default both.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=50_000)] = 10_000,
+) -> dict:
+    """The newest ``limit`` predictions in the range, oldest first (what the dashboard charts:
+    anomaly scores with their flags, risk per horizon against its threshold). Kept for
+    ``FLEETML_PREDICTION_RETENTION_S``."""
+    from fleetml.store.predictions import read_history
+    from fleetml.timestamps import bound_ms
+
+    start, end = ts_param("from", from_), ts_param("to", to)
+    frame = read_history(
+        state.engine,
+        account_id,
+        start_ms=bound_ms(start),
+        end_ms=bound_ms(end),
+        families=family,
+        limit=limit,
+    )
+    risk = state.models.get("risk") if state.models is not None else None
+    thresholds = {h: float(t) for h, t in getattr(risk, "thresholds", {}).items()}
+    points = [
+        {
+            "family": row.family,
+            "horizon": row.horizon,
+            "ts": iso(int(row.data_until)),
+            "score": None if pd.isna(row.score) else float(row.score),
+            "flag": bool(row.flag),
+            "model_version": None if pd.isna(row.model_version) else int(row.model_version),
+            "fallback": bool(row.fallback),
+        }
+        for row in frame.itertuples(index=False)
+    ]
+    return {"account_id": account_id, "points": points, "thresholds": thresholds}
 
 
 @router.post(

@@ -124,7 +124,7 @@ const fleetml = {
           stroke: s.stroke || "#2563eb",
           dash: s.dash,
           width: s.width || 1.5,
-          points: { show: !!s.points },
+          points: { show: s.points ?? xs.length < 30 },  // a short history: show each point
           fill: s.fill,
         })),
       ),
@@ -239,6 +239,7 @@ document.addEventListener("alpine:init", () => {
     events: [],
     decisions: [],
     metrics: [],
+    history: { points: [], thresholds: {} },
     init() {
       if (!this.id) {
         fleetml.fail(new Error("no account given: open one from the fleet page"));
@@ -257,9 +258,11 @@ document.addEventListener("alpine:init", () => {
       // the 24 hours up to the account's newest data (a replayed or stalled fleet is not "now")
       const until = prediction && prediction.data_until ? Date.parse(prediction.data_until) : Date.now();
       const from = new Date(until - 24 * 3600 * 1000).toISOString();
-      const metrics = await fleetml.api("/v1/metrics", {
-        query: { account_id: this.id, from, limit: 5000 },
-      });
+      const [metrics, history] = await Promise.all([
+        fleetml.api("/v1/metrics", { query: { account_id: this.id, from, limit: 5000 } }),
+        fleetml.api(`/v1/predictions/${id}/history`, { query: { from, limit: 20000 } }),
+      ]);
+      this.history = history;
       this.account = account;
       this.prediction = prediction;
       this.events = events.events.slice(-50).reverse();
@@ -268,11 +271,16 @@ document.addEventListener("alpine:init", () => {
       this.$nextTick(() => this.draw());
     },
     draw() {
+      this.drawRisk();
       const box = this.$refs.charts;
       if (!box) return;
       box.innerHTML = "";
       const names = [...new Set(this.metrics.flatMap((s) => Object.keys(s.values)))].sort();
       const xs = this.metrics.map((s) => Date.parse(s.ts));
+      // samples the anomaly model flagged, marked on every metric
+      const flagged = new Set(
+        this.history.points.filter((p) => p.family === "anomaly" && p.flag).map((p) => Date.parse(p.ts)),
+      );
       for (const name of names.slice(0, 8)) {
         const holder = document.createElement("div");
         holder.className = "chart";
@@ -280,8 +288,32 @@ document.addEventListener("alpine:init", () => {
         title.textContent = name;
         box.append(title, holder);
         const values = this.metrics.map((s) => s.values[name] ?? null);
-        fleetml.chart(holder, xs, [{ label: name, values }], { height: 160 });
+        const marks = values.map((v, i) => (flagged.has(xs[i]) ? v : null));
+        fleetml.chart(holder, xs, [
+          { label: name, values },
+          { label: "anomaly", values: marks, stroke: "#dc2626", points: true, width: 0 },
+        ], { height: 160 });
       }
+    },
+    drawRisk() {
+      const el = this.$refs.risk;
+      if (!el) return;
+      const risk = this.history.points.filter((p) => p.family === "risk");
+      const xs = [...new Set(risk.map((p) => Date.parse(p.ts)))].sort((a, b) => a - b);
+      const at = Object.fromEntries(xs.map((x, i) => [x, i]));
+      const horizons = [...new Set(risk.map((p) => p.horizon))];
+      const colours = ["#2563eb", "#7c3aed", "#0891b2", "#65a30d"];
+      const series = [];
+      horizons.forEach((h, k) => {
+        const values = xs.map(() => null);
+        for (const p of risk.filter((q) => q.horizon === h)) values[at[Date.parse(p.ts)]] = p.score;
+        series.push({ label: `risk ${h}`, values, stroke: colours[k % colours.length] });
+        const t = this.history.thresholds[h];
+        if (t !== undefined) {
+          series.push({ label: `threshold ${h}`, values: xs.map(() => t), stroke: colours[k % colours.length], dash: [5, 5], width: 1 });
+        }
+      });
+      fleetml.chart(el, xs, series, { height: 200, yRange: [0, 1] });
     },
     fmt: fleetml.fmt,
   }));
