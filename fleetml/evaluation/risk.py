@@ -221,3 +221,26 @@ def flatten(metrics: dict[str, dict[str, float]], keys: Iterable[str] | None = N
             if keys is None or k in keys:
                 out[f"{horizon}_{k}"] = v
     return out
+
+
+def pr_curve(y_true, prob, *, max_points: int = 200) -> dict[str, list[float]]:
+    """The precision-recall curve, thinned to at most ``max_points`` points (for charts).
+
+    ``precision[i]`` and ``recall[i]`` are what flagging ``prob >= thresholds[i]`` gives; empty
+    lists when there are no positives.
+    """
+    from sklearn.metrics import precision_recall_curve
+
+    y, p = _clean(y_true, prob)
+    if len(y) == 0 or y.sum() == 0:
+        return {"precision": [], "recall": [], "thresholds": []}
+    precision, recall, thresholds = precision_recall_curve(y, p)
+    precision, recall = precision[:-1], recall[:-1]  # aligned with thresholds
+    keep = np.unique(
+        np.linspace(0, len(thresholds) - 1, min(max_points, len(thresholds))).astype(int)
+    )
+    return {
+        "precision": [round(float(x), 5) for x in precision[keep]],
+        "recall": [round(float(x), 5) for x in recall[keep]],
+        "thresholds": [round(float(x), 6) for x in thresholds[keep]],
+    }

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -47,3 +47,15 @@ class ModelsOut(BaseModel):
     models: list[ModelFamilyOut]
     registry_available: bool = Field(description="False when no model registry could be read.")
     detail: str | None = Field(default=None, description="Why the registry could not be read.")
+
+
+class ModelEvaluationOut(ModelVersionOut):
+    """One registered version and what its training run logged about its evaluation."""
+
+    family: Literal["anomaly", "risk", "forecast"]
+    name: str
+    alias: Literal["champion", "challenger"]
+    artifacts: dict[str, Any] = Field(
+        description="The run's JSON artifacts by name (evaluation, reliability, pr_curves, "
+        "choices); null where the run logged none."
+    )

@@ -104,6 +104,18 @@ def version_info(name: str, version: int, *, settings: Settings | None = None) -
     }
 
 
+def run_json(run_id: str, artifact: str, *, settings: Settings | None = None) -> Any:
+    """A JSON artifact a training run logged (``reliability.json``...), or None if it has none."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    _client(settings)  # configures the tracking URI
+    try:
+        return mlflow.artifacts.load_dict(f"runs:/{run_id}/{artifact}")
+    except (MlflowException, OSError, ValueError):
+        return None
+
+
 def model_uri(name: str, *, version: int | None = None, alias: str = CHAMPION) -> str:
     """``models:/name/version`` when a version is given, else ``models:/name@alias``."""
     if version is not None:

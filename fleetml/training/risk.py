@@ -47,6 +47,7 @@ from fleetml.evaluation.risk import (
     horizon_metrics,
     lead_time_summary,
     lead_times,
+    pr_curve,
     precision_recall_at,
     reliability_table,
     threshold_for_precision,
@@ -447,6 +448,8 @@ class FitResult:
     warnings: list[str] = field(default_factory=list)
     #: Per trained horizon: how its threshold was chosen on validation.
     threshold_choices: dict[str, ThresholdChoice] = field(default_factory=dict)
+    #: Per horizon: the test split's precision-recall curve (the dashboard charts it).
+    pr_curves: dict[str, dict[str, list[float]]] = field(default_factory=dict)
 
     @property
     def threshold_rules(self) -> dict[str, dict[str, str]]:
@@ -599,7 +602,7 @@ def fit_risk(
 
     test_rows = sel["test"]
     wide = model.risk_matrix(feats[test_rows].reset_index(drop=True), X[test_rows])
-    metrics, enf_metrics, reliability = {}, {}, {}
+    metrics, enf_metrics, reliability, curves = {}, {}, {}, {}
     t_faults = (
         faults[pd.DatetimeIndex(faults["ts"]).as_unit("ms").asi8 >= t_test]
         if len(faults)
@@ -619,6 +622,7 @@ def fit_risk(
         metrics[h]["alerts_per_account_day"] = alerts_per_account_day(at_risk, flag="at_risk")
         metrics[h]["alert_rate"] = float(at_risk["at_risk"].mean()) if len(at_risk) else math.nan
         reliability[h] = reliability_table(y, wide[h].to_numpy())
+        curves[h] = pr_curve(y, wide[h].to_numpy())
     for h, em in model.enforcement.items():
         y = enf_labels[h][rows][test_rows]
         enf_metrics[h] = horizon_metrics(
@@ -654,6 +658,7 @@ def fit_risk(
         counts=counts,
         warnings=warnings,
         threshold_choices=choices,
+        pr_curves=curves,
     )
 
 
@@ -826,6 +831,7 @@ def train_risk(
         registry.log_dict(
             {h: t.to_dict(orient="records") for h, t in fit.reliability.items()}, "reliability.json"
         )
+        registry.log_dict(fit.pr_curves, "pr_curves.json")
         registry.log_dict(
             {
                 "challenger": fit.metrics,

@@ -120,3 +120,24 @@ def test_a_broken_registry_is_reported_not_a_500(models_api, monkeypatch):
     assert resp.status_code == 200, resp.text
     assert resp.json()["registry_available"] is False
     assert "locked" in resp.json()["detail"]
+
+
+@pytest.mark.slow
+def test_evaluation_shows_what_the_versions_run_logged(models_api):
+    from fleetml.api.routers.models import forget_registry_view
+
+    settings = models_api.settings
+    _register_forecast(settings, promote=True, smape=12.5)
+    _register_forecast(settings, promote=False, smape=11.0)
+    forget_registry_view()
+    champion = models_api.get("/v1/models/forecast/evaluation", as_="ops").json()
+    assert (champion["alias"], champion["version"]) == ("champion", 1)
+    assert champion["metrics"]["smape"] == 12.5
+    assert champion["artifacts"] == {"choices": {}}  # what log_to_mlflow logged
+    challenger = models_api.get("/v1/models/forecast/evaluation?alias=challenger").json()
+    assert challenger["version"] == 2 and challenger["metrics"]["smape"] == 11.0
+    missing = models_api.get("/v1/models/risk/evaluation")
+    assert (
+        missing.status_code == 404 and "fleetml-risk has no @champion" in missing.json()["detail"]
+    )
+    assert models_api.get("/v1/models/nope/evaluation").status_code == 422

@@ -31,6 +31,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "PUT /v1/metric-kinds": ADMIN,
     "GET /v1/forecasts": ANY,
     "GET /v1/models": ANY,
+    "GET /v1/models/{family}/evaluation": ANY,
     "GET /v1/whoami": ANY,
     # reading the store
     "GET /v1/metrics": READ,
@@ -73,6 +74,7 @@ _PATH_VALUES = {
     "rec_id": "999",
     "key_id": "999",
     "group": "nogroup",
+    "family": "risk",
 }
 
 

@@ -144,3 +144,26 @@ def test_bundle_predicts_long_format_with_stored_thresholds():
     )
     # A metric missing at scoring time becomes NaN features, not an error.
     assert len(model.predict(frame.drop(columns="cpu_pct"))) == len(frame)
+
+
+def test_pr_curve_is_thinned_and_matches_flagging_at_each_threshold():
+    import numpy as np
+
+    from fleetml.evaluation.risk import pr_curve
+
+    rng = np.random.default_rng(3)
+    y = rng.random(5000) < 0.1
+    p = np.clip(0.3 * y + rng.random(5000) * 0.7, 0, 1)
+    curve = pr_curve(y, p, max_points=50)
+    assert 2 <= len(curve["thresholds"]) <= 50
+    assert len(curve["precision"]) == len(curve["recall"]) == len(curve["thresholds"])
+    points = zip(curve["thresholds"], curve["precision"], curve["recall"], strict=True)
+    for t, prec, rec in list(points)[::10]:
+        flagged = p >= t
+        assert prec == pytest.approx(y[flagged].mean(), abs=1e-4)
+        assert rec == pytest.approx(flagged[y].mean(), abs=1e-4)
+    assert pr_curve(np.zeros(10, bool), np.linspace(0, 1, 10)) == {
+        "precision": [],
+        "recall": [],
+        "thresholds": [],
+    }

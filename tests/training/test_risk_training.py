@@ -235,6 +235,17 @@ def test_cli_train_register_score_and_backtest(sqlite_settings, tmp_path, monkey
         assert first["threshold_rules"][h]["reason"]
         assert first["metrics"][h]["val_alerts_per_account_day"] <= 5
     assert "1h threshold: " in res.stderr
+    # the run keeps what the dashboard charts: calibration and precision-recall per horizon
+    from fleetml.serving.registry import run_json, version_info
+
+    run_id = version_info("fleetml-risk", 1, settings=sqlite_settings)["run_id"]
+    curves = run_json(run_id, "pr_curves.json", settings=sqlite_settings)
+    reliability = run_json(run_id, "reliability.json", settings=sqlite_settings)
+    assert set(curves) == set(reliability) == {"1h", "3h"}
+    assert curves["3h"]["precision"] and len(curves["3h"]["recall"]) == len(
+        curves["3h"]["thresholds"]
+    )
+    assert run_json(run_id, "no-such.json", settings=sqlite_settings) is None
     second = last_json(runner.invoke(cli, args).stdout)
     assert second["version"] == 2 and second["previous_champion"] == 1
 

@@ -7,12 +7,14 @@ import math
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Request
 
 from fleetml.api.deps import AnyKey, StateDep
-from fleetml.schemas.models import ModelsOut
+from fleetml.errors import NotFound
+from fleetml.schemas.common import ErrorResponse
+from fleetml.schemas.models import ModelEvaluationOut, ModelsOut
 
 router = APIRouter(prefix="/v1", tags=["models"])
 log = logging.getLogger("fleetml.api")
@@ -162,3 +164,45 @@ def list_models(request: Request, key: AnyKey, state: StateDep) -> dict:
             )
         out.append(entry)
     return {"models": out, "registry_available": view["available"], "detail": view["detail"]}
+
+
+#: The training run's JSON artifacts the evaluation view shows, per family.
+_EVALUATION_ARTIFACTS = {
+    "anomaly": ("evaluation.json",),
+    "risk": ("evaluation.json", "reliability.json", "pr_curves.json"),
+    "forecast": ("choices.json",),
+}
+
+
+@router.get(
+    "/models/{family}/evaluation",
+    summary="How a registered model was evaluated: metrics, thresholds, calibration, PR curves",
+    response_model=ModelEvaluationOut,
+    responses={404: {"model": ErrorResponse, "description": "No version under that alias."}},
+)
+def model_evaluation(
+    family: Literal["anomaly", "risk", "forecast"],
+    key: AnyKey,
+    state: StateDep,
+    alias: Literal["champion", "challenger"] = "champion",
+) -> dict:
+    """What the version's training run measured on its held-out test split, as logged: the
+    metrics, and per family the evaluation summary (thresholds and how they were chosen, the
+    promotion gate), the reliability table per horizon (calibration curve) and the
+    precision-recall curve per horizon (risk; runs before this field have none)."""
+    from fleetml.serving.registry import run_json
+
+    name = _families()[family]
+    view = _registry_view(state.settings)
+    version = (view["families"].get(family) or {}).get(alias)
+    if version is None:
+        raise NotFound(
+            f"{name} has no @{alias}" + ("" if view["available"] else f": {view['detail']}")
+        )
+    artifacts = {}
+    if version.get("run_id"):
+        for artifact in _EVALUATION_ARTIFACTS[family]:
+            artifacts[artifact.removesuffix(".json")] = run_json(
+                version["run_id"], artifact, settings=state.settings
+            )
+    return {"family": family, "name": name, "alias": alias, **version, "artifacts": artifacts}

@@ -508,6 +508,58 @@ document.addEventListener("alpine:init", () => {
       this.models = models.models;
       this.registry = models.registry_available;
       this.jobs = jobs.runs;
+      const risk = this.models.find((m) => m.family === "risk");
+      this.evaluation = risk && risk.champion ? await fleetml.api("/v1/models/risk/evaluation") : null;
+      this.$nextTick(() => this.draw());
+    },
+    evaluation: null,
+    /** Per horizon of the risk champion: its calibration curve and its precision-recall curve
+     * with the chosen threshold marked, as measured on the training run's test split. */
+    draw() {
+      const box = this.$refs.curves;
+      if (!box) return;
+      box.innerHTML = "";
+      const art = (this.evaluation && this.evaluation.artifacts) || {};
+      const reliability = art.reliability || {};
+      const curves = art.pr_curves || {};
+      const thresholds = (art.evaluation && art.evaluation.thresholds) || {};
+      for (const h of Object.keys(reliability)) {
+        const title = document.createElement("h3");
+        title.textContent = `risk ${h}: calibration and precision-recall (test split)`;
+        const row = document.createElement("div");
+        row.className = "pair";
+        const cal = document.createElement("div");
+        const pr = document.createElement("div");
+        cal.className = pr.className = "chart";
+        row.append(cal, pr);
+        box.append(title, row);
+        const bins = reliability[h].filter((b) => b.count > 0 && b.mean_predicted !== null);
+        bins.sort((a, b) => a.mean_predicted - b.mean_predicted);
+        const xs = bins.map((b) => b.mean_predicted);
+        fleetml.chart(cal, xs, [
+          { label: "observed", values: bins.map((b) => b.observed_rate), points: true },
+          { label: "perfect", values: xs, stroke: "#9ca3af", dash: [4, 4] },
+        ], { time: false, height: 200, yRange: [0, 1] });
+        const c = curves[h];
+        if (!c || !c.recall.length) {
+          pr.textContent = "this run logged no precision-recall curve";
+          continue;
+        }
+        const order = c.recall.map((_, i) => i).sort((a, b) => c.recall[a] - c.recall[b]);
+        const t = thresholds[h];
+        let chosen = -1;
+        if (t !== undefined) {
+          let best = Infinity;
+          c.thresholds.forEach((x, i) => {
+            if (Math.abs(x - t) < best) { best = Math.abs(x - t); chosen = i; }
+          });
+        }
+        fleetml.chart(pr, order.map((i) => c.recall[i]), [
+          { label: "precision", values: order.map((i) => c.precision[i]) },
+          { label: `threshold ${fleetml.fmt.num(t, 3)}`, values: order.map((i) => (i === chosen ? c.precision[i] : null)), stroke: "#dc2626", points: true, width: 0 },
+        ], { time: false, height: 200, yRange: [0, 1] });
+      }
+      if (!box.children.length) box.textContent = "No risk champion yet: train one (fleetml train risk).";
     },
     metrics(version) {
       return version ? Object.entries(version.metrics || {}) : [];
