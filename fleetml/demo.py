@@ -228,6 +228,7 @@ def demo(
     url = f"http://{host}:{port}"
     click.echo(
         f"\nfleetml demo\n  home        {home}\n  API         {url}  (docs: {url}/docs)\n"
+        f"  dashboard   {url}/ui  (log in with the admin key)\n"
         f"  admin key   {keys['admin']}\n  runtime key {keys['runtime']}\n"
         f"  try: curl -H 'Authorization: Bearer {keys['runtime']}' {url}/v1/predictions\n"
         f"       curl -H 'Authorization: Bearer {keys['admin']}' {url}/v1/alerts\n"
