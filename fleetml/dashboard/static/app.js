@@ -61,6 +61,22 @@ const fleetml = {
     }
     return data;
   },
+  /** Do an action through the API, then reload `component`; a refusal shows the API's reason. */
+  async act(component, path, options) {
+    try {
+      await fleetml.api(path, options);
+      await component.load();
+      return true;
+    } catch (err) {
+      fleetml.fail(err);
+      return false;
+    }
+  },
+  /** The registered groups, sorted. */
+  async groups() {
+    const accounts = await fleetml.api("/v1/accounts");
+    return [...new Set(accounts.accounts.map((a) => a.group).filter(Boolean))].sort();
+  },
   fail(err) {
     console.warn(err);
     if (window.Alpine) Alpine.store("ui").error = String(err.message || err);
@@ -331,28 +347,15 @@ document.addEventListener("alpine:init", () => {
       this.rows = data.alerts;
     },
     async act(alert, verb) {
-      try {
-        await fleetml.api(`/v1/alerts/${alert.id}/${verb}`, {
-          method: "POST",
-          body: this.note ? { note: this.note } : {},
-        });
+      const body = this.note ? { note: this.note } : {};
+      if (await fleetml.act(this, `/v1/alerts/${alert.id}/${verb}`, { method: "POST", body })) {
         this.note = "";
-        await this.load();
-      } catch (err) {
-        fleetml.fail(err);
       }
     },
-    async silence(alert, hours) {
-      try {
-        const ends = new Date(Date.now() + hours * 3600 * 1000).toISOString();
-        await fleetml.api("/v1/silences", {
-          method: "POST",
-          body: { account_id: alert.account_id, kind: alert.kind, ends_at: ends, comment: this.note || null },
-        });
-        await this.load();
-      } catch (err) {
-        fleetml.fail(err);
-      }
+    silence(alert, hours) {
+      const ends = new Date(Date.now() + hours * 3600 * 1000).toISOString();
+      const body = { account_id: alert.account_id, kind: alert.kind, ends_at: ends, comment: this.note || null };
+      return fleetml.act(this, "/v1/silences", { method: "POST", body });
     },
     fmt: fleetml.fmt,
   }));
@@ -370,13 +373,8 @@ document.addEventListener("alpine:init", () => {
     get waiting() {
       return this.rows.filter((a) => a.state === "awaiting_approval");
     },
-    async decide(action, verb) {
-      try {
-        await fleetml.api(`/v1/actions/${action.id}/${verb}`, { method: "POST" });
-        await this.load();
-      } catch (err) {
-        fleetml.fail(err);
-      }
+    decide(action, verb) {
+      return fleetml.act(this, `/v1/actions/${action.id}/${verb}`, { method: "POST" });
     },
     fmt: fleetml.fmt,
   }));
@@ -394,17 +392,10 @@ document.addEventListener("alpine:init", () => {
       });
       this.rows = data.recommendations;
     },
-    async decide(rec, verb) {
-      try {
-        const comment = this.comments[rec.id];
-        await fleetml.api(`/v1/recommendations/${rec.id}/${verb}`, {
-          method: "POST",
-          body: comment ? { comment } : {},
-        });
-        await this.load();
-      } catch (err) {
-        fleetml.fail(err);
-      }
+    decide(rec, verb) {
+      const comment = this.comments[rec.id];
+      const body = comment ? { comment } : {};
+      return fleetml.act(this, `/v1/recommendations/${rec.id}/${verb}`, { method: "POST", body });
     },
     json(x) {
       return JSON.stringify(x, null, 1);
@@ -424,8 +415,7 @@ document.addEventListener("alpine:init", () => {
       fleetml.live(this, this.load);
     },
     async load() {
-      const accounts = await fleetml.api("/v1/accounts");
-      this.groups = [...new Set(accounts.accounts.map((a) => a.group).filter(Boolean))].sort();
+      this.groups = await fleetml.groups();
       if (!this.group && this.groups.length) this.group = this.groups[0];
       if (!this.group) return;
       const [weights, policy] = await Promise.all([
@@ -439,16 +429,9 @@ document.addEventListener("alpine:init", () => {
         this.editing = this.group;
       }
     },
-    async save() {
-      try {
-        await fleetml.api(`/v1/groups/${encodeURIComponent(this.group)}/policy`, {
-          method: "PATCH",
-          body: this.edit,
-        });
-        await this.load();
-      } catch (err) {
-        fleetml.fail(err);
-      }
+    save() {
+      const path = `/v1/groups/${encodeURIComponent(this.group)}/policy`;
+      return fleetml.act(this, path, { method: "PATCH", body: this.edit });
     },
     fmt: fleetml.fmt,
   }));
@@ -462,8 +445,7 @@ document.addEventListener("alpine:init", () => {
       fleetml.live(this, this.load);
     },
     async load() {
-      const accounts = await fleetml.api("/v1/accounts");
-      this.groups = [...new Set(accounts.accounts.map((a) => a.group).filter(Boolean))].sort();
+      this.groups = await fleetml.groups();
       if (!this.group && this.groups.length) this.group = this.groups[0];
       try {
         this.forecast = await fleetml.api("/v1/forecasts", { query: { group: this.group || undefined } });
