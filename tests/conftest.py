@@ -27,6 +27,7 @@ _TABLES = (
     "forecasts",
     "alerts",
     "alert_history",
+    "alert_feedback",
     "silences",
     "notifications",
     "job_runs",

@@ -198,3 +198,34 @@ class SilenceOut(BaseModel):
 class SilencesOut(BaseModel):
     silences: list[SilenceOut]
     count: int
+
+
+class AlertFeedbackIn(BaseModel):
+    """What ops say of an alert: a real problem, or a false alarm."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    verdict: Literal["real", "false_alarm"]
+    note: str | None = Field(default=None, max_length=2000, examples=["session crash, confirmed"])
+
+
+class AlertFeedbackOut(BaseModel):
+    alert_id: int
+    verdict: Literal["real", "false_alarm"]
+    actor: str
+    ts: str
+    note: str | None = None
+
+
+class AlertKindPrecision(BaseModel):
+    kind: str
+    real: int = Field(description="Alerts ops judged a real problem (each alert's latest word).")
+    false_alarm: int
+    unjudged: int = Field(description="Alerts nobody judged.")
+    precision: float | None = Field(description="real / (real + false_alarm); null if none judged.")
+
+
+class AlertPrecisionOut(BaseModel):
+    """Alert precision per kind from ops feedback, over alerts opened in the range."""
+
+    kinds: list[AlertKindPrecision]

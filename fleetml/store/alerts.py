@@ -13,10 +13,18 @@ from typing import Any
 import pandas as pd
 import sqlalchemy as sa
 
-from fleetml.errors import Conflict, NotFound
+from fleetml.errors import Conflict, InvalidInput, NotFound
 from fleetml.store import audit
 from fleetml.store.audit import connect
-from fleetml.store.tables import accounts, alert_history, alerts, events, notifications, silences
+from fleetml.store.tables import (
+    accounts,
+    alert_feedback,
+    alert_history,
+    alerts,
+    events,
+    notifications,
+    silences,
+)
 
 OPEN_STATES = ("firing", "acknowledged")
 #: Largest id these tables can hold (INTEGER is 32-bit on PostgreSQL): a larger id a caller
@@ -539,3 +547,70 @@ def read_notifications(bind, *, alert_id: int | None = None) -> list[dict]:
         query = query.where(notifications.c.alert_id == alert_id)
     with connect(bind) as conn:
         return [dict(r) for r in conn.execute(query).mappings().all()]
+
+
+# ---- feedback ------------------------------------------------------------------------------
+
+VERDICTS = ("real", "false_alarm")
+
+
+def record_feedback(
+    conn: sa.Connection, *, alert_id: int, verdict: str, actor: str, note: str | None, now_ms: int
+) -> dict:
+    """Record what ``actor`` says of an alert, in any state (a false alarm often resolves by
+    itself before anyone looks); the latest word per alert counts. Audited. Raises NotFound."""
+    if verdict not in VERDICTS:
+        raise InvalidInput(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+    row = get_alert(conn, alert_id=alert_id)
+    if row is None:
+        raise NotFound(f"no alert with id {alert_id}")
+    conn.execute(
+        alert_feedback.insert().values(
+            alert_id=alert_id, ts=now_ms, verdict=verdict, actor=actor, note=note
+        )
+    )
+    audit.record(
+        conn,
+        actor=actor,
+        action="alert.feedback",
+        entity_type="alert",
+        entity_id=str(alert_id),
+        after={"verdict": verdict},
+        detail={"note": note, "account_id": row["account_id"], "kind": row["kind"]},
+    )
+    return {"alert_id": alert_id, "verdict": verdict, "actor": actor, "ts": now_ms, "note": note}
+
+
+def alert_precision(bind, *, start_ms: int | None = None, end_ms: int | None = None) -> list[dict]:
+    """Per alert kind, over the alerts opened in ``[start_ms, end_ms]``: how many ops judged
+    real, how many false alarms (each alert's latest verdict), how many nobody judged, and the
+    precision real / (real + false alarms)."""
+    latest = (
+        sa.select(alert_feedback.c.alert_id, sa.func.max(alert_feedback.c.id).label("last"))
+        .group_by(alert_feedback.c.alert_id)
+        .subquery()
+    )
+    verdict = (
+        sa.select(alert_feedback.c.alert_id, alert_feedback.c.verdict)
+        .join(latest, alert_feedback.c.id == latest.c.last)
+        .subquery()
+    )
+    query = sa.select(alerts.c.kind, verdict.c.verdict, sa.func.count()).outerjoin(
+        verdict, verdict.c.alert_id == alerts.c.id
+    )
+    if start_ms is not None:
+        query = query.where(alerts.c.opened_at >= start_ms)
+    if end_ms is not None:
+        query = query.where(alerts.c.opened_at <= end_ms)
+    query = query.group_by(alerts.c.kind, verdict.c.verdict)
+    counts: dict[str, dict[str, int]] = {}
+    with connect(bind) as conn:
+        for kind, said, n in conn.execute(query).all():
+            entry = counts.setdefault(kind, {"real": 0, "false_alarm": 0, "unjudged": 0})
+            entry[said if said in VERDICTS else "unjudged"] += int(n)
+    out = []
+    for kind in sorted(counts):
+        c = counts[kind]
+        judged = c["real"] + c["false_alarm"]
+        out.append({"kind": kind, **c, "precision": c["real"] / judged if judged else None})
+    return out

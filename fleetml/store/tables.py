@@ -208,6 +208,19 @@ alert_history = sa.Table(
     sa.Index("ix_alert_history_alert", "alert_id"),
 )
 
+#: What ops said of an alert: was it a real problem or a false alarm (the latest word counts).
+alert_feedback = sa.Table(
+    "alert_feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("alert_id", sa.Integer, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("verdict", sa.String(16), nullable=False),  # real | false_alarm
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Index("ix_alert_feedback_alert", "alert_id"),
+)
+
 #: Silences: an alert matching every given matcher (account, group, kind) while
 #: ``starts_at <= now < ends_at`` is recorded but not notified.
 silences = sa.Table(

@@ -48,6 +48,8 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "GET /v1/alerts/{alert_id}": READ,
     "POST /v1/alerts/{alert_id}/ack": READ,
     "POST /v1/alerts/{alert_id}/resolve": READ,
+    "POST /v1/alerts/{alert_id}/feedback": READ,
+    "GET /v1/alerts/precision": READ,
     "GET /v1/silences": READ,
     "POST /v1/silences": READ,
     "DELETE /v1/silences/{silence_id}": READ,

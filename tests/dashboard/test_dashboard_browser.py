@@ -72,6 +72,23 @@ def test_ops_acknowledges_an_alert_and_the_api_shows_it(page, fleet):
     assert page.problems == [], page.problems
 
 
+def test_ops_marks_a_false_alarm_and_the_models_page_counts_it(page, fleet):
+    alerts = fleet.api("GET", "/v1/alerts", params={"state": "open"}).json()["alerts"]
+    target = alerts[-1]
+    login(page, fleet, "ops")
+    page.goto(f"{fleet.url}/ui/alerts")
+    row = page.locator(f"tr[data-alert='{target['id']}']")
+    row.locator("button.false-alarm").click()
+    page.wait_for_load_state("networkidle")
+    kinds = {k["kind"]: k for k in fleet.api("GET", "/v1/alerts/precision").json()["kinds"]}
+    assert kinds[target["kind"]]["false_alarm"] == 1
+    page.goto(f"{fleet.url}/ui/models")
+    cell = page.locator("#alert-precision tr", has_text=target["kind"])
+    cell.wait_for()
+    assert "0 %" in cell.inner_text()  # one judged, a false alarm
+    assert page.problems == [], page.problems
+
+
 def test_ops_accepts_a_recommendation_with_a_comment_and_the_api_shows_it(page, fleet):
     recs = fleet.api("GET", "/v1/recommendations", params={"state": "open"}).json()
     target = next(r for r in recs["recommendations"] if r["setting"] is None)

@@ -7,13 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Query
 
 from fleetml.api.deps import OpsKey, StateDep
-from fleetml.api.routers._params import row_id
+from fleetml.api.routers._params import row_id, ts_param
 from fleetml.errors import InvalidInput, NotFound
 from fleetml.schemas.alerts import (
     AlertDetailOut,
+    AlertFeedbackIn,
+    AlertFeedbackOut,
     AlertHistoryOut,
     AlertNote,
     AlertOut,
+    AlertPrecisionOut,
     AlertsOut,
     AlertStateFilter,
     SilenceCreate,
@@ -72,6 +75,30 @@ def list_alerts(
 
 
 @router.get(
+    "/alerts/precision",
+    response_model=AlertPrecisionOut,
+    summary="Alert precision per kind, from ops feedback",
+)
+def alert_precision(
+    key: OpsKey,
+    state: StateDep,
+    from_: Annotated[str | None, Query(alias="from", description="Alerts opened from.")] = None,
+    to: Annotated[str | None, Query(description="Alerts opened until.")] = None,
+) -> AlertPrecisionOut:
+    """How often each kind of alert was a real problem, as ops judged them (the model
+    accuracy dashboard shows it beside the models' own test figures)."""
+    from fleetml.store.alerts import alert_precision as precision
+    from fleetml.timestamps import bound_ms
+
+    kinds = precision(
+        state.engine,
+        start_ms=bound_ms(ts_param("from", from_)),
+        end_ms=bound_ms(ts_param("to", to)),
+    )
+    return AlertPrecisionOut(kinds=kinds)
+
+
+@router.get(
     "/alerts/{alert_id}",
     response_model=AlertDetailOut,
     responses=_NOT_FOUND,
@@ -117,6 +144,31 @@ def resolve_alert(alert_id: AlertId, key: OpsKey, state: StateDep, body: Note = 
 
     row = resolve(state.engine, alert_id=alert_id, actor=key.name, note=_note(body))
     return AlertOut.from_row(row)
+
+
+@router.post(
+    "/alerts/{alert_id}/feedback",
+    response_model=AlertFeedbackOut,
+    status_code=201,
+    summary="Say whether an alert was a real problem or a false alarm",
+)
+def alert_feedback(
+    alert_id: AlertId, body: AlertFeedbackIn, key: OpsKey, state: StateDep
+) -> AlertFeedbackOut:
+    """Any alert, open or resolved (a false alarm often resolves by itself before anyone looks);
+    the latest word per alert counts in ``GET /v1/alerts/precision``. Audited."""
+    from fleetml.store.alerts import record_feedback
+
+    with state.engine.begin() as conn:
+        row = record_feedback(
+            conn,
+            alert_id=alert_id,
+            verdict=body.verdict,
+            actor=key.name,
+            note=body.note,
+            now_ms=now_ms(),
+        )
+    return AlertFeedbackOut(**{**row, "ts": iso(row["ts"])})
 
 
 @router.get("/silences", response_model=SilencesOut, summary="List silences, newest first")

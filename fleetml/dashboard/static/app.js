@@ -352,6 +352,10 @@ document.addEventListener("alpine:init", () => {
         this.note = "";
       }
     },
+    judge(alert, verdict) {
+      const body = { verdict, note: this.note || null };
+      return fleetml.act(this, `/v1/alerts/${alert.id}/feedback`, { method: "POST", body });
+    },
     silence(alert, hours) {
       const ends = new Date(Date.now() + hours * 3600 * 1000).toISOString();
       const body = { account_id: alert.account_id, kind: alert.kind, ends_at: ends, comment: this.note || null };
@@ -483,10 +487,12 @@ document.addEventListener("alpine:init", () => {
       fleetml.live(this, this.load);
     },
     async load() {
-      const [models, jobs] = await Promise.all([
+      const [models, jobs, precision] = await Promise.all([
         fleetml.api("/v1/models"),
         fleetml.api("/v1/jobs", { query: { limit: 50 } }),
+        fleetml.api("/v1/alerts/precision"),
       ]);
+      this.precision = precision.kinds;
       this.models = models.models;
       this.registry = models.registry_available;
       this.jobs = jobs.runs;
@@ -495,6 +501,7 @@ document.addEventListener("alpine:init", () => {
       this.$nextTick(() => this.draw());
     },
     evaluation: null,
+    precision: [],
     /** Per horizon of the risk champion: its calibration curve and its precision-recall curve
      * with the chosen threshold marked, as measured on the training run's test split. */
     draw() {
