@@ -59,3 +59,27 @@ class ModelEvaluationOut(ModelVersionOut):
         description="The run's JSON artifacts by name (evaluation, reliability, pr_curves, "
         "choices); null where the run logged none."
     )
+
+
+class DriftRow(BaseModel):
+    column: str = Field(description="A stored metric (counters compared as per-minute rates).")
+    psi: float | None = Field(description="Population stability index; null: too few values.")
+    n_ref: int
+    n_cur: int
+    level: str = Field(description="stable (< 0.1), moderate (< 0.25), major, insufficient_data.")
+
+
+class ModelDriftOut(BaseModel):
+    """How far the last 24 h of each metric moved from the champion's training window."""
+
+    family: Literal["anomaly", "risk"]
+    version: int | None = None
+    skipped: str | None = Field(default=None, description="Why there is no table.")
+    reference: str | None = Field(
+        default=None, description="training_window, or oldest_7_days when the run does not say."
+    )
+    reference_from: datetime | None = None
+    reference_to: datetime | None = None
+    current_from: datetime | None = None
+    current_to: datetime | None = None
+    metrics: list[DriftRow]

@@ -591,6 +591,36 @@ def _retrain_drift(inputs: Inputs) -> list[Recommendation]:
     return out
 
 
+def family_drift(
+    engine: Engine, settings: Settings, family: str, *, now_ms: int | None = None
+) -> dict[str, Any]:
+    """The drift check of ``retrain_drift`` for one family, whole: the PSI of every metric
+    between the champion's reference window and the last 24 h (the dashboard shows it).
+
+    ``skipped`` says why there is no table (no champion, too little history).
+    """
+    inputs = Inputs(engine, settings, _clock(engine, settings) if now_ms is None else now_ms)
+    champion = champion_window(settings, family)
+    if champion is None:
+        return {"family": family, "skipped": "no champion", "metrics": []}
+    start, end, source = _reference(inputs, champion)
+    out: dict[str, Any] = {"family": family, "version": champion["version"], "metrics": []}
+    if start is None:
+        return {**out, "skipped": "too little history before the last 24 h for a reference"}
+    psi = drift_table(inputs, start, end)
+    rows = psi.astype(object).where(psi.notna(), None).to_dict(orient="records")
+    return {
+        **out,
+        "skipped": None,
+        "reference": source,
+        "reference_from_ms": int(start),
+        "reference_to_ms": int(end),
+        "current_from_ms": inputs.now - DRIFT_CURRENT_MS,
+        "current_to_ms": inputs.now,
+        "metrics": rows,
+    }
+
+
 def champion_window(settings: Settings, family: str) -> dict[str, Any] | None:
     """The champion of ``family``: ``version`` and its training window ``start_ms``/``end_ms``
     from its MLflow run's tags (None each when the run does not say); None without a champion.

@@ -32,6 +32,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "GET /v1/forecasts": ANY,
     "GET /v1/models": ANY,
     "GET /v1/models/{family}/evaluation": ANY,
+    "GET /v1/models/{family}/drift": ANY,
     "GET /v1/whoami": ANY,
     # reading the store
     "GET /v1/metrics": READ,

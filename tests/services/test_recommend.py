@@ -553,3 +553,35 @@ def test_fleetml_recommend_prints_one_json_line(sqlite_settings, no_champion):
     summary = json.loads(out.output.strip().splitlines()[-1])
     assert summary["now"] == NOW_MS
     assert set(summary["recommendations"]) == {k.value for k in recommend.KINDS}
+
+
+def test_family_drift_gives_the_whole_table_and_the_api_serves_it(settings, engine, monkeypatch):
+    drift_store(engine, shift=40.0)
+    window = {
+        "version": 3,
+        "start_ms": NOW_MS - 9 * 24 * HOUR_MS,
+        "end_ms": NOW_MS - 4 * 24 * HOUR_MS,
+    }
+    monkeypatch.setattr(
+        recommend, "champion_window", lambda s, family: window if family == "risk" else None
+    )
+    drift = recommend.family_drift(engine, settings, "risk", now_ms=NOW_MS)
+    assert drift["reference"] == "training_window" and drift["version"] == 3
+    by_metric = {r["column"]: r for r in drift["metrics"]}
+    assert by_metric["cpu_pct"]["level"] == "major" and by_metric["cpu_pct"]["psi"] > 0.25
+    assert by_metric["msgs_sent"]["level"] == "stable"  # a counter, compared as a rate
+    assert recommend.family_drift(engine, settings, "anomaly")["skipped"] == "no champion"
+
+    from fastapi.testclient import TestClient
+
+    from fleetml.api import create_app
+    from fleetml.store.keys import create_key
+
+    with engine.begin() as conn:
+        key, _ = create_key(conn, role="ops", name="ops", actor="pytest")
+    monkeypatch.setattr(recommend, "_clock", lambda engine, settings: NOW_MS)
+    with TestClient(create_app(settings)) as client:
+        resp = client.get("/v1/models/risk/drift", headers={"Authorization": f"Bearer {key}"})
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["metrics"][0]["column"] == "cpu_pct" and body["reference_from"].startswith("20")

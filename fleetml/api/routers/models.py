@@ -14,7 +14,7 @@ from fastapi import APIRouter, Request
 from fleetml.api.deps import AnyKey, StateDep
 from fleetml.errors import NotFound
 from fleetml.schemas.common import ErrorResponse
-from fleetml.schemas.models import ModelEvaluationOut, ModelsOut
+from fleetml.schemas.models import ModelDriftOut, ModelEvaluationOut, ModelsOut
 
 router = APIRouter(prefix="/v1", tags=["models"])
 log = logging.getLogger("fleetml.api")
@@ -206,3 +206,21 @@ def model_evaluation(
                 version["run_id"], artifact, settings=state.settings
             )
     return {"family": family, "name": name, "alias": alias, **version, "artifacts": artifacts}
+
+
+@router.get(
+    "/models/{family}/drift",
+    summary="Drift (PSI) of each metric since the champion's training window",
+    response_model=ModelDriftOut,
+)
+def model_drift(family: Literal["anomaly", "risk"], key: AnyKey, state: StateDep) -> dict:
+    """The hourly recommendation job's drift check, whole: per stored metric (gauges as they
+    are, counters as per-minute rates) the PSI of the last 24 h against the champion's training
+    window (or the oldest week in the store when its run does not say), most drifted first."""
+    from fleetml.services.recommend import family_drift
+
+    out = family_drift(state.engine, state.settings, family)
+    for name in ("reference_from", "reference_to", "current_from", "current_to"):
+        ms = out.pop(f"{name}_ms", None)
+        out[name] = _when(ms)
+    return out

@@ -496,12 +496,15 @@ document.addEventListener("alpine:init", () => {
       this.models = models.models;
       this.registry = models.registry_available;
       this.jobs = jobs.runs;
+      const drifting = this.models.filter((m) => m.champion && m.family !== "forecast");
+      this.drift = await Promise.all(drifting.map((m) => fleetml.api(`/v1/models/${m.family}/drift`)));
       const risk = this.models.find((m) => m.family === "risk");
       this.evaluation = risk && risk.champion ? await fleetml.api("/v1/models/risk/evaluation") : null;
       this.$nextTick(() => this.draw());
     },
     evaluation: null,
     precision: [],
+    drift: [],
     /** Per horizon of the risk champion: its calibration curve and its precision-recall curve
      * with the chosen threshold marked, as measured on the training run's test split. */
     draw() {
