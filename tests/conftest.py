@@ -25,6 +25,7 @@ _TABLES = (
     "predictions_latest",
     "prediction_history",
     "forecasts",
+    "forecast_history",
     "alerts",
     "alert_history",
     "alert_feedback",

@@ -60,3 +60,41 @@ class ForecastOut(BaseModel):
     points: list[ForecastPoint]
     peaks: list[ForecastPeak]
     cached: bool = Field(description="True when served from the forecast cache.")
+
+
+class ForecastRunAccuracy(BaseModel):
+    computed_at: datetime
+    model_version: int | None = None
+    horizon: int
+    n: int = Field(description="Points of the forecast that came true so far.")
+    smape: float = Field(description="Symmetric MAPE in percent over those points.")
+    mae: float
+    coverage80: float = Field(description="Share of actual points inside the 80 % band.")
+    coverage95: float
+
+
+class ForecastOverlayPoint(BaseModel):
+    ts: datetime
+    yhat: float | None
+    lo80: float | None
+    hi80: float | None
+    lo95: float | None
+    hi95: float | None
+    actual: float | None
+
+
+class ForecastOverlay(BaseModel):
+    computed_at: datetime
+    points: list[ForecastOverlayPoint]
+
+
+class ForecastAccuracyOut(BaseModel):
+    """A group's past forecasts against what happened (the hourly job's history)."""
+
+    group: str
+    metric: str
+    step_seconds: float | None = None
+    runs: list[ForecastRunAccuracy] = Field(description="Oldest first.")
+    overlay: ForecastOverlay | None = Field(
+        description="The newest forecast whose every point came true, with the actual values."
+    )

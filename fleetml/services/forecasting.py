@@ -421,7 +421,7 @@ def refresh_forecasts(engine, settings: Settings, *, now_ms: int | None = None) 
     """
     from fleetml.store.accounts import accounts_frame
     from fleetml.store.audit import now_ms as clock
-    from fleetml.store.forecasts import write_forecasts
+    from fleetml.store.forecasts import write_forecasts, write_history
 
     started = time.perf_counter()
     metric, horizon = settings.forecast_metric, settings.forecast_horizon
@@ -471,6 +471,7 @@ def refresh_forecasts(engine, settings: Settings, *, now_ms: int | None = None) 
     ]
     with engine.begin() as conn:
         write_forecasts(conn, rows)
+        write_history(conn, rows)  # to measure them against what happens
     return done(
         groups=len(results),
         accounts=int(history.frame["account_id"].nunique()),
@@ -478,3 +479,76 @@ def refresh_forecasts(engine, settings: Settings, *, now_ms: int | None = None) 
         failed=len(results) - len(rows),
         step_seconds=results[0].step.total_seconds() if results else None,
     )
+
+
+def forecast_accuracy(
+    engine, settings: Settings, *, group: str, metric: str | None = None, days: float = 7.0
+) -> dict[str, Any]:
+    """The hourly job's past forecasts of a group against what happened.
+
+    Every forecast kept in the history (made in the last ``days``) is compared, point by point,
+    with the group's actual series at the same step (the sum of its accounts; counters as
+    per-minute rates, as forecast): ``runs`` has per forecast the points that came true so far
+    (``n``), sMAPE, MAE and how many actual points fell inside the 80 % and 95 % bands;
+    ``overlay`` is the newest forecast that fully came true, with ``actual`` beside each point.
+    """
+    from fleetml.evaluation.forecast import smape
+    from fleetml.models.forecast import account_series, group_series
+    from fleetml.store.forecasts import read_history
+    from fleetml.store.metrics import time_range
+
+    metric = metric or settings.forecast_metric
+    kind = _metric_kind(engine, metric)
+    _, newest = time_range(engine)
+    if newest is None:
+        raise NotFound("the store holds no samples yet")
+    since = int(newest.value // 1_000_000) - int(days * 86_400_000)
+    past = read_history(engine, scope="group", target=group, metric=metric, since_ms=since)
+    out: dict[str, Any] = {"group": group, "metric": metric, "runs": [], "overlay": None}
+    if not past:
+        return out
+    step = pd.Timedelta(seconds=float(past[-1]["payload"]["step_seconds"]))
+    first = min(
+        pd.Timestamp(p["payload"]["points"][0]["ts"]) for p in past if p["payload"]["points"]
+    )
+    history = load_history(
+        engine, metrics=[metric], group=group, start=first - 2 * step, end=newest
+    )
+    per_account = account_series(history.frame, metric, kind=kind, step=step)
+    actual = group_series(per_account, history.groups).get(group)
+    if actual is None or actual.empty:
+        return out
+    out["step_seconds"] = step.total_seconds()
+    for record in past:
+        points = pd.DataFrame(record["payload"]["points"])
+        if points.empty:
+            continue
+        points["ts"] = pd.to_datetime(points["ts"], utc=True)
+        points["actual"] = actual.reindex(pd.DatetimeIndex(points["ts"])).to_numpy()
+        came = points.dropna(subset=["actual", "yhat"])
+        if came.empty:
+            continue
+        y, f = came["actual"].to_numpy(), came["yhat"].to_numpy()
+        inside = {
+            level: float(((came[f"lo{level}"] <= y) & (y <= came[f"hi{level}"])).mean())
+            for level in (80, 95)
+        }
+        out["runs"].append(
+            {
+                "computed_at": int(record["computed_at"]),
+                "model_version": record["model_version"],
+                "n": len(came),
+                "horizon": int(record["horizon"]),
+                "smape": smape(y, f),
+                "mae": float(abs(y - f).mean()),
+                "coverage80": inside[80],
+                "coverage95": inside[95],
+            }
+        )
+        if len(came) == len(points):  # fully came true: the newest such one is the overlay
+            shown = points.assign(ts=points["ts"].map(_iso))
+            out["overlay"] = {
+                "computed_at": int(record["computed_at"]),
+                "points": shown.astype(object).where(shown.notna(), None).to_dict(orient="records"),
+            }
+    return out

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from fleetml.config import Settings
 from fleetml.schemas.jobs import JobOutcome
 from fleetml.store.audit import now_ms as _now_ms
-from fleetml.store.tables import job_runs, notifications, prediction_history
+from fleetml.store.tables import forecast_history, job_runs, notifications, prediction_history
 
 #: Rows deleted per statement.
 DEFAULT_BATCH = 5000
@@ -35,6 +35,7 @@ def apply_retention(
     now = _now_ms() if now_ms is None else int(now_ms)
     cutoff = now - int(settings.prediction_retention_s * 1000)
     ph, jr, nt = prediction_history.c, job_runs.c, notifications.c
+    fh = forecast_history.c
     return {
         "cutoff_ms": cutoff,
         "prediction_history": _delete_in_batches(
@@ -49,6 +50,13 @@ def apply_retention(
             job_runs,
             (jr.id,),
             sa.and_(jr.started_at < cutoff, jr.outcome != JobOutcome.RUNNING.value),
+            batch_size,
+        ),
+        "forecast_history": _delete_in_batches(
+            engine,
+            forecast_history,
+            (fh.scope, fh.target, fh.metric, fh.horizon, fh.computed_at),
+            fh.computed_at < cutoff,
             batch_size,
         ),
         "notifications": _delete_in_batches(

@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from fleetml.store.audit import connect
-from fleetml.store.tables import forecasts
+from fleetml.store.tables import forecast_history, forecasts
 
 SCOPES = ("account", "group")
 _COLUMNS = ("scope", "target", "metric", "horizon", "computed_at", "model_version", "payload")
@@ -75,4 +75,40 @@ def list_forecasts(bind, *, scope: str | None = None, metric: str | None = None)
         return [dict(r) for r in conn.execute(query).mappings()]
 
 
-__all__ = ["SCOPES", "list_forecasts", "read_forecast", "write_forecasts"]
+def write_history(conn: sa.Connection, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Keep the hourly job's forecasts in ``forecast_history`` too (a rerun at the same
+    ``computed_at`` writes nothing twice)."""
+    if not rows:
+        return 0
+    values = [{c: row[c] for c in _COLUMNS} for row in rows]
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    conn.execute(insert(forecast_history).on_conflict_do_nothing(), values)
+    return len(values)
+
+
+def read_history(
+    bind, *, scope: str, target: str, metric: str, since_ms: int | None = None
+) -> list[dict[str, Any]]:
+    """Past forecasts of one (scope, target, metric), oldest first, made at or after
+    ``since_ms``."""
+    h = forecast_history
+    query = sa.select(*(h.c[c] for c in _COLUMNS)).where(
+        h.c.scope == scope, h.c.target == target, h.c.metric == metric
+    )
+    if since_ms is not None:
+        query = query.where(h.c.computed_at >= int(since_ms))
+    with connect(bind) as conn:
+        return [dict(r) for r in conn.execute(query.order_by(h.c.computed_at)).mappings()]
+
+
+__all__ = [
+    "SCOPES",
+    "list_forecasts",
+    "read_forecast",
+    "read_history",
+    "write_forecasts",
+    "write_history",
+]

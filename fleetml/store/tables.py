@@ -161,6 +161,24 @@ forecasts = sa.Table(
     sa.PrimaryKeyConstraint("scope", "target", "metric", "horizon", name="pk_forecasts"),
 )
 
+#: Every forecast the hourly job made (the cache above keeps only the newest), to measure them
+#: against what happened. Kept for ``prediction_retention_s``.
+forecast_history = sa.Table(
+    "forecast_history",
+    metadata,
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("target", sa.String(128), nullable=False),
+    sa.Column("metric", sa.String(64), nullable=False),
+    sa.Column("horizon", sa.Integer, nullable=False),
+    sa.Column("computed_at", sa.BigInteger, nullable=False),
+    sa.Column("model_version", sa.Integer, nullable=True),
+    sa.Column("payload", JSONType, nullable=False),
+    sa.PrimaryKeyConstraint(
+        "scope", "target", "metric", "horizon", "computed_at", name="pk_forecast_history"
+    ),
+    sa.Index("ix_forecast_history_computed_at", "computed_at"),
+)
+
 #: Alerts: at most one open (firing or acknowledged) alert per (account, kind), enforced by a
 #: partial unique index, so a tick re-run after a crash cannot open a second one.
 alerts = sa.Table(

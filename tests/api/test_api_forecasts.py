@@ -178,3 +178,30 @@ def test_no_history_is_a_404_not_a_500(api, engine):
 def test_hostile_input_is_never_a_5xx(hourly, params):
     resp = _get(hourly, **params)
     assert 400 <= resp.status_code < 500, resp.text
+
+
+def test_accuracy_compares_past_forecasts_with_what_happened(hourly, engine, settings):
+    from fleetml.services.forecasting import refresh_forecasts
+
+    start = pd.Timestamp("2026-02-01", tz="UTC")
+    for hours in (24, 36, 48):  # three hourly jobs, each 24 steps ahead; the data runs to 72 h
+        refresh_forecasts(
+            engine, settings, now_ms=int((start + pd.Timedelta(hours=hours)).value // 1e6)
+        )
+    body = hourly.get("/v1/forecasts/accuracy", params={"group": "eu", "days": 30}).json()
+    assert (body["group"], body["metric"], body["step_seconds"]) == ("eu", "msgs_sent", 3600.0)
+    runs = body["runs"]
+    assert [r["computed_at"][:13] for r in runs] == [
+        "2026-02-02T00",
+        "2026-02-02T12",
+        "2026-02-03T00",
+    ]
+    assert [r["n"] for r in runs] == [24, 24, 23]  # the last one's 72 h point has not come yet
+    # two accounts sending one message a minute each: the fallback forecasts 2.0 exactly
+    assert all(r["smape"] == pytest.approx(0.0, abs=1e-6) for r in runs)
+    assert runs[0]["coverage95"] == 1.0
+    overlay = body["overlay"]
+    assert overlay["computed_at"].startswith("2026-02-02T12")  # the newest that fully came true
+    assert all(p["actual"] == pytest.approx(2.0) for p in overlay["points"])
+    missing = hourly.get("/v1/forecasts/accuracy", params={"group": "nowhere"})
+    assert missing.status_code == 200 and missing.json()["runs"] == []

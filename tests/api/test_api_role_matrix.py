@@ -30,6 +30,7 @@ MATRIX: dict[str, tuple[str, ...]] = {
     "GET /v1/event-kinds": ANY,
     "PUT /v1/metric-kinds": ADMIN,
     "GET /v1/forecasts": ANY,
+    "GET /v1/forecasts/accuracy": ANY,
     "GET /v1/models": ANY,
     "GET /v1/models/{family}/evaluation": ANY,
     "GET /v1/models/{family}/drift": ANY,

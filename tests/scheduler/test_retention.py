@@ -6,7 +6,13 @@ import pytest
 import sqlalchemy as sa
 
 from fleetml.services.retention import apply_retention
-from fleetml.store.tables import alerts, job_runs, notifications, prediction_history
+from fleetml.store.tables import (
+    alerts,
+    forecast_history,
+    job_runs,
+    notifications,
+    prediction_history,
+)
 
 NOW = 1_800_000_000_000
 DAY = 86_400_000
@@ -98,12 +104,21 @@ def test_retention_deletes_old_rows_only(engine, week):
             ],
         )
         conn.execute(alerts.insert(), [_alert("a0", old, "resolved"), _alert("a1", old, "firing")])
+        conn.execute(
+            forecast_history.insert(),
+            [
+                {"scope": "group", "target": "eu", "metric": "msgs_sent", "horizon": 24,
+                 "computed_at": at, "model_version": None, "payload": {"points": []}}
+                for at in (old - 1, old, recent)
+            ],
+        )  # fmt: skip
 
     counts = apply_retention(engine, week, now_ms=NOW, batch_size=2)
 
     assert counts == {
         "cutoff_ms": NOW - 7 * DAY,
         "prediction_history": 7,
+        "forecast_history": 2,
         "job_runs": 3,
         "notifications": 2,
     }

@@ -67,7 +67,13 @@ def test_once_retention_runs_the_real_job(migrated):
     assert result.exit_code == 0, result.output
     [run] = read_runs(migrated)
     assert run["job"] == "retention" and run["outcome"] == "ok"
-    assert set(run["counts"]) == {"cutoff_ms", "prediction_history", "job_runs", "notifications"}
+    assert set(run["counts"]) == {
+        "cutoff_ms",
+        "prediction_history",
+        "forecast_history",
+        "job_runs",
+        "notifications",
+    }
 
 
 def test_serve_worker_runs_the_scheduler_in_the_api_process(sqlite_settings, migrated, monkeypatch):

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fleetml.api.deps import AnyKey, StateDep
 from fleetml.errors import InvalidInput
 from fleetml.schemas.common import ErrorResponse
-from fleetml.schemas.forecasts import ForecastOut
+from fleetml.schemas.forecasts import ForecastAccuracyOut, ForecastOut
 
 router = APIRouter(prefix="/v1", tags=["forecasts"])
 
@@ -23,6 +23,37 @@ _ERRORS = {
     },
 }
 _NAME = dict(min_length=1, max_length=128)
+
+
+@router.get(
+    "/forecasts/accuracy",
+    summary="A group's past forecasts against what happened",
+    response_model=ForecastAccuracyOut,
+    responses=_ERRORS,
+)
+def forecast_accuracy(
+    key: AnyKey,
+    state: StateDep,
+    group: Annotated[str, Query(description="A group.", **_NAME)],
+    metric: Annotated[
+        str | None,
+        Query(max_length=64, description="Stored metric; default the hourly job's metric."),
+    ] = None,
+    days: Annotated[float, Query(gt=0, le=90, description="Forecasts made in the last days.")] = 7,
+) -> dict:
+    """Every forecast the hourly job made for the group (kept ``FLEETML_PREDICTION_RETENTION_S``)
+    compared point by point with the group's actual series: sMAPE, MAE and band coverage per
+    forecast (forecast error over time), and the newest forecast that fully came true drawn
+    against the actual values."""
+    from fleetml.services.forecasting import forecast_accuracy as accuracy
+
+    out = accuracy(state.engine, state.settings, group=group, metric=metric, days=days)
+    for run in out["runs"]:
+        run["computed_at"] = datetime.fromtimestamp(run["computed_at"] / 1000, tz=UTC)
+    if out["overlay"] is not None:
+        at = out["overlay"]["computed_at"]
+        out["overlay"]["computed_at"] = datetime.fromtimestamp(at / 1000, tz=UTC)
+    return out
 
 
 @router.get(
