@@ -98,7 +98,8 @@ def fleet(tmp_path_factory):
     for account, group in (("acc-0", "eu"), ("acc-1", "eu"), ("acc-2", "us")):
         assert out.api("PATCH", f"/v1/accounts/{account}", json={"group": group}).status_code == 200
     seed(engine)
-    refresh_forecasts(engine, settings, now_ms=now)
+    for back_min in (150, 120, 0):  # two past hourly jobs whose forecasts came true, and now
+        refresh_forecasts(engine, settings, now_ms=now - back_min * 60_000)
     yield out
     server.should_exit = True
     thread.join(timeout=10)

@@ -34,6 +34,9 @@ def test_every_page_loads_without_console_errors(page, fleet, name):
     page.locator(selector, has_text=text).first.wait_for(timeout=15_000)
     if name == "account":  # the risk history is charted, each horizon against its threshold
         page.locator("#risk-chart .u-legend", has_text="threshold 1h").wait_for()
+    if name == "forecasts":  # a past forecast against what happened, and the error over time
+        page.locator("#overlay-chart .u-legend", has_text="actual").wait_for()
+        page.locator("#error-chart .u-legend", has_text="sMAPE").wait_for()
     page.wait_for_load_state("networkidle")
     shot(page, name)
     assert page.locator("#notice").is_hidden(), page.locator("#notice").inner_text()

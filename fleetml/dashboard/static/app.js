@@ -451,16 +451,43 @@ document.addEventListener("alpine:init", () => {
     async load() {
       this.groups = await fleetml.groups();
       if (!this.group && this.groups.length) this.group = this.groups[0];
+      if (!this.group) return;
       try {
-        this.forecast = await fleetml.api("/v1/forecasts", { query: { group: this.group || undefined } });
+        this.forecast = await fleetml.api("/v1/forecasts", { query: { group: this.group } });
         this.message = "";
       } catch (err) {
         this.forecast = null;
         this.message = String(err.message || err);
       }
+      this.accuracy = await fleetml.api("/v1/forecasts/accuracy", { query: { group: this.group } });
       this.$nextTick(() => this.draw());
     },
+    accuracy: null,
+    /** The newest past forecast that fully came true, against the actual values, and the error
+     * of every past forecast over time. */
+    drawAccuracy() {
+      const a = this.accuracy;
+      if (!a) return;
+      const o = a.overlay;
+      if (o) {
+        const xs = o.points.map((p) => Date.parse(p.ts));
+        const col = (k) => o.points.map((p) => p[k]);
+        fleetml.chart(this.$refs.overlay, xs, [
+          { label: "forecast", values: col("yhat"), stroke: "#2563eb", width: 2 },
+          { label: "80 % low", values: col("lo80"), stroke: "#93c5fd", dash: [4, 4] },
+          { label: "80 % high", values: col("hi80"), stroke: "#93c5fd", dash: [4, 4] },
+          { label: "actual", values: col("actual"), stroke: "#16a34a", width: 2 },
+        ], { height: 240 });
+      } else if (this.$refs.overlay) {
+        this.$refs.overlay.textContent = "No past forecast has fully come true yet.";
+      }
+      const runs = a.runs;
+      fleetml.chart(this.$refs.errors, runs.map((r) => Date.parse(r.computed_at)), [
+        { label: "sMAPE %", values: runs.map((r) => r.smape), stroke: "#dc2626", points: true },
+      ], { height: 180 });
+    },
     draw() {
+      this.drawAccuracy();
       const f = this.forecast;
       if (!f || !f.points) {
         if (this.$refs.chart) this.$refs.chart.textContent = this.message || "no forecast yet";
