@@ -39,6 +39,8 @@ def test_every_page_loads_without_console_errors(page, fleet, name):
         page.locator("#error-chart .u-legend", has_text="sMAPE").wait_for()
     page.wait_for_load_state("networkidle")
     shot(page, name)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 1, f"{name} is {overflow}px wider than the window"
     assert page.locator("#notice").is_hidden(), page.locator("#notice").inner_text()
     assert page.problems == [], page.problems
 

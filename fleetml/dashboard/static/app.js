@@ -123,7 +123,7 @@ const fleetml = {
     return kept;
   },
   /** A uPlot line chart of `series` ({label, values, stroke, dash, band}) over `xs` (ms or x). */
-  chart(el, xs, series, { time = true, height = 220, yRange } = {}) {
+  chart(el, xs, series, { time = true, height = 220, yRange, xRange } = {}) {
     if (!el) return null;
     el.innerHTML = "";
     if (!xs.length) {
@@ -133,7 +133,7 @@ const fleetml = {
     const opts = {
       width: Math.max(280, el.clientWidth || 600),
       height,
-      scales: { x: { time }, y: yRange ? { range: yRange } : {} },
+      scales: { x: xRange ? { time, range: xRange } : { time }, y: yRange ? { range: yRange } : {} },
       series: [{}].concat(
         series.map((s) => ({
           label: s.label,
@@ -525,8 +525,12 @@ document.addEventListener("alpine:init", () => {
       this.jobs = jobs.runs;
       const drifting = this.models.filter((m) => m.champion && m.family !== "forecast");
       this.drift = await Promise.all(drifting.map((m) => fleetml.api(`/v1/models/${m.family}/drift`)));
+      // the champion's curves, or the challenger's while no version is champion
       const risk = this.models.find((m) => m.family === "risk");
-      this.evaluation = risk && risk.champion ? await fleetml.api("/v1/models/risk/evaluation") : null;
+      const alias = risk && (risk.champion ? "champion" : risk.challenger ? "challenger" : null);
+      this.evaluation = alias
+        ? await fleetml.api("/v1/models/risk/evaluation", { query: { alias } })
+        : null;
       this.$nextTick(() => this.draw());
     },
     evaluation: null,
@@ -544,7 +548,8 @@ document.addEventListener("alpine:init", () => {
       const thresholds = (art.evaluation && art.evaluation.thresholds) || {};
       for (const h of Object.keys(reliability)) {
         const title = document.createElement("h3");
-        title.textContent = `risk ${h}: calibration and precision-recall (test split)`;
+        const v = this.evaluation;
+        title.textContent = `risk ${h}, ${v.alias} v${v.version}: calibration and precision-recall (test split)`;
         const row = document.createElement("div");
         row.className = "pair";
         const cal = document.createElement("div");
@@ -558,7 +563,7 @@ document.addEventListener("alpine:init", () => {
         fleetml.chart(cal, xs, [
           { label: "observed", values: bins.map((b) => b.observed_rate), points: true },
           { label: "perfect", values: xs, stroke: "#9ca3af", dash: [4, 4] },
-        ], { time: false, height: 200, yRange: [0, 1] });
+        ], { time: false, height: 200, yRange: [0, 1], xRange: [0, 1] });
         const c = curves[h];
         if (!c || !c.recall.length) {
           pr.textContent = "this run logged no precision-recall curve";
@@ -578,7 +583,7 @@ document.addEventListener("alpine:init", () => {
           { label: `threshold ${fleetml.fmt.num(t, 3)}`, values: order.map((i) => (i === chosen ? c.precision[i] : null)), stroke: "#dc2626", points: true, width: 0 },
         ], { time: false, height: 200, yRange: [0, 1] });
       }
-      if (!box.children.length) box.textContent = "No risk champion yet: train one (fleetml train risk).";
+      if (!box.children.length) box.textContent = "No risk model yet: train one (fleetml train risk).";
     },
     metrics(version) {
       return version ? Object.entries(version.metrics || {}) : [];
