@@ -275,12 +275,18 @@ def register_version(
         client.create_registered_model(
             name, description=f"fleetml {name}: see docs; aliases champion/challenger."
         )
+    # MLflow 3 logs a model as a LoggedModel (``models:/m-<id>``): a tracking server accepts
+    # that as a version's source only with its model id (the local store is lenient)
+    model_id = None
+    if model_uri.startswith("models:/m-") and model_uri.count("/") == 1:
+        model_id = model_uri.removeprefix("models:/")
     mv = client.create_model_version(
         name,
         source=model_uri,
         run_id=run_id,
         tags={k: _tag_value(v) for k, v in (tags or {}).items()},
         description=description,
+        model_id=model_id,
     )
     if alias:
         client.set_registered_model_alias(name, alias, mv.version)
