@@ -274,6 +274,41 @@ class Client:
         """The champion (and challenger) of each model family (GET /v1/models)."""
         return self._request("GET", "/v1/models")
 
+    # -- routing and actions (the runtime's side of decisions) -----------------------------
+
+    def weights(self, group: str) -> dict:
+        """The balancer weights of ``group`` with their reasons (GET /v1/weights), for a
+        runtime that balances locally."""
+        return self._request("GET", "/v1/weights", params={"group": group})
+
+    def route(self, group: str, report: list[dict] | None = None) -> dict:
+        """Which account of ``group`` takes the next message (POST /v1/route).
+
+        ``report`` tells the balancer how the last sends went: ``{"account_id", "latency_ms",
+        "ok"}`` each. An answer with ``hold: true`` means the group's share is held (platform
+        enforcement): wait, never send it through another number.
+        """
+        return self._request("POST", "/v1/route", body={"group": group, "report": report or []})
+
+    def actions(
+        self,
+        state: str | None = "pending",
+        *,
+        account_id: str | None = None,
+        group: str | None = None,
+        limit: int | None = None,
+    ) -> list[dict]:
+        """Actions for the runtime to carry out, newest first (GET /v1/actions), every page up
+        to ``limit``; by default the pending ones (poll this, or take the webhook)."""
+        params = _query(state=state, account_id=account_id, group=group)
+        return list(self._pages("/v1/actions", "actions", params, limit))
+
+    def ack_action(self, id: int, outcome: str = "ok", detail: str | None = None) -> dict:
+        """Report how an action went (POST /v1/actions/{id}/ack): ``outcome`` ``ok`` or
+        ``failed`` with a ``detail``. Acknowledging the same way twice is harmless."""
+        body = {"outcome": outcome, **_query(detail=detail)}
+        return self._request("POST", f"/v1/actions/{int(id)}/ack", body=body)
+
     # -- alerts, silences, jobs ------------------------------------------------------------
 
     def alerts(self, state: str | None = None, limit: int | None = None) -> list[dict]:
@@ -281,12 +316,18 @@ class Client:
         return list(self._pages("/v1/alerts", "alerts", _query(state=state), limit))
 
     def ack_alert(self, id: int, note: str | None = None) -> dict:
-        """Acknowledge an alert (POST /v1/alerts/{id}/ack); it stays open but is not re-sent."""
+        """Acknowledge an alert (POST /v1/alerts/{id}/ack); it stays open and keeps updating."""
         return self._request("POST", f"/v1/alerts/{int(id)}/ack", body=_query(note=note))
 
     def resolve_alert(self, id: int, note: str | None = None) -> dict:
         """Resolve an alert by hand (POST /v1/alerts/{id}/resolve)."""
         return self._request("POST", f"/v1/alerts/{int(id)}/resolve", body=_query(note=note))
+
+    def alert_feedback(self, id: int, verdict: str, note: str | None = None) -> dict:
+        """Say whether an alert was ``real`` or a ``false_alarm`` (POST /v1/alerts/{id}/feedback);
+        the latest word counts in the alert precision per kind."""
+        body = {"verdict": verdict, **_query(note=note)}
+        return self._request("POST", f"/v1/alerts/{int(id)}/feedback", body=body)
 
     def silences(self) -> list[dict]:
         """Active silences (GET /v1/silences)."""
@@ -295,7 +336,7 @@ class Client:
     def create_silence(self, **fields: Any) -> dict:
         """Create a silence (POST /v1/silences) from its fields.
 
-        For example ``create_silence(group="g1", kind="risk", ends_at=..., comment="deploy")``:
+        For example ``create_silence(group="g1", kind="failure_risk", ends_at=..., comment="x")``:
         matchers left out match anything.
         """
         return self._request("POST", "/v1/silences", body=fields)

@@ -245,3 +245,32 @@ def test_live_ingest_events_and_their_errors(live):
         live("not-a-key").ingest(samples)
     assert caught.value.status == 401
     assert "Authorization: Bearer" in caught.value.detail
+
+
+def test_live_routing_and_actions_for_the_runtime(live, sqlite_settings):
+    """The runtime's side of decisions through the client: weights, route, pending actions and
+    their acknowledgement, against the real app over a decided fleet."""
+    from fleetml.store.accounts import create_account
+    from fleetml.store.engine import get_engine
+    from tests.api.test_api_decisions import seed
+
+    bot, oncall = live("runtime"), live("ops")
+    engine = get_engine(sqlite_settings)
+    with engine.begin() as conn:
+        for account, group in (("m1", "eu"), ("m2", "us")):
+            create_account(conn, account_id=account, group=group, actor="test")
+        create_account(conn, account_id="s1", role="servant", master_id="m1", group="eu", actor="t")
+    seed(engine)
+    weights = bot.weights("eu")
+    assert {w["account_id"] for w in weights["accounts"]} == {"m1", "s1"}
+    pending = bot.actions()
+    assert [(a["account_id"], a["kind"]) for a in pending] == [("m2", "drain")]
+    done = bot.ack_action(pending[0]["id"], "failed", detail="runtime busy")
+    assert (done["state"], done["detail"]) == ("failed", "runtime busy")
+    assert bot.actions() == []
+    assert {a["kind"] for a in oncall.actions(state=None)} == {"drain", "failover"}
+    picked = bot.route("eu", report=[{"account_id": "m1", "latency_ms": 80.0, "ok": True}])
+    assert picked["group"] == "eu"
+    with pytest.raises(FleetmlError) as caught:
+        bot.route("nowhere")
+    assert caught.value.status == 404 and "has no accounts" in caught.value.detail
