@@ -35,6 +35,7 @@ import pandas as pd
 from fleetml.evaluation.backtest import walk_forward_segments
 from fleetml.evaluation.events import alert_onsets, event_metrics, label_rows
 from fleetml.evaluation.pointwise import pointwise_metrics
+from fleetml.evaluation.risk import pr_curve
 from fleetml.models.anomaly import (
     AlertRule,
     AnomalyModel,
@@ -511,6 +512,9 @@ def train_anomaly(
             "features.json",
         )
         registry.log_dict(data_range, "data_range.json")
+        if len(windows):  # the held-out precision-recall curve of the score (the dashboard's)
+            labels = label_rows(challenger_scored, windows)
+            registry.log_dict(pr_curve(labels, challenger_scored["anomaly_score"]), "pr_curve.json")
         registry.log_dict(
             {
                 "challenger": metrics,

@@ -86,6 +86,12 @@ def test_train_register_promote_load_champion_and_score(stored_fleet, tmp_path):
         assert first["promotion_reason"].startswith("promoted as first version although")
     assert first["test_n_windows"] >= 1
     assert registry.get_champion_version("fleetml-anomaly", settings=settings) == 1
+    # the run keeps the held-out precision-recall curve the dashboard draws
+    from fleetml.serving.registry import run_json
+
+    curve = run_json(first["run_id"], "pr_curve.json", settings=settings)
+    assert curve["recall"] and len(curve["precision"]) == len(curve["thresholds"])
+    assert all(0 <= p <= 1 for p in curve["precision"])
 
     out = tmp_path / "scores.csv"
     scored = invoke("score", "anomaly", "--out", str(out))

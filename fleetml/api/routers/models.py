@@ -168,7 +168,7 @@ def list_models(request: Request, key: AnyKey, state: StateDep) -> dict:
 
 #: The training run's JSON artifacts the evaluation view shows, per family.
 _EVALUATION_ARTIFACTS = {
-    "anomaly": ("evaluation.json",),
+    "anomaly": ("evaluation.json", "pr_curve.json"),
     "risk": ("evaluation.json", "reliability.json", "pr_curves.json"),
     "forecast": ("choices.json",),
 }

@@ -531,9 +531,14 @@ document.addEventListener("alpine:init", () => {
       this.evaluation = alias
         ? await fleetml.api("/v1/models/risk/evaluation", { query: { alias } })
         : null;
+      const anomaly = this.models.find((m) => m.family === "anomaly");
+      this.anomalyEvaluation = anomaly && anomaly.champion
+        ? await fleetml.api("/v1/models/anomaly/evaluation")
+        : null;
       this.$nextTick(() => this.draw());
     },
     evaluation: null,
+    anomalyEvaluation: null,
     precision: [],
     drift: [],
     /** Per horizon of the risk champion: its calibration curve and its precision-recall curve
@@ -584,6 +589,29 @@ document.addEventListener("alpine:init", () => {
         ], { time: false, height: 200, yRange: [0, 1] });
       }
       if (!box.children.length) box.textContent = "No risk model yet: train one (fleetml train risk).";
+      this.drawAnomaly();
+    },
+    /** The anomaly champion's held-out precision-recall curve of the score, threshold marked. */
+    drawAnomaly() {
+      const el = this.$refs.anomalyCurve;
+      if (!el) return;
+      const v = this.anomalyEvaluation;
+      const c = v && v.artifacts && v.artifacts.pr_curve;
+      if (!c || !c.recall.length) {
+        el.textContent = v ? "This run logged no precision-recall curve (no labelled faults held out, or trained before it was logged)." : "No anomaly champion yet.";
+        return;
+      }
+      const rule = (v.artifacts.evaluation && v.artifacts.evaluation.rule) || {};
+      const order = c.recall.map((_, i) => i).sort((a, b) => c.recall[a] - c.recall[b]);
+      let chosen = -1;
+      let best = Infinity;
+      c.thresholds.forEach((x, i) => {
+        if (rule.threshold !== undefined && Math.abs(x - rule.threshold) < best) { best = Math.abs(x - rule.threshold); chosen = i; }
+      });
+      fleetml.chart(el, order.map((i) => c.recall[i]), [
+        { label: "precision (per row)", values: order.map((i) => c.precision[i]) },
+        { label: `threshold ${fleetml.fmt.num(rule.threshold, 3)}`, values: order.map((i) => (i === chosen ? c.precision[i] : null)), stroke: "#dc2626", points: true, width: 0 },
+      ], { time: false, height: 200, yRange: [0, 1], xRange: [0, 1] });
     },
     metrics(version) {
       return version ? Object.entries(version.metrics || {}) : [];
