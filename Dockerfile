@@ -27,4 +27,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request; sys.exit(urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4).status != 200)"]
 ENTRYPOINT ["fleetml"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
+# One container runs the API and the scheduler (scoring, alerts, decisions, forecasts); with
+# several API replicas, run them with `serve --host 0.0.0.0` and one container with `worker`.
+CMD ["serve", "--host", "0.0.0.0", "--port", "8000", "--worker"]
