@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -83,7 +84,23 @@ def _json_default(obj: Any):
     return str(obj)
 
 
+def _finite(obj: Any) -> Any:
+    """``obj`` with NaN and infinities as null: the result line is standard JSON, which
+    ``JSON.parse`` and other strict readers accept."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v) for v in obj]
+    return obj
+
+
 def print_result(obj: dict) -> None:
-    """Print the machine-readable result of a command: one JSON object alone on the last line."""
+    """Print the machine-readable result of a command: one JSON object alone on the last line
+    (standard JSON: a NaN measurement is null)."""
     sys.stdout.flush()
-    click.echo(json.dumps(obj, default=_json_default, sort_keys=True))
+    text = json.dumps(obj, default=_json_default, sort_keys=True)
+    if "NaN" in text or "Infinity" in text:  # rare: re-encode with the non-finite numbers nulled
+        text = json.dumps(_finite(json.loads(text)), sort_keys=True)
+    click.echo(text)

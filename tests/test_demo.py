@@ -31,3 +31,18 @@ def test_demo_prepares_fleet_and_keys(sqlite_settings):
     assert again.exit_code == 0, again.output
     assert count_samples(engine) == stored
     assert json.loads((sqlite_settings.home_path / "demo-keys.json").read_text()) == keys
+
+
+def test_command_results_are_standard_json(capsys):
+    """The last line of a command is standard JSON: a NaN measurement is null (JavaScript's
+    JSON.parse and other strict readers refuse NaN)."""
+    import json
+
+    import pytest
+
+    from fleetml.cli_support import print_result
+
+    print_result({"f1": float("nan"), "curve": [0.5, float("inf")], "note": "NaN in text stays"})
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    parsed = json.loads(line, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
+    assert parsed == {"f1": None, "curve": [0.5, None], "note": "NaN in text stays"}

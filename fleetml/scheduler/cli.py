@@ -19,7 +19,8 @@ log = logging.getLogger("fleetml.scheduler")
     "once",
     metavar="JOB",
     default=None,
-    help="Run one job now (score, forecast, retrain or retention), print its result as JSON "
+    help="Run one job now (score, forecast, retrain, retention or recommend), print its result "
+    "as JSON "
     "and exit: 1 when it failed. Takes no leader lock.",
 )
 @click.option(
