@@ -89,6 +89,11 @@ class DecisionLoop:
         if self._fleet is None or self._fleet[0] != version:
             frame = accounts_frame(self.engine)
             self._fleet = (version, Fleet.from_records(frame))
+            # who serves without fleetml: masters, and servants the registry marks active
+            serving = (frame["role"].astype(str) == "master") | (
+                frame["state"].astype(str) == "active"
+            )
+            self._serving = pd.Series(serving.to_numpy(), index=frame["account_id"].astype(str))
         return self._fleet[1]
 
     def _events(self, now_ms: int) -> pd.DataFrame:
@@ -280,8 +285,9 @@ class DecisionLoop:
         return {**self.record(now_ms, actions, models=models), "actions_synced": synced}
 
     def _published_weights(self) -> pd.DataFrame | None:
-        """The weights to serve: fleetml's own in auto mode; elsewhere the capacity (what the
-        runtime would use without fleetml), with fleetml's weight kept as ``target``."""
+        """The weights to serve: fleetml's own in auto mode; elsewhere what the runtime would use
+        without fleetml (each serving account's capacity; a standby servant 0, so a route call
+        never picks a backup), with fleetml's weight kept as ``target``."""
         w = self.policy.last_weights
         if w is None or not len(w):
             return w
@@ -292,6 +298,8 @@ class DecisionLoop:
             return w
         w = w.copy()
         cap = fleet.accounts["capacity"].reindex(w["account_id"]).to_numpy(dtype=float)
+        serving = self._serving.reindex(w["account_id"].astype(str), fill_value=False)
+        cap = np.where(serving.to_numpy(dtype=bool), cap, 0.0)
         w["target"] = w["weight"]
         w["weight"] = np.where(auto, w["weight"].to_numpy(dtype=float), cap)
         w["reasons"] = [

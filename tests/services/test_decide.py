@@ -102,6 +102,9 @@ def test_shadow_records_but_publishes_no_action_and_no_weight(settings, engine, 
     weights = {w["account_id"]: (w["weight"], w["target"]) for w in table(engine, "weights")}
     assert weights["m-g0"][0] == 100.0  # published: capacity, as if fleetml were not there
     assert weights["m-g0"][1] == 0.0  # what fleetml would have set
+    # standby servants are backups, not serving: weight 0, so a route call never picks one
+    assert weights["m-g1-s1"][0] == weights["m-g1-s2"][0] == 0.0
+    assert weights["m-g1"][0] == 100.0
 
 
 def test_an_approved_failover_executes_once_and_survives_a_restart(settings, engine, fleet):
