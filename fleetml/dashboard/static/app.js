@@ -104,6 +104,28 @@ const fleetml = {
       return d.toISOString().slice(0, 16).replace("T", " ");
     },
   },
+  /** A precision-recall curve (``{precision, recall, thresholds}``) with ``threshold`` marked. */
+  prChart(el, c, threshold, label) {
+    const order = c.recall.map((_, i) => i).sort((a, b) => c.recall[a] - c.recall[b]);
+    let chosen = -1;
+    let best = Infinity;
+    c.thresholds.forEach((x, i) => {
+      if (threshold !== undefined && Math.abs(x - threshold) < best) {
+        best = Math.abs(x - threshold);
+        chosen = i;
+      }
+    });
+    return fleetml.chart(el, order.map((i) => c.recall[i]), [
+      { label, values: order.map((i) => c.precision[i]) },
+      {
+        label: `threshold ${fleetml.fmt.num(threshold, 3)}`,
+        values: order.map((i) => (i === chosen ? c.precision[i] : null)),
+        stroke: "#dc2626",
+        points: true,
+        width: 0,
+      },
+    ], { time: false, height: 200, yRange: [0, 1], xRange: [0, 1] });
+  },
   /** Sort and filter rows for a table: `by` a key, `dir` 1 or -1, `text` a substring. */
   view(rows, { by, dir = 1, text = "", fields = [] }) {
     const needle = text.trim().toLowerCase();
@@ -574,19 +596,7 @@ document.addEventListener("alpine:init", () => {
           pr.textContent = "this run logged no precision-recall curve";
           continue;
         }
-        const order = c.recall.map((_, i) => i).sort((a, b) => c.recall[a] - c.recall[b]);
-        const t = thresholds[h];
-        let chosen = -1;
-        if (t !== undefined) {
-          let best = Infinity;
-          c.thresholds.forEach((x, i) => {
-            if (Math.abs(x - t) < best) { best = Math.abs(x - t); chosen = i; }
-          });
-        }
-        fleetml.chart(pr, order.map((i) => c.recall[i]), [
-          { label: "precision", values: order.map((i) => c.precision[i]) },
-          { label: `threshold ${fleetml.fmt.num(t, 3)}`, values: order.map((i) => (i === chosen ? c.precision[i] : null)), stroke: "#dc2626", points: true, width: 0 },
-        ], { time: false, height: 200, yRange: [0, 1] });
+        fleetml.prChart(pr, c, thresholds[h], "precision");
       }
       if (!box.children.length) box.textContent = "No risk model yet: train one (fleetml train risk).";
       this.drawAnomaly();
@@ -602,16 +612,7 @@ document.addEventListener("alpine:init", () => {
         return;
       }
       const rule = (v.artifacts.evaluation && v.artifacts.evaluation.rule) || {};
-      const order = c.recall.map((_, i) => i).sort((a, b) => c.recall[a] - c.recall[b]);
-      let chosen = -1;
-      let best = Infinity;
-      c.thresholds.forEach((x, i) => {
-        if (rule.threshold !== undefined && Math.abs(x - rule.threshold) < best) { best = Math.abs(x - rule.threshold); chosen = i; }
-      });
-      fleetml.chart(el, order.map((i) => c.recall[i]), [
-        { label: "precision (per row)", values: order.map((i) => c.precision[i]) },
-        { label: `threshold ${fleetml.fmt.num(rule.threshold, 3)}`, values: order.map((i) => (i === chosen ? c.precision[i] : null)), stroke: "#dc2626", points: true, width: 0 },
-      ], { time: false, height: 200, yRange: [0, 1], xRange: [0, 1] });
+      fleetml.prChart(el, c, rule.threshold, "precision (per row)");
     },
     metrics(version) {
       return version ? Object.entries(version.metrics || {}) : [];
