@@ -570,7 +570,7 @@ def _up_and_down(url: str) -> None:
         assert current_revision(engine) == "0002"
         tables = set(sa.inspect(engine).get_table_names())
         assert not tables & set(DECISION_TABLES) and "alerts" in tables
-        run(command.upgrade, "head")
+        run(command.upgrade, "0003")  # later migrations (0004, ...) have their own tests
         assert current_revision(engine) == "0003"
         assert decisions.read_decisions(engine) == []
     finally:
