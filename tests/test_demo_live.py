@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -41,6 +42,7 @@ def test_demo_serves_live_predictions_and_alerts(sqlite_settings):
         start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
+    unserved: list[str] = []
     try:
         keys_file = sqlite_settings.home_path / "demo-keys.json"
         deadline = time.monotonic() + 400
@@ -68,16 +70,19 @@ def test_demo_serves_live_predictions_and_alerts(sqlite_settings):
         assert len({b["computed_at"] for b in seen}) >= 3, "predictions did not change"
         last = seen[-1]
         assert len(last["predictions"]) == 6  # 3 masters, 1 servant each
-        # The demo trained both families at start. The anomaly model is served; the risk model is
-        # served unless its first version failed the sanity check on this small, random fleet,
-        # and then readiness says so and a documented heuristic answers (fallback: true).
-        assert last["models"]["anomaly"] is not None
+        # The demo trained both families at start. Each is served unless its first version failed
+        # the sanity check on this small, random fleet (its start follows the wall clock, so day
+        # boundaries move between runs); then readiness says so and a documented heuristic
+        # answers (fallback: true). A version must exist either way: training must not crash.
         ready = httpx.get(f"{url}/readyz", timeout=5).json()
+        for family in ("anomaly", "risk"):
+            if last["models"][family] is None:
+                assert family in ready["degraded"], ready
+                unserved.append(family)
+            else:
+                assert family not in ready.get("degraded", {}), ready
         if last["models"]["risk"] is None:
             assert all(p["fallback"] for p in last["predictions"])
-            assert "risk" in ready["degraded"], ready
-        else:
-            assert "risk" not in ready.get("degraded", {}), ready
         first_until = {p["account_id"]: p["data_until"] for p in seen[0]["predictions"]}
         later = {p["account_id"]: p["data_until"] for p in last["predictions"]}
         assert any(later[a] > first_until[a] for a in later)  # the stream moved them on
@@ -101,3 +106,7 @@ def test_demo_serves_live_predictions_and_alerts(sqlite_settings):
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+    output = proc.stdout.read()
+    for family in unserved:
+        # Registered but not made champion: the sanity check refused it, which the demo reports.
+        assert re.search(rf"demo: {family}: version \d+, champion None", output), output[-3000:]
