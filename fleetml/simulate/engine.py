@@ -221,6 +221,7 @@ class FleetSimulator:
         self.totals = _Totals()
         self._lat_buf = np.zeros((3, _CHUNK, n), dtype=np.float32)
         self._lat_rows = 0
+        self._lat_from = 0  # rows before this one were already flushed (a mid-chunk flush)
         self.down_steps = np.zeros(n, dtype=np.int64)
         self.events: list[tuple[int, int, str, str]] = []
         self.overload_faults: list[dict] = []
@@ -584,7 +585,13 @@ class FleetSimulator:
         failed_send = np.minimum(attempts, attempts * fail_frac + rl_hits)
         delivered = attempts - failed_send
         queue = qb - attempts
-        expired = np.maximum(queue - self._ttl_cap, 0.0)
+        # a queued message expires once it is older than the TTL, so a queue holds at most TTL
+        # minutes of the account's *current* send rate: a throttled or degraded number sends
+        # slower, and fewer of its queued messages can still go out in time (without this, a
+        # throttled number delivered messages hours old). A number that cannot send at all
+        # keeps the nominal bound; its queue decays at 1/TTL below.
+        ttl_cap = np.where(eff_cap > 0, eff_cap / dt * cfg.queue_ttl_min, self._ttl_cap)
+        expired = np.maximum(queue - ttl_cap, 0.0)
         queue -= expired
         stale = np.where(eff_cap <= 0, queue * (1.0 - self._keep), 0.0)
         queue -= stale
@@ -682,17 +689,22 @@ class FleetSimulator:
         )
 
     def _flush_latency(self) -> None:
-        """Add the buffered per-step latencies to the message-weighted histograms."""
-        rows = self._lat_rows
-        if rows == 0:
+        """Add the buffered per-step latencies to the message-weighted histograms.
+
+        May be called mid-chunk (a caller reading the totals, e.g. at the end of a warm-up):
+        only the rows not flushed yet are added, so no step is counted twice."""
+        rows, start = self._lat_rows, self._lat_from
+        if rows <= start:
             return
-        buf = self._lat_buf[:, :rows]
+        buf = self._lat_buf[:, start:rows]
         weight = buf[2].ravel().astype(np.float64)
         # NaN latencies sort past the last edge and carry zero delivered weight
         for i, hist in ((0, self.totals.latency_hist), (1, self.totals.latency95_hist)):
             bins = np.searchsorted(_LAT_EDGES, buf[i].ravel())
             hist += np.bincount(bins, weight, minlength=_N_BINS + 2)
-        self._lat_rows = 0
+        self._lat_from = rows
+        if rows == len(self._x["u"]):  # the chunk is complete: the next one starts at row 0
+            self._lat_rows = self._lat_from = 0
 
     @property
     def backlog(self) -> float:
