@@ -45,7 +45,7 @@ from fleetml.decisions.contracts import (
     Recommendation,
     RecommendationKind,
 )
-from fleetml.decisions.weights import WeightSmoother, target_weights
+from fleetml.decisions.weights import WeightSmoother, spread_below, target_weights
 from fleetml.vocab import ENFORCEMENT_KINDS, ENFORCEMENT_LABELS, FAULT_KINDS
 
 _H = 3_600_000
@@ -76,9 +76,17 @@ class PolicySettings:
     #: capacity instead of failing the account over, until the probe passes (at most this long)
     degraded_window_s: int = 6 * 3600
     degraded_health: float = 0.3
-    #: a degraded master is failed over after all when its servants' spare capacity can take
-    #: its load
+    #: a degraded master is failed over after all when its healthy peers' spare capacity (below
+    #: ``target_utilisation``) can take its offered load
     degraded_failover: bool = True
+    #: a technical fault takes an account out of rotation once its health probe has failed this
+    #: many ticks in a row; from the first failing tick its weight is 0 (no new traffic), so a
+    #: blip of one tick moves nothing and costs no failover
+    fail_after_ticks: int = 1
+    #: share of capacity an account should carry at most while its group has room: the
+    #: platform throttles numbers pushed past their capacity (peers absorbing a failover are
+    #: judged against it too); None: weights are not re-spread
+    target_utilisation: float | None = 0.9
     #: throttle an account when this share of its sends hit the platform's rate limit, to this
     #: share of its current send rate; lift the cap after ``throttle_s`` without limiting
     throttle_hit_share: float = 0.05
@@ -109,6 +117,9 @@ class FleetmlPolicy:
         self.stats: dict[str, dict] = {}  # per group: tp, fp, fn of failover decisions
         self._recorded_weights: dict[str, float] = {}
         self.last_weights: pd.DataFrame | None = None
+        # (ts_ms, queue depth per account) of the latest tick and of the one before it
+        self._queue_seen: tuple[int, pd.Series] | None = None
+        self._queue_before: tuple[int, pd.Series] | None = None
 
     # ------------------------------------------------------------------ settings
     def set_policies(self, policies: Mapping[str, GroupPolicy]) -> None:
@@ -324,7 +335,9 @@ class FleetmlPolicy:
         risk = np.full(n, np.nan)
         for h in {self.policy(g).risk_horizon for g in set(groups.tolist())}:
             r = obs.risk(h).to_numpy(dtype=float)
-            use = np.asarray([self.policy(g).risk_horizon == h for g in groups.tolist()])
+            use = np.asarray(
+                [self.policy(g).risk_horizon == h for g in groups.tolist()], dtype=bool
+            )
             risk = np.where(use, r, risk)
 
         # accounts that reported "degraded" and no harder fault since: partial health, until
@@ -347,6 +360,13 @@ class FleetmlPolicy:
 
         # ---- failover and failback of masters
         load = self._load(obs)
+        # accounts that can take traffic over from a peer
+        takers = (
+            in_rotation
+            & health_ok
+            & ~held
+            & ~np.asarray([self._state(a)["failed_over"] for a in ids.tolist()], dtype=bool)
+        )
         returned = np.zeros(n, dtype=bool)
         # every account with a technical fault leaves rotation (its backlog goes to its peers);
         # pre-emptive failover on risk is for masters
@@ -366,13 +386,18 @@ class FleetmlPolicy:
                     continue  # planned maintenance: drained, not failed over
                 s.pop("maintenance", None)
                 # a reported fault whose probe already passes again was a blip: no failover
-                # when the runtime reports health (it does for every account it probes)
-                reactive = (not health_ok[i]) and not degraded[i]
-                reactive = reactive or (a in faults and not probe_ok[i])
+                # when the runtime reports health (it does for every account it probes); a
+                # failing probe must fail ``fail_after_ticks`` ticks in a row
+                failing = (not health_ok[i]) or (a in faults and not probe_ok[i])
+                s["fail_run"] = s.get("fail_run", 0) + 1 if failing else 0
+                reactive = (
+                    failing and not degraded[i] and s["fail_run"] >= max(st.fail_after_ticks, 1)
+                )
                 if degraded[i] and not health_ok[i] and st.degraded_failover:
-                    # throttled: fail over only where the servants can take its load (its
-                    # queue then drains on them); otherwise it keeps a reduced weight
-                    reactive = self._spare(fleet, i, load) >= np.nan_to_num(load[i], nan=0.0)
+                    # throttled: fail over only where healthy peers can take the load routed
+                    # to it (its queue then drains on them); otherwise it keeps a reduced weight
+                    spare = self._spare(fleet, i, load, takers, st.target_utilisation or 1.0)
+                    reactive = spare >= _need(load[i], cap[i])
                 sustained = (
                     is_master[i]
                     and s["risk_run"] >= pol.trigger_ticks
@@ -478,13 +503,15 @@ class FleetmlPolicy:
         self._self_heal(obs, ids, groups, cap, held, faults, events, record)
 
         # ---- weights
-        failed = np.asarray([self._state(a)["failed_over"] for a in ids.tolist()])
+        failed = np.asarray([self._state(a)["failed_over"] for a in ids.tolist()], dtype=bool)
         out_now = failed | (~health_ok & ~degraded) | np.isin(ids, list(faults))
         health = np.where(out_now, 0.0, np.where(degraded, st.degraded_health, 1.0))
+        # queued work measured against what the account can send now: a throttled number
+        # (degraded: health < 1) drains its queue slower, so the same queue leaves it less room
         headroom = 1.0 / (
             1.0
             + np.nan_to_num(col("metrics", "queue_depth").astype(float), nan=0.0)
-            / np.maximum(cap * obs.step_s / 60.0, 1e-9)
+            / np.maximum(cap * np.where(health > 0, health, 1.0) * obs.step_s / 60.0, 1e-9)
         )
         target, reasons = target_weights(
             fleet,
@@ -504,6 +531,18 @@ class FleetmlPolicy:
             policies=self.policies,
             default=self.default,
         )
+        if st.target_utilisation is not None:
+            # while a group has room, keep every account below the level where the platform
+            # starts throttling; the excess goes to peers with room (never off a held account)
+            weights, capped = spread_below(
+                groups,
+                weights,
+                load=load,
+                limit=st.target_utilisation * cap * health,
+                free=~held,
+            )
+            for i in np.flatnonzero(capped):
+                reasons[i].append(f"capped at {st.target_utilisation:.0%} of its capacity")
         # a held account keeps its share: its weight is frozen, its traffic waits on it
         prev = col("state", "weight").astype(float)
         weights = np.where(held, np.nan_to_num(prev, nan=cap), weights)
@@ -523,7 +562,7 @@ class FleetmlPolicy:
                 "reasons": reasons,
             }
         )
-        auto = np.asarray([modes[g] == Mode.AUTO for g in groups.tolist()])
+        auto = np.asarray([modes[g] == Mode.AUTO for g in groups.tolist()], dtype=bool)
         if auto.any():
             out.weights = dict(zip(ids[auto].tolist(), weights[auto].tolist(), strict=True))
         self._record_weights(ids, groups, weights, reasons, record)
@@ -653,8 +692,23 @@ class FleetmlPolicy:
         )
 
     def _load(self, obs: Observation) -> np.ndarray:
-        """Messages per minute each account is carrying (attempted sends; NaN unknown)."""
-        return obs.column("rates", "msgs_sent").astype(float)
+        """Messages per minute routed to each account (its offered load): what it attempted to
+        send plus how fast its queue grew since the previous tick (NaN unknown). A throttled
+        account sends little but keeps receiving its share; its sends alone would understate
+        what its peers must take over."""
+        sent = obs.column("rates", "msgs_sent").astype(float)
+        queue = pd.Series(obs.column("metrics", "queue_depth").astype(float), index=obs.fleet.ids)
+        now = int(obs.ts_ms)
+        last = self._queue_seen
+        if last is None or now > last[0]:
+            # keep the previous tick's queue; a rerun of the same tick compares with the same
+            self._queue_before, self._queue_seen = last, (now, queue)
+        before = self._queue_before
+        if before is None or before[0] >= now:
+            return sent
+        prev = before[1].reindex(queue.index).to_numpy(dtype=float)
+        growth = (queue.to_numpy() - prev) / ((now - before[0]) / 60_000.0)
+        return sent + np.where(np.isfinite(growth), np.maximum(growth, 0.0), 0.0)
 
     def _target(self, fleet, master, risk, health_ok, held, load):
         """The account best placed to take an account's traffic (a master's servants; a
@@ -683,18 +737,18 @@ class FleetmlPolicy:
         return str(servants[best]), round(float(ready[best]), 3)
 
     @staticmethod
-    def _spare(fleet, i, load) -> float:
-        """Messages per minute the servants of master ``i`` (a servant: its group peers) could
-        still take."""
+    def _spare(fleet, i, load, takers, utilisation: float = 1.0) -> float:
+        """Messages per minute the peers of account ``i`` that can take traffic (``takers``: in
+        rotation, healthy, not held) could still take while staying at or below ``utilisation``
+        of their capacity."""
         a = str(fleet.ids[i])
-        peers = fleet.servants_of(a)
-        if not len(peers):
-            peers = fleet.members(fleet.group_of(a)).drop(a)
-        pos = [fleet.position(x) for x in peers]
+        pos = [fleet.position(x) for x in fleet.members(fleet.group_of(a)).drop(a)]
+        pos = [p for p in pos if takers[p]]
         if not pos:
             return 0.0
-        cap = fleet.accounts["capacity"].to_numpy(dtype=float)[pos]
-        return float(np.clip(cap - np.nan_to_num(load[pos], nan=0.0), 0, None).sum())
+        cap = fleet.accounts["capacity"].to_numpy(dtype=float)[pos] * utilisation
+        # a peer whose load is unknown is not counted on for room
+        return float(np.clip(cap - np.nan_to_num(load[pos], nan=np.inf), 0, None).sum())
 
     def _envelope_blocks(self, fleet, now, i, load, target) -> str | None:
         env = self.settings.envelope
@@ -711,8 +765,8 @@ class FleetmlPolicy:
         master = str(fleet.ids[i])
         pos = [fleet.position(s) for s in fleet.servants_of(master)]
         cap = fleet.accounts["capacity"].to_numpy(dtype=float)[pos]
-        spare = float(np.clip(cap - np.nan_to_num(load[pos], nan=0.0), 0, None).sum())
-        need = float(np.nan_to_num(load[i], nan=0.0))
+        spare = float(np.clip(cap - np.nan_to_num(load[pos], nan=np.inf), 0, None).sum())
+        need = _need(load[i], fleet.accounts["capacity"].iloc[i])
         if need > spare:
             return f"the servants' spare capacity {spare:.0f}/min cannot absorb {need:.0f}/min"
         return None
@@ -807,6 +861,12 @@ class FleetmlPolicy:
         ``outcome`` (``needed``, ``fault_at_ms``, ...), ``account_id``, ``group``, ``score``."""
         done, self._judged = self._judged, []
         return done
+
+
+def _need(load: float, capacity: float) -> float:
+    """Messages per minute peers must absorb to take an account's traffic over; where its load
+    is unknown (no samples this tick), its capacity: moving an unknown load is not free."""
+    return float(load) if np.isfinite(load) else float(capacity)
 
 
 def _num(x) -> float | None:

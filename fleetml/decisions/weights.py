@@ -146,3 +146,68 @@ class WeightSmoother:
         new = np.where(capped <= 0, 0.0, new)
         self.weights = new
         return new.copy(), in_prob
+
+
+def spread_below(
+    groups: np.ndarray,
+    weights: np.ndarray,
+    *,
+    load: np.ndarray,
+    limit: np.ndarray,
+    free: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Re-spread each group's traffic so that no account is sent more than its ``limit``.
+
+    The platform throttles a number pushed past its capacity, so while a group has room an
+    account whose share of the group's load would exceed its limit (e.g. 90 % of its capacity)
+    is cut to the limit and the excess goes to its peers below theirs, in proportion to their
+    weights (water-filling). A group whose load exceeds the sum of its limits keeps its weights:
+    someone must carry the overload, and concentrating it would only move the throttling.
+
+    Parameters
+    ----------
+    groups
+        Group of each account (fleet order).
+    weights
+        Routing weights (>= 0); shares are weight / group total.
+    load
+        Messages per minute routed to each account now (NaN: 0); their sum is the group's load.
+    limit
+        Messages per minute each account should carry at most.
+    free
+        Accounts whose weight may change (default: all); the others (held accounts) keep theirs
+        and their load is not re-spread.
+
+    Returns
+    -------
+    weights, capped
+        New weights (the group totals are kept) and the accounts cut to their limit.
+    """
+    w = np.asarray(weights, dtype=float).copy()
+    n = len(w)
+    free = np.ones(n, dtype=bool) if free is None else np.asarray(free, dtype=bool)
+    load = np.nan_to_num(np.asarray(load, dtype=float), nan=0.0)
+    limit = np.maximum(np.asarray(limit, dtype=float), 0.0)
+    capped = np.zeros(n, dtype=bool)
+    for g in np.unique(groups):
+        m = (groups == g) & free & (w > 0)
+        total = w[m].sum()
+        demand = load[(groups == g) & free].sum()
+        if total <= 0 or demand <= 0 or demand > limit[m].sum():
+            continue
+        share = demand * w[m] / total
+        lim = limit[m]
+        fixed = np.zeros(len(share), dtype=bool)
+        for _ in range(len(share)):
+            over = ~fixed & (share > lim * (1 + 1e-9))
+            if not over.any():
+                break
+            fixed |= over
+            rest = demand - lim[fixed].sum()
+            base = w[m][~fixed]
+            share = np.where(fixed, lim, 0.0)
+            if base.sum() > 0:
+                share[~fixed] = rest * base / base.sum()
+        capped[np.flatnonzero(m)[fixed]] = True
+        w[m] = share / demand * total
+    return w, capped

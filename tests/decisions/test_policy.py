@@ -387,3 +387,124 @@ def test_a_failing_servant_leaves_rotation_too_but_risk_alone_never_moves_it():
     assert crash.weights["m0-s1"] == 0.0
     risky = policy.decide(observe(fleet, MIN, risk={"m0-s0": 0.99}))
     assert "m0-s0" not in risky.failover  # pre-emptive failover is for masters
+
+
+def test_a_debounced_probe_moves_no_backlog_on_a_one_tick_blip():
+    fleet = make_fleet(1)
+    policy = FleetmlPolicy(
+        default=GroupPolicy(mode=Mode.AUTO), settings=PolicySettings(fail_after_ticks=2)
+    )
+    first = policy.decide(observe(fleet, 0, events=[("m0", "crash")], health={"m0": False}))
+    assert first.failover == []  # one failing probe: not yet a failover...
+    assert first.weights["m0"] == 0.0  # ...but no new traffic goes to it
+    back = policy.decide(observe(fleet, MIN))
+    assert back.failover == [] and back.weights["m0"] > 0  # a blip: nothing was moved
+    policy.decide(observe(fleet, 2 * MIN, events=[("m0", "crash")], health={"m0": False}))
+    still = policy.decide(observe(fleet, 3 * MIN, health={"m0": False}))
+    assert still.failover == ["m0"]  # failing two ticks in a row: failed over
+    assert [d.rule for d in still.decisions if d.kind == "failover"] == ["health_failed"]
+
+
+def test_a_throttled_master_is_judged_by_the_load_routed_to_it_not_its_sends():
+    fleet = make_fleet(1)
+    policy = auto()
+    sent = {"m0": 20.0, "m0-s0": 40.0, "m0-s1": 40.0}
+    policy.decide(observe(fleet, 0, sent=sent))
+    obs = observe(fleet, 5 * MIN, events=[("m0", "degraded")], health={"m0": False}, sent=sent)
+    obs.metrics.loc["m0", "queue_depth"] = 400.0  # 80/min more arrive than it can send
+    actions = policy.decide(obs)
+    # it sends 20/min, but 100/min are routed to it: its servants (64/min of room below 90 %
+    # of their capacity) cannot take that; it keeps a reduced weight instead
+    assert actions.failover == []
+    assert 0 < actions.weights["m0"] < 30.0  # stays in rotation with a reduced weight
+
+
+def test_a_degraded_master_is_not_failed_over_onto_peers_that_are_down():
+    fleet = make_fleet(1)
+    policy = auto()
+    actions = policy.decide(
+        observe(
+            fleet,
+            0,
+            events=[("m0", "degraded"), ("m0-s0", "crash")],
+            health={"m0": False, "m0-s0": False},
+            sent={"m0": 60.0, "m0-s0": 0.0, "m0-s1": 60.0},
+        )
+    )
+    # m0-s0 has the room on paper but is down; m0-s1 alone cannot take 60/min
+    assert "m0" not in actions.failover
+    assert "m0-s0" in actions.failover
+
+
+def test_a_throttled_account_queue_is_measured_against_what_it_can_send_now():
+    fleet = make_fleet(1)
+    policy = auto(smoothing=0.0)
+    obs = observe(fleet, 0, events=[("m0", "degraded")], health={"m0": False}, sent={"m0": 30.0})
+    obs.metrics.loc["m0", "queue_depth"] = 150.0
+    policy.settings.degraded_failover = False
+    w = policy.decide(obs).weights
+    # 30 % of its 100/min: 150 queued are 5 min of its sending, not 1.5 min
+    assert w["m0"] == pytest.approx(100 * 0.3 / (1 + 150 / 30))
+
+
+def capped_at(utilisation: float) -> FleetmlPolicy:
+    return FleetmlPolicy(
+        default=GroupPolicy(mode=Mode.AUTO, smoothing=0.0),
+        settings=PolicySettings(target_utilisation=utilisation),
+    )
+
+
+def test_weights_keep_every_account_below_the_target_utilisation_while_the_group_has_room():
+    fleet = make_fleet(1)
+    policy = capped_at(0.9)
+    sent = {"m0": 60.0, "m0-s0": 60.0, "m0-s1": 60.0}  # 180/min in a group of 260/min
+    w = policy.decide(observe(fleet, 0, risk={"m0-s0": 0.9}, sent=sent)).weights
+    total = sum(w.values())
+    share = {a: 180.0 * v / total for a, v in w.items()}
+    # by risk alone m0 would get 96/min and m0-s1 77/min: past 90 % of their capacity
+    assert share["m0"] == pytest.approx(90.0)
+    assert share["m0-s1"] == pytest.approx(72.0)
+    assert share["m0-s0"] == pytest.approx(18.0)  # the risky servant takes the rest
+    assert total == pytest.approx(100.0 + 8.0 + 80.0)  # the group's total weight is kept
+    # a group without room keeps its weights: someone must carry the overload
+    busy = {"m0": 90.0, "m0-s0": 90.0, "m0-s1": 90.0}
+    w2 = policy.decide(observe(fleet, MIN, risk={"m0-s0": 0.9}, sent=busy)).weights
+    assert w2 == pytest.approx({"m0": 100.0, "m0-s0": 8.0, "m0-s1": 80.0})
+
+
+def test_the_utilisation_cap_never_moves_a_held_accounts_share():
+    fleet = make_fleet(1)
+    policy = capped_at(0.9)
+    sent = {"m0": 60.0, "m0-s0": 60.0, "m0-s1": 60.0}
+    w = policy.decide(
+        observe(fleet, 0, events=[("m0-s1", "restricted")], weights={"m0-s1": 42.0}, sent=sent)
+    ).weights
+    assert w["m0-s1"] == 42.0
+
+
+def test_a_degraded_account_whose_load_is_unknown_is_not_moved_onto_its_peers():
+    fleet = make_fleet(1)
+    policy = auto()
+    actions = policy.decide(
+        observe(
+            fleet,
+            0,
+            events=[("m0-s1", "degraded")],
+            health={"m0-s1": False},
+            sent={"m0-s1": float("nan"), "m0": 85.0, "m0-s0": 40.0},
+        )
+    )
+    # no samples this tick: its load counts as its capacity (80/min), more than its peers'
+    # room below 90 % (5 + 32/min); an unknown load is not a free move
+    assert actions.failover == []
+
+
+@pytest.mark.parametrize("mode", list(Mode))
+def test_an_empty_fleet_decides_nothing_in_every_mode(mode):
+    """An empty store ticks: the per-account masks must stay boolean when there are no accounts
+    (``np.asarray([])`` is a float array, and ``~`` on it raised TypeError in ``fleetml tick``)."""
+    cols = ["account_id", "role", "master_id", "group", "capacity"]
+    fleet = Fleet.from_records(pd.DataFrame(columns=cols))
+    policy = FleetmlPolicy(default=GroupPolicy(mode=mode))
+    actions = policy.decide(observe(fleet, 0))
+    assert actions.failover == [] and actions.failback == [] and actions.decisions == []
