@@ -23,7 +23,10 @@
    :class:`fleetml.services.decide.DecisionLoop` with :mod:`fleetml.decisions`) runs; the
    runtime reads ``weights`` and ``pending`` actions from the store as ``GET /v1/weights`` and
    ``GET /v1/actions`` serve them. The first ``--warmup-days`` run under the reactive balancer
-   in every arm (the models need a day of history); outcomes count only after it.
+   in every arm (the models need a day of history); outcomes count only after it. At the
+   hand-over of the auto arm the balancer still closes what it opened in the warm-up (fails back
+   the accounts it failed over, resumes what it drained or paused; :class:`Handover`), as any
+   hand-over between balancers must; the shadow arm's balancer never hands over.
 3. **Report** per arm: failed messages, p95 delivery latency (message-weighted 95th percentile
    of the per-interval p95), account-minutes down, failovers needed/unneeded (judged against
    the simulator's ground truth), enforcement violations; means with a 95 % confidence
@@ -213,6 +216,37 @@ class Runtime:
         return out
 
 
+class Handover:
+    """The runtime's own balancer finishing what it began before it handed routing to fleetml.
+
+    Before the hand-over (the warm-up) the reactive balancer failed accounts over and drained or
+    paused them (maintenance, restrictions). fleetml did not make those moves, so it would never
+    undo them: a servant failed over an hour before the hand-over would stay out of rotation
+    for the rest of the run. The runtime therefore keeps its balancer running on the side and
+    applies only its *closing* moves for the accounts it had taken out (failback after its
+    passing probes, resume after maintenance or a lifted restriction); its weights and any new
+    failover, drain or pause are dropped. Nothing here is specific to fleetml: it is what any
+    hand-over from one balancer to another needs."""
+
+    def __init__(self, baseline, obs):
+        ids = obs.fleet.ids
+        state = obs.raw_state
+        self.baseline = baseline
+        self.failed_over = set(ids[~state["in_rotation"]].tolist())
+        self.paused = set(ids[state["paused"] | state["draining"]].tolist())
+
+    def closing(self, obs):
+        """The balancer's closing moves this step, as simulator actions (maybe empty)."""
+        from fleetml.decisions.contracts import Actions
+
+        own = self.baseline.decide(obs)
+        back = [a for a in own.failback if a in self.failed_over]
+        resume = [a for a in own.resume if a in self.paused]
+        self.failed_over -= set(back)
+        self.paused -= set(resume)
+        return Actions(failback=back, resume=resume)
+
+
 def merge(base, extra):
     """The reactive balancer's actions plus whatever fleetml published (shadow arm)."""
     if base is None:
@@ -247,13 +281,18 @@ def run_arm(arm: str, seed: int, config, train_home: Path, work: Path, args) -> 
         runtime = Runtime(home, sim, "shadow" if arm == "shadow" else "auto", args.tick_every)
     obs = sim.reset()
     snap = None
+    handover = None
     t0 = time.perf_counter()
     while not sim.done:
         step = sim.t
         if step == warm:
             snap = _snapshot(sim)
+            if arm == "auto":
+                handover = Handover(baseline, obs)
         use_baseline = arm != "auto" or step < warm
         actions = baseline.decide(obs) if use_baseline else None
+        if handover is not None:
+            actions = handover.closing(obs)
         if runtime is not None and step >= warm and (step - warm) % args.tick_every == 0:
             runtime.tick(int(obs.ts_ms))
             actions = merge(actions, runtime.published(int(obs.ts_ms)))
@@ -362,12 +401,18 @@ def main(argv=None) -> dict:
     p.add_argument("--train-days", type=float, default=7.0)
     p.add_argument("--keep", default=None, help="work folder to keep (and reuse the training)")
     p.add_argument(
+        "--no-shadow",
+        action="store_true",
+        help="skip the shadow arm (quicker development runs; shadow_equals_baseline is then false)",
+    )
+    p.add_argument(
         "--allow-degraded",
         action="store_true",
         help="go on when training fails (tiny fleets): fleetml then serves its heuristics",
     )
     args = p.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    arms = [a for a in ARMS if not (args.no_shadow and a == "shadow")]
     if args.train_seed in seeds:
         raise SystemExit("--train-seed must differ from every evaluated seed")
 
@@ -382,9 +427,9 @@ def main(argv=None) -> dict:
         days=args.warmup_days + args.days,
         step_s=parse_step(args.step),
     )
-    per: dict[str, dict[int, dict]] = {a: {} for a in ARMS}
+    per: dict[str, dict[int, dict]] = {a: {} for a in arms}
     for seed in seeds:
-        for arm in ARMS:
+        for arm in arms:
             res = run_arm(arm, seed, config, train_home, work, args)
             per[arm][seed] = res
             print(
@@ -404,13 +449,13 @@ def main(argv=None) -> dict:
         return ci95(out)
 
     fields = ("failed", "p95_latency_ms", "downtime_min", "failovers_needed", "failovers_unneeded")
-    table = {arm: {f: ci95([per[arm][s][f] for s in seeds]) for f in fields} for arm in ARMS}
-    for arm in ARMS:
+    table = {arm: {f: ci95([per[arm][s][f] for s in seeds]) for f in fields} for arm in arms}
+    for arm in arms:
         row = "  ".join(f"{f} {table[arm][f]['mean']}" for f in fields)
         print(f"{arm:8s} {row}")
     auto_fo = sum(per["auto"][s]["failovers"] for s in seeds)
     auto_un = sum(per["auto"][s]["failovers_unneeded"] for s in seeds)
-    shadow_eq = all(
+    shadow_eq = "shadow" in per and all(
         per["shadow"][s][k] == per["reactive"][s][k]
         for s in seeds
         for k in ("failed", "delivered", "p95_latency_ms", "downtime_min", "failovers")
@@ -425,11 +470,11 @@ def main(argv=None) -> dict:
         "downtime_reduction_ci95": reduction("downtime_min"),
         "unneeded_failover_share": round(auto_un / auto_fo, 4) if auto_fo else 0.0,
         "enforcement_violations": int(
-            sum(per[a][s]["enforcement_violations"] for a in ARMS for s in seeds)
+            sum(per[a][s]["enforcement_violations"] for a in arms for s in seeds)
         ),
         "shadow_equals_baseline": bool(shadow_eq),
         "arms": table,
-        "per_seed": {a: {str(s): per[a][s] for s in seeds} for a in ARMS},
+        "per_seed": {a: {str(s): per[a][s] for s in seeds} for a in arms},
         "goal": {
             "failed_messages_reduction": 0.7,
             "p95_latency_reduction": 0.35,
