@@ -58,6 +58,7 @@ def policy_settings(settings) -> PolicySettings:
             window_s=int(settings.envelope_window_s),
         ),
         quality_hold_s=int(settings.quality_hold_s),
+        fail_after_ticks=int(settings.decision_fail_after_ticks),
     )
 
 

@@ -176,3 +176,48 @@ def test_the_runtimes_up_gauge_is_its_health_probe(settings, engine, fleet):
     LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
     rec = [d for d in table(engine, "decisions") if d["kind"] == "failover"]
     assert [(d["account_id"], d["rule"]) for d in rec] == [("m-g1", "health_failed")]
+
+
+def test_fail_after_ticks_lets_a_one_tick_blip_pass_without_a_failover(settings, engine, fleet):
+    """FLEETML_DECISION_FAIL_AFTER_TICKS=2: a probe failing for one tick takes new traffic
+    away (weight 0) but moves nothing; failing on the next tick too fails the master over."""
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.accounts import account_pks
+    from fleetml.store.metrics import ensure_metric_kinds, write_samples
+
+    pks = account_pks(engine)
+    with engine.begin() as conn:
+        ensure_metric_kinds(conn, ["up"], {"up": "gauge"})
+
+    def probe(now, down):
+        with engine.begin() as conn:
+            write_samples(
+                conn,
+                [
+                    (pks[a], now, json.dumps({"queue_depth": 1.0, "up": 0.0 if a in down else 1.0}))
+                    for a in fleet
+                ],
+            )
+
+    cfg = settings_for(settings, "auto").model_copy(update={"decision_fail_after_ticks": 2})
+    loop = LiveLoop(engine, cfg)
+    first = T0 + 61 * MIN
+    probe(first, {"m-g1"})
+    loop.run(now_ms=first)
+    assert [d for d in table(engine, "decisions") if d["kind"] == "failover"] == []
+    weights = {w["account_id"]: w["weight"] for w in table(engine, "weights")}
+    assert weights["m-g1"] == 0.0
+    probe(first + 5 * MIN, {"m-g1"})
+    loop.run(now_ms=first + 5 * MIN)
+    rec = [d for d in table(engine, "decisions") if d["kind"] == "failover"]
+    assert [(d["account_id"], d["rule"]) for d in rec] == [("m-g1", "health_failed")]
+
+
+def test_fail_after_ticks_is_a_validated_setting(tmp_path):
+    from pydantic import ValidationError
+
+    from fleetml.config import Settings
+
+    assert Settings(home=tmp_path, decision_fail_after_ticks=3).decision_fail_after_ticks == 3
+    with pytest.raises(ValidationError, match="decision_fail_after_ticks"):
+        Settings(home=tmp_path, decision_fail_after_ticks=0)
