@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fleetml.evaluation.pointwise import precision_recall_f1
+
 
 def _utc(values) -> pd.Series:
     return pd.to_datetime(pd.Series(values), utc=True).astype("datetime64[ms, UTC]")
@@ -110,12 +112,7 @@ def event_metrics(
     n_alerts, n_windows = len(a), len(w)
     tp_alerts = int(a["matched"].sum()) if n_alerts else 0
     detected = int(w["detected"].sum()) if n_windows else 0
-    precision = tp_alerts / n_alerts if n_alerts else float("nan")
-    recall = detected / n_windows if n_windows else float("nan")
-    if np.isfinite(precision) and np.isfinite(recall) and precision + recall > 0:
-        f1 = 2 * precision * recall / (precision + recall)
-    else:
-        f1 = 0.0 if n_alerts or n_windows else float("nan")
+    precision, recall, f1 = precision_recall_f1(tp_alerts, n_alerts, detected, n_windows)
     leads = w.loc[w["detected"], "lead_time_s"] if n_windows else pd.Series(dtype=float)
     return {
         "precision": precision,
