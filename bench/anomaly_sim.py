@@ -32,7 +32,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fleetml.evaluation.events import alert_onsets, event_metrics, match_alerts  # noqa: E402
+from fleetml.evaluation.events import (  # noqa: E402
+    alert_onsets,
+    event_metrics,
+    label_rows,
+    match_alerts,
+)
+from fleetml.evaluation.pointwise import pointwise_metrics  # noqa: E402
 
 
 def fleetml(home: Path, *args: str) -> dict:
@@ -129,6 +135,8 @@ def main(argv=None) -> int:
         [windows[["account_id", "start", "end"]], benign_windows(truth)], ignore_index=True
     )
     any_anomaly = event_metrics(alerts, injected)
+    # how well anomaly_score ranks rows inside incident windows above the rest (threshold-free)
+    ranking = pointwise_metrics(label_rows(scored, windows), scored["anomaly_score"])
     result = {
         "benchmark": "simulator",
         "accounts": sim.get("accounts"),
@@ -139,6 +147,19 @@ def main(argv=None) -> int:
         "recall": round(metrics["recall"], 3),
         "f1": round(metrics["f1"], 3),
         "precision_vs_any_injected_anomaly": round(any_anomaly["precision"], 3),
+        "alerts_per_account_day": round(
+            metrics["n_alerts"]
+            / max(
+                scored.groupby("account_id")["ts"]
+                .agg(lambda t: (t.max() - t.min()).total_seconds() / 86400)
+                .sum(),
+                1e-9,
+            ),
+            3,
+        ),
+        "score_pr_auc": round(ranking["pr_auc"], 3),
+        "score_roc_auc": round(ranking["roc_auc"], 3),
+        "incident_row_share": round(ranking["prevalence"], 3),
         "median_lead_vs_onset_min": round(float(np.nanmedian(onset_lead[detected])) / 60, 1)
         if detected.any()
         else None,
