@@ -14,6 +14,7 @@ from fleetml.features.builder import (
     planned_columns,
 )
 from fleetml.features.config import DEFAULT_RATIOS, FeatureConfig
+from fleetml.features.history import history_columns, history_lookback_ms, history_matrix
 from fleetml.features.latest import FeatureState, LatestMatrix, latest_matrix
 
 __all__ = [
@@ -24,6 +25,9 @@ __all__ = [
     "build_feature_matrix",
     "build_features",
     "feature_columns",
+    "history_columns",
+    "history_lookback_ms",
+    "history_matrix",
     "latest_features",
     "latest_matrix",
     "metric_columns",

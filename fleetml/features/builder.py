@@ -9,6 +9,7 @@ import pandas as pd
 
 from fleetml.features.config import FeatureConfig, window_ms
 from fleetml.features.counters import counter_rate
+from fleetml.features.history import history_matrix
 from fleetml.features.layout import Layout, ts_to_ms
 from fleetml.features.peers import peer_z
 from fleetml.features.seasonal import SeasonalLags
@@ -166,6 +167,7 @@ def build_features(
     groups: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
     rows: np.ndarray | pd.Series | None = None,
+    events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Causal features for every row of a canonical wide metrics frame.
 
@@ -187,6 +189,10 @@ def build_features(
         Optional boolean mask or integer positions (``iloc``) of the rows to evaluate; every row
         still serves as history, so the values equal those of a full build. Training uses it to
         compute features only for the rows it samples (memory grows with the rows returned).
+    events
+        Stored events (``ts``, ``account_id``, ``kind``). When given (and
+        ``config.fault_history``), event-history columns are appended
+        (:mod:`fleetml.features.history`); when ``None`` they are not built.
 
     Returns
     -------
@@ -195,8 +201,9 @@ def build_features(
         ``ts``, ``account_id``, then float64 columns
         ``<metric>__value`` (the level; a counter's per-minute rate), ``__mean_<w>``,
         ``__std_<w>``, ``__slope_<w>`` (per hour), ``__roc_<w>`` (per hour),
-        ``__seasonal_resid``, ``__peer_z`` and ratios ``<num>_per_<den>__<w>``.
-        A feature at time t uses only samples at or before t (peer features: at t).
+        ``__seasonal_resid``, ``__peer_z`` and ratios ``<num>_per_<den>__<w>``, then the
+        event-history columns when ``events`` is given.
+        A feature at time t uses only samples and events at or before t (peer features: at t).
     """
     if rows is not None:
         rows = np.asarray(rows)
@@ -205,7 +212,7 @@ def build_features(
                 raise ValueError(f"rows mask has {len(rows)} entries for a frame of {len(frame)}")
             rows = np.flatnonzero(rows)
         rows = rows.astype(np.int64)
-    return _build(frame, kinds=kinds, groups=groups, config=config, rows=rows)
+    return _build(frame, kinds=kinds, groups=groups, config=config, rows=rows, events=events)
 
 
 def build_feature_matrix(
@@ -215,6 +222,7 @@ def build_feature_matrix(
     groups: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
     rows: np.ndarray | pd.Series | None = None,
+    events: pd.DataFrame | None = None,
 ) -> tuple[pd.DataFrame, list[str], np.ndarray]:
     """:func:`build_features` as ``(ids, columns, X)`` without copying the values into a frame:
     ``ids`` holds ``ts`` and ``account_id``, ``X`` is the float64 matrix (training on large
@@ -224,11 +232,21 @@ def build_feature_matrix(
         if rows.dtype == bool:
             rows = np.flatnonzero(rows)
         rows = rows.astype(np.int64)
-    return _build(frame, kinds=kinds, groups=groups, config=config, rows=rows, as_matrix=True)
+    return _build(
+        frame, kinds=kinds, groups=groups, config=config, rows=rows, as_matrix=True, events=events
+    )
 
 
 def _build(
-    frame, *, kinds, groups, config, last_rows_only: bool = False, rows=None, as_matrix=False
+    frame,
+    *,
+    kinds,
+    groups,
+    config,
+    last_rows_only: bool = False,
+    rows=None,
+    as_matrix=False,
+    events=None,
 ):
     """:func:`build_features`, optionally evaluated at some rows (``rows``: input positions) or
     at each account's last row only."""
@@ -280,6 +298,16 @@ def _build(
         frame = frame.iloc[inverse]
     ts = pd.DatetimeIndex(frame["ts"]).as_unit("ms")
     ts = ts if ts.tz is not None else ts.tz_localize("UTC")
+    if events is not None and config.fault_history:
+        hist_cols, hist = history_matrix(
+            ts.asi8,
+            frame["account_id"].astype(str).to_numpy(),
+            events,
+            groups=groups,
+            config=config,
+        )
+        names = names + hist_cols
+        out = np.hstack([out, hist]) if len(hist_cols) else out
     if as_matrix:
         ids = pd.DataFrame({"ts": ts, "account_id": frame["account_id"].astype(str).to_numpy()})
         return ids, names, out
@@ -359,6 +387,7 @@ def latest_features(
     kinds: Mapping[str, str] | None = None,
     groups: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
+    events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Features of each account's last row only: the fast path for scoring "now".
 
@@ -371,4 +400,12 @@ def latest_features(
     """
     from fleetml.features.latest import latest_rows
 
-    return latest_rows(frame, kinds=kinds, groups=groups, config=config)
+    out = latest_rows(frame, kinds=kinds, groups=groups, config=config)
+    config = config or FeatureConfig()
+    if events is not None and config.fault_history:
+        ts = pd.DatetimeIndex(out["ts"]).as_unit("ms").asi8
+        cols, hist = history_matrix(
+            ts, out["account_id"].astype(str).to_numpy(), events, groups=groups, config=config
+        )
+        out = pd.concat([out, pd.DataFrame(hist, columns=cols, index=out.index)], axis=1)
+    return out

@@ -50,6 +50,12 @@ class FeatureConfig:
     peers, peer_bucket, peer_min_accounts
         Robust z-score of the account's level against the median of its group at the same
         (bucketed) time; ``peer_bucket=None`` infers the sampling step from the data.
+    fault_history, history_windows
+        Event-history features (:mod:`fleetml.features.history`): hours since the account's
+        last technical fault and enforcement event, its fault count over each history window and
+        its group's over the shortest. Built only when the caller passes events (risk training
+        and scoring do); the longest window bounds how far back events are read. Chosen on the
+        validation period of ``bench/risk_sim.py`` (24 h PR-AUC 0.28 -> 0.35 on validation).
     chunk_rows
         Per-account features are built over chunks of whole accounts of about this many rows
         (bounded temporary memory; the result does not depend on it).
@@ -74,6 +80,8 @@ class FeatureConfig:
     peers: bool = True
     peer_bucket: str | None = None
     peer_min_accounts: int = 2
+    fault_history: bool = True
+    history_windows: tuple[str, ...] = ("24h", "7D")
     n_jobs: int | None = 1
     dask_address: str | None = None
     parallel_min_rows: int = 2_000_000
@@ -97,7 +105,8 @@ class FeatureConfig:
             day = DAY_MS
             seasonal = max(self.seasonal_days * day, self.seasonal_weeks * 7 * day)
             seasonal += window_ms(self.seasonal_tolerance) if self.seasonal_tolerance else DAY_MS
-        return max(longest, roc, seasonal)
+        history = max([window_ms(w) for w in self.history_windows] or [0])
+        return max(longest, roc, seasonal, history if self.fault_history else 0)
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (stored with models so scoring rebuilds the same features)."""
@@ -115,6 +124,7 @@ class FeatureConfig:
             "z_windows",
             "roc_windows",
             "ratio_windows",
+            "history_windows",
         ):
             if key in data:
                 data[key] = tuple(data[key])

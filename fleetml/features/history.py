@@ -1,0 +1,167 @@
+"""Event-history features: how recently and how often an account (and its group) had faults.
+
+Faults cluster on the simulator and in fleets alike: an account that was just throttled for
+overload, or keeps losing its session, is likelier to fail again within a day than one that has
+been quiet for a week. Metrics alone do not show it (a fault often leaves a gap, not a value), so
+these features read the stored events.
+
+Columns (prefix ``fault_history`` / ``enforcement_history``, so
+:func:`fleetml.features.metric_of_feature` groups them like a metric):
+
+* ``fault_history__hours_since``: hours since the account's last technical fault at or before
+  ``t``; NaN when none lies within the longest history window (so serving needs events only that
+  far back);
+* ``fault_history__count_<w>``: the account's faults in ``(t - w, t]`` for each history window;
+* ``fault_history__group_count_<w>``: faults of any account of the same group in ``(t - w, t]``
+  (shortest history window; built only when groups are given);
+* ``enforcement_history__hours_since``: hours since the account's last enforcement event
+  (restricted, banned, quality drop), NaN when none within the longest window.
+
+Every value at ``t`` uses only events at or before ``t``: appending later events or rows never
+changes it. An event stamped exactly ``t`` counts (it has happened when the row at ``t`` is
+scored); the label of that row looks at ``(t, t + h]`` only, so the two never overlap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+
+from fleetml.features.config import FeatureConfig, window_ms
+from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+
+FAULT_PREFIX = "fault_history"
+ENFORCEMENT_PREFIX = "enforcement_history"
+_SEP = "__"
+_HOUR_MS = 3_600_000
+#: Accounts (or groups) laid end to end on one time axis: ~278 years of ms each, never overlapping.
+_STRIDE = np.int64(1) << 43
+
+
+def history_columns(config: FeatureConfig, *, groups: bool) -> list[str]:
+    """Column names :func:`history_matrix` returns for this config, in order."""
+    if not config.fault_history:
+        return []
+    cols = [f"{FAULT_PREFIX}{_SEP}hours_since"]
+    cols += [f"{FAULT_PREFIX}{_SEP}count_{w}" for w in config.history_windows]
+    if groups and config.history_windows:
+        cols.append(f"{FAULT_PREFIX}{_SEP}group_count_{config.history_windows[0]}")
+    cols.append(f"{ENFORCEMENT_PREFIX}{_SEP}hours_since")
+    return cols
+
+
+def history_lookback_ms(config: FeatureConfig) -> int:
+    """How far back the events must reach for these features (the longest history window)."""
+    if not config.fault_history:
+        return 0
+    return max([window_ms(w) for w in config.history_windows] or [0])
+
+
+def _events_ms(events: pd.DataFrame | None, kinds: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
+    if events is None or not len(events):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+    ev = events
+    if "kind" in ev.columns:
+        ev = ev[ev["kind"].astype(str).isin(kinds)]
+    ts = pd.DatetimeIndex(pd.to_datetime(ev["ts"], utc=True)).as_unit("ms").asi8
+    return ts, ev["account_id"].astype(str).to_numpy(dtype=object)
+
+
+def _group_of(account_id: np.ndarray, groups: Mapping[str, str]) -> np.ndarray:
+    """Each account's group (an account without one is its own group)."""
+    acc = pd.Series(account_id, dtype=object)
+    return acc.map(dict(groups)).fillna(acc).astype(str).to_numpy(dtype=str)
+
+
+class _Timeline:
+    """Events of many keys (accounts or groups) on one sorted axis, for vectorised lookups."""
+
+    def __init__(self, ev_ts: np.ndarray, ev_key: np.ndarray, keys: np.ndarray, base: int):
+        self.keys = keys
+        code = np.searchsorted(keys, ev_key)
+        self.sorted = np.sort(code.astype(np.int64) * _STRIDE + (ev_ts - base))
+        self.base = base
+
+    def row_keys(self, ts_ms: np.ndarray, key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        code = np.searchsorted(self.keys, key).astype(np.int64)
+        return code, code * _STRIDE + (ts_ms - self.base)
+
+    def count(self, code, rkey, width_ms: int) -> np.ndarray:
+        """Events of the row's key in ``(t - width, t]``."""
+        hi = np.searchsorted(self.sorted, rkey, side="right")
+        lo_key = np.maximum(rkey - width_ms, code * _STRIDE - 1)
+        lo = np.searchsorted(self.sorted, lo_key, side="right")
+        return (hi - lo).astype(np.float64)
+
+    def since_ms(self, code, rkey, cap_ms: int) -> np.ndarray:
+        """Milliseconds since the key's last event at or before ``t``; NaN beyond ``cap_ms``."""
+        out = np.full(len(rkey), np.nan)
+        if not len(self.sorted):
+            return out
+        idx = np.searchsorted(self.sorted, rkey, side="right") - 1
+        safe = np.clip(idx, 0, None)
+        ok = (idx >= 0) & (self.sorted[safe] // _STRIDE == code)
+        delay = (rkey - self.sorted[safe]).astype(np.float64)
+        ok &= delay <= cap_ms
+        out[ok] = delay[ok]
+        return out
+
+
+def history_matrix(
+    ts_ms: np.ndarray,
+    account_id: np.ndarray,
+    events: pd.DataFrame | None,
+    *,
+    groups: Mapping[str, str] | None = None,
+    config: FeatureConfig | None = None,
+) -> tuple[list[str], np.ndarray]:
+    """Event-history features at the given rows (any order), as ``(columns, values)``.
+
+    Parameters
+    ----------
+    ts_ms, account_id
+        The rows' times (epoch milliseconds) and accounts.
+    events
+        ``ts``, ``account_id`` and ``kind`` of stored events (faults and enforcement; other kinds
+        are ignored). ``None`` or empty: no event seen (every ``hours_since`` NaN, counts 0).
+    groups
+        Account id -> group; the group count is built only when given.
+    config
+        :class:`FeatureConfig` (``fault_history``, ``history_windows``).
+
+    Serving scores "now" with the same function: pass the events of the last
+    :func:`history_lookback_ms` before the newest row.
+    """
+    config = config or FeatureConfig()
+    cols = history_columns(config, groups=bool(groups))
+    ts_ms = np.asarray(ts_ms, dtype=np.int64)
+    account_id = np.asarray(account_id).astype(str)
+    out = np.empty((len(ts_ms), len(cols)))
+    if not cols or not len(ts_ms):
+        return cols, out
+    cap = history_lookback_ms(config)
+    f_ts, f_acc = _events_ms(events, FAULT_KINDS)
+    e_ts, e_acc = _events_ms(events, ENFORCEMENT_KINDS)
+    base = int(min([ts_ms.min(), *(a.min() for a in (f_ts, e_ts) if len(a))]))
+    keys = np.unique(np.concatenate([account_id, f_acc.astype(str), e_acc.astype(str)]))
+    faults = _Timeline(f_ts, f_acc.astype(str), keys, base)
+    code, rkey = faults.row_keys(ts_ms, account_id)
+    j = 0
+    out[:, j] = faults.since_ms(code, rkey, cap) / _HOUR_MS
+    j += 1
+    for w in config.history_windows:
+        out[:, j] = faults.count(code, rkey, window_ms(w))
+        j += 1
+    if groups and config.history_windows:
+        row_group = _group_of(account_id, groups)
+        ev_group = _group_of(f_acc.astype(str), groups)
+        g_keys = np.unique(np.concatenate([row_group, ev_group]))
+        g_line = _Timeline(f_ts, ev_group, g_keys, base)
+        g_code, g_rkey = g_line.row_keys(ts_ms, row_group)
+        out[:, j] = g_line.count(g_code, g_rkey, window_ms(config.history_windows[0]))
+        j += 1
+    enforcement = _Timeline(e_ts, e_acc.astype(str), keys, base)
+    out[:, j] = enforcement.since_ms(code, rkey, cap) / _HOUR_MS
+    return cols, out
