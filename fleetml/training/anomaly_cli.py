@@ -11,6 +11,7 @@ import click
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result, write_frame
 from fleetml.training.cli_output import echo_training_outcome
 from fleetml.training.progress import PROGRESS_OPTION, StageProgress, progress_enabled
+from fleetml.training.risk_cli import FEATURES_OPTION
 
 _FROM = click.option("--from", "start", type=TIMESTAMP, default=None, help="First sample time.")
 _TO = click.option("--to", "end", type=TIMESTAMP, default=None, help="Last sample time.")
@@ -44,9 +45,18 @@ def _fail(exc: Exception) -> None:
     help="Sanity limit: alert onsets per account-day on the held-out period.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@FEATURES_OPTION
 @PROGRESS_OPTION
 def train_anomaly(
-    start, end, accounts, promote, threshold, max_alerts_per_account_day, seed, progress
+    start,
+    end,
+    accounts,
+    promote,
+    threshold,
+    max_alerts_per_account_day,
+    seed,
+    feature_config,
+    progress,
 ) -> None:
     """Train the anomaly detector on stored metrics, register it and maybe promote it.
 
@@ -54,6 +64,8 @@ def train_anomaly(
     robust z-score baseline and the current champion. The alert rule comes from the training
     period alone: the threshold is the lowest that keeps a validation slice (its last fifth)
     within 0.5 alert onsets per account-day, and the level range check needs 7 days of history.
+    --features sets the feature builder's knobs from a file; the model stores them and logs them
+    to MLflow as feature_config.json.
 
     \b
     Promotion:
@@ -71,7 +83,9 @@ def train_anomaly(
     settings = ctx_settings()
     engine = open_engine(settings)
     config = AnomalyTrainConfig(
-        random_state=seed, max_alerts_per_account_day=max_alerts_per_account_day
+        random_state=seed,
+        max_alerts_per_account_day=max_alerts_per_account_day,
+        feature_config=feature_config,
     )
     if threshold is not None:
         config.threshold = threshold
@@ -174,8 +188,9 @@ def score_anomaly(start, end, accounts, version, out) -> None:
     "--threshold", type=float, default=None, help="Alert threshold on the calibrated score."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@FEATURES_OPTION
 def backtest_anomaly(
-    start, end, accounts, out, warmup, warmup_max, refit_every, threshold, seed
+    start, end, accounts, out, warmup, warmup_max, refit_every, threshold, seed, feature_config
 ) -> None:
     """Walk-forward, strictly causal replay of every account on its own.
 
@@ -198,7 +213,7 @@ def backtest_anomaly(
 
     settings = ctx_settings()
     engine = open_engine(settings)
-    config = AnomalyTrainConfig(random_state=seed)
+    config = AnomalyTrainConfig(random_state=seed, feature_config=feature_config)
     if threshold is not None:
         config.threshold = threshold
     t0 = time.perf_counter()

@@ -168,6 +168,23 @@ def log_figure(figure: Any, artifact_file: str) -> None:
     plt.close(figure)
 
 
+def log_feature_config(config: Any) -> None:
+    """Log the feature settings a model was trained with (None: the defaults it then uses) as
+    the artifact ``feature_config.json`` (a valid ``--features`` file) and one ``feature.<field>``
+    parameter per field, so runs can be compared in the MLflow UI."""
+    from fleetml.features.files import dump_feature_config
+
+    data = dump_feature_config(config)
+    log_dict(data, "feature_config.json")
+    log_params({f"feature.{k}": _param_value(v) for k, v in data.items()})
+
+
+def _param_value(value: Any) -> str:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value) or "(none)"
+    return _tag_value(value)
+
+
 # --------------------------------------------------------------------------- bundles
 
 
@@ -234,11 +251,14 @@ def log_bundle(
     """Log ``bundle`` as a pyfunc model of the active run and return MLflow's ``ModelInfo``.
 
     ``bundle`` must be picklable and have ``predict(frame)``. ``info.model_uri`` is what
-    :func:`register_version` takes.
+    :func:`register_version` takes. A bundle with a ``feature_config`` also gets it logged
+    (:func:`log_feature_config`).
     """
     import joblib
     import mlflow.pyfunc
 
+    if hasattr(bundle, "feature_config"):
+        log_feature_config(bundle.feature_config)
     wrapper = _bundle_model_class()()
     with tempfile.TemporaryDirectory(prefix="fleetml-bundle-") as tmp:
         path = Path(tmp) / BUNDLE_FILE

@@ -43,11 +43,41 @@ _BUDGET = click.option(
 )
 
 
+def _read_features(ctx, param, value):
+    """Load and check the settings file while parsing, so a bad file stops before any work."""
+    if value is None:
+        return None
+    from fleetml.features.files import FeatureConfigError, load_feature_config
+
+    try:
+        return load_feature_config(value)
+    except FeatureConfigError as exc:
+        raise click.BadParameter(str(exc), ctx=ctx, param=param) from exc
+
+
+#: ``--features FILE``, shared by the risk and anomaly commands.
+FEATURES_OPTION = click.option(
+    "--features",
+    "feature_config",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    callback=_read_features,
+    help="Feature settings file (FeatureConfig fields as JSON, or YAML for .yaml/.yml); stored "
+    "with the model and used when it scores. Default: the built-in feature settings.",
+)
+
+
 def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from exc
 
 
-def _config(horizons: str, target_precision: float, seed: int, alert_budget: float = 0.5):
+def _config(
+    horizons: str,
+    target_precision: float,
+    seed: int,
+    alert_budget: float = 0.5,
+    feature_config=None,
+):
     from fleetml.training.risk import RiskTrainConfig, parse_horizons
 
     try:
@@ -56,6 +86,7 @@ def _config(horizons: str, target_precision: float, seed: int, alert_budget: flo
             target_precision=target_precision,
             random_state=seed,
             alert_budget=alert_budget,
+            feature_config=feature_config,
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--horizon") from exc
@@ -79,6 +110,7 @@ def _config(horizons: str, target_precision: float, seed: int, alert_budget: flo
     help="Sanity limit: at-risk onsets per account-day and horizon on the held-out period.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@FEATURES_OPTION
 @PROGRESS_OPTION
 def train_risk(
     horizons,
@@ -90,6 +122,7 @@ def train_risk(
     promote,
     max_alerts_per_account_day,
     seed,
+    feature_config,
     progress,
 ) -> None:
     """Train failure-risk classifiers (one per horizon), register them as ``fleetml-risk``.
@@ -102,7 +135,9 @@ def train_risk(
     threshold that stays within the budget (alerts are off when even that is no better than
     chance). Each horizon's rule and reason are printed. A horizon with too few positive
     training rows or no positive validation rows is dropped with a warning (a classifier
-    without positives would be meaningless).
+    without positives would be meaningless). --features sets the feature builder's knobs
+    (windows, feature families) from a file; the model stores them and logs them to MLflow as
+    feature_config.json.
 
     \b
     Promotion:
@@ -117,7 +152,7 @@ def train_risk(
     from fleetml.training.risk import STAGES
     from fleetml.training.risk import train_risk as run
 
-    config = _config(horizons, target_precision, seed, alert_budget)
+    config = _config(horizons, target_precision, seed, alert_budget, feature_config)
     config.max_alerts_per_account_day = max_alerts_per_account_day
     settings = ctx_settings()
     engine = open_engine(settings)
@@ -224,8 +259,19 @@ def score_risk(start, end, accounts, version, out) -> None:
     help="Fraction of the time range used only for the first training.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@FEATURES_OPTION
 def backtest_risk(
-    horizons, start, end, accounts, target_precision, alert_budget, out, folds, initial, seed
+    horizons,
+    start,
+    end,
+    accounts,
+    target_precision,
+    alert_budget,
+    out,
+    folds,
+    initial,
+    seed,
+    feature_config,
 ) -> None:
     """Walk-forward, strictly causal replay: each period is scored by models trained, calibrated
     and thresholded only on data whose label windows closed before it. Writes the scores (with
@@ -235,7 +281,7 @@ def backtest_risk(
     from fleetml.training.risk import backtest_risk as run
     from fleetml.training.risk import load_risk_data
 
-    config = _config(horizons, target_precision, seed, alert_budget)
+    config = _config(horizons, target_precision, seed, alert_budget, feature_config)
     settings = ctx_settings()
     engine = open_engine(settings)
     t0 = time.perf_counter()
