@@ -29,6 +29,7 @@ from fleetml.models.anomaly_calibration import (
 from fleetml.models.anomaly_calibration import (
     ScoreCalibrator,
 )
+from fleetml.models.anomaly_ensemble import SCORERS, CombinedScorer, DeviationScorer
 
 #: Robust z-scores are clipped to this magnitude so a single wild value cannot stretch the
 #: forest's random split ranges and hide every other anomaly.
@@ -218,6 +219,12 @@ class IsolationForestDetector(BaseEstimator):
         ``None`` disables the check.
     range_tolerance : float, default=0.05
         ``tol`` above, as a fraction of the account's training range.
+    scorers : tuple of {"forest", "deviation"}, default=("forest", "deviation")
+        Raw scorers combined by :class:`~fleetml.models.anomaly_ensemble.CombinedScorer`: the
+        isolation forest and the largest per-account robust z-score over the features (which
+        sees a large deviation in one feature that the forest dilutes among many); each is
+        calibrated through its own training CDF and the largest counts. ``("forest",)`` is the
+        forest alone.
     random_state : int, RandomState instance or None, default=None
         Seeds tree construction and the calibration sample.
 
@@ -225,8 +232,9 @@ class IsolationForestDetector(BaseEstimator):
     ----------
     forest_ : IsolationForest
         The fitted forest (on normalised features).
-    packed_ : PackedForest
-        The forest's arrays, used for fast scoring.
+    packed_ : PackedForest or CombinedScorer
+        The raw scorer every scoring path calls on normalised features: the forest's packed
+        arrays, or their combination with the other ``scorers``.
     groups_ : ndarray of str
         Accounts with their own normalisation statistics.
     center_, scale_ : ndarray of shape (n_groups + 1, n_features)
@@ -264,6 +272,7 @@ class IsolationForestDetector(BaseEstimator):
         likelihood_window: int = 4000,
         range_columns=None,
         range_tolerance: float = 0.05,
+        scorers: tuple[str, ...] = ("forest", "deviation"),
         random_state=None,
     ):
         self.n_estimators = n_estimators
@@ -278,6 +287,7 @@ class IsolationForestDetector(BaseEstimator):
         self.likelihood_window = likelihood_window
         self.range_columns = range_columns
         self.range_tolerance = range_tolerance
+        self.scorers = scorers
         self.random_state = random_state
 
     # ------------------------------------------------------------------ fitting
@@ -308,6 +318,11 @@ class IsolationForestDetector(BaseEstimator):
                 "short_window must be >= 1 and likelihood_window >= 2, got "
                 f"{self.short_window!r} and {self.likelihood_window!r}"
             )
+        bad = [s for s in self.scorers if s not in SCORERS] or ([] if self.scorers else ["none"])
+        if bad:
+            raise ValueError(
+                f"scorers must be a non-empty subset of {SCORERS}, got {self.scorers!r}"
+            )
         X = validate_data(self, X, dtype=np.float64, ensure_all_finite="allow-nan")
         groups = self._check_groups(groups, X.shape[0])
         rng = check_random_state(self.random_state)
@@ -332,6 +347,16 @@ class IsolationForestDetector(BaseEstimator):
             random_state=rng.randint(np.iinfo(np.int32).max),
         ).fit(Z)
         self.packed_ = PackedForest(self.forest_)
+        scorers = tuple(getattr(self, "scorers", ("forest",)))
+        if scorers != ("forest",):
+            members = [("forest", self.packed_)] if "forest" in scorers else []
+            if "deviation" in scorers:
+                members.append(("deviation", DeviationScorer()))
+            sample = Z
+            if Z.shape[0] > self.n_calibration:
+                sample = Z[rng.choice(Z.shape[0], self.n_calibration, replace=False)]
+            # ``packed_`` is what every scoring path calls (serving too): the combination
+            self.packed_ = CombinedScorer(members, sample, self.tail_quantile)
 
         if Z.shape[0] > self.n_calibration:
             Z = Z[rng.choice(Z.shape[0], self.n_calibration, replace=False)]

@@ -26,9 +26,10 @@ class AlertRule:
 
     A row is anomalous when the calibrated score has been at or above ``threshold`` for at least
     ``min_duration`` consecutive samples of the same account. An alert *onset* is the first such
-    row of an episode; onsets within ``suppression`` samples of the previous kept onset are dropped
-    together with their episode (one incident, one alert). Everything depends only on the past,
-    so the rule is causal.
+    row of an episode. An alert re-arms only after ``suppression`` consecutive samples below the
+    threshold: an onset that follows a shorter quiet spell continues the same incident and is
+    dropped together with its rows, so a long episode with brief dips pages once, at its start.
+    Everything depends only on the past, so the rule is causal.
     """
 
     threshold: float = 0.995
@@ -58,21 +59,21 @@ class AlertRule:
         prev = np.zeros(n, dtype=bool)
         prev[1:] = candidate[:-1]
         onset = candidate & (~prev | new_series)
-        flags, kept = self._suppress(candidate, onset, new_series)
+        flags, kept = self._suppress(above, candidate, onset, new_series)
         return (flags, kept) if return_onsets else flags
 
-    def _suppress(self, candidate, onset, new_series):
+    def _suppress(self, above, candidate, onset, new_series):
         if self.suppression <= 0 or not onset.any():
             return candidate, onset
-        # Few onsets: a loop over onsets (not rows) stays cheap.
-        series_id = np.cumsum(new_series)
-        kept = np.zeros_like(onset)
-        last_pos, last_series = -(10**18), -1
-        for pos in np.flatnonzero(onset):
-            sid = series_id[pos]
-            if sid != last_series or pos - last_pos > self.suppression:
-                kept[pos] = True
-                last_pos, last_series = pos, sid
+        n = above.size
+        idx = np.arange(n)
+        series_start = np.maximum.accumulate(np.where(new_series, idx, 0))
+        last_above = np.maximum.accumulate(np.where(above, idx, -1))
+        before = np.r_[-1, last_above[:-1]]  # last row at or above threshold before each row
+        run_start = idx - _runs(above, new_series) + 1  # first row of the current run above
+        prev = before[np.clip(run_start, 0, max(n - 1, 0))]
+        quiet = run_start - prev - 1  # rows below the threshold before this run
+        kept = onset & ((prev < series_start) | (quiet >= int(self.suppression)))
         episode = np.cumsum(onset)  # episode number of each candidate row
         kept_episode = np.zeros(episode.max() + 1, dtype=bool)
         kept_episode[episode[onset]] = kept[onset]

@@ -79,11 +79,11 @@ class AnomalyTrainConfig:
     the challenger must beat the baseline, not fall more than ``gate_tolerance`` below the
     champion, and alert on at most ``max_alert_rate`` of the held-out rows.
 
-    ``calibration``, ``short_window``, ``likelihood_window`` and ``range_tolerance`` go to the
-    detector (see :class:`~fleetml.models.anomaly.IsolationForestDetector`); ``range_check``
-    range-checks every ``<metric>__value`` feature. ``threshold`` is on the calibrated score
-    (0.5: a tail probability of 1e-5 under the likelihood calibration); the CDF-calibrated
-    baseline is judged at ``baseline_threshold``.
+    ``calibration``, ``short_window``, ``likelihood_window``, ``range_tolerance`` and
+    ``scorers`` go to the detector (see :class:`~fleetml.models.anomaly.IsolationForestDetector`);
+    ``range_check`` range-checks every ``<metric>__value`` feature. ``threshold`` is on the
+    calibrated score (``L / (L + 5)`` with ``L = -log10`` of the likelihood's tail probability:
+    0.5 is 1e-5, 0.8 is 1e-20); the CDF-calibrated baseline is judged at ``baseline_threshold``.
 
     Rule choice (:func:`choose_rule`, training data only): the range check is used only with at
     least ``range_check_min_days`` of training history (a level range learned from a few days
@@ -106,6 +106,7 @@ class AnomalyTrainConfig:
     likelihood_window: int = 4000
     range_check: bool = True
     range_tolerance: float = 0.05
+    scorers: tuple[str, ...] = ("forest", "deviation")
     random_state: int = 0
     threshold: float = 0.5
     baseline_threshold: float = 0.995  # the baseline keeps the CDF calibration
@@ -139,6 +140,7 @@ class AnomalyTrainConfig:
             likelihood_window=self.likelihood_window,
             range_columns=levels if self.range_check and levels else None,
             range_tolerance=self.range_tolerance,
+            scorers=tuple(self.scorers),
             random_state=self.random_state,
         )
 
