@@ -17,6 +17,7 @@ fault label; its risk only feeds draining and recommendations.
 
 from __future__ import annotations
 
+import logging
 import weakref
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -30,6 +31,8 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+_log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["ts", "account_id", "horizon", "risk", "at_risk"]
 
@@ -233,16 +236,30 @@ class ProbabilityCalibrator(BaseEstimator):
 
 @dataclass
 class HorizonModel:
-    """Classifier, calibrator and stored threshold of one horizon."""
+    """Classifier, calibrator and stored threshold of one horizon.
+
+    ``floor`` is the next shorter horizon's model: a fault within 1 h is also a fault within
+    6 h, so :meth:`risk` never returns less than the floor's risk and the horizons stay ordered
+    (1 h <= 6 h <= 24 h) whoever calls it. Models trained before the floor existed have none.
+    """
 
     horizon: str
     classifier: RiskClassifier
     calibrator: ProbabilityCalibrator
     threshold: float
     threshold_reason: str = ""
+    floor: HorizonModel | None = None
+
+    def own_risk(self, X: np.ndarray) -> np.ndarray:
+        """Calibrated risk of this horizon's own classifier (no floor)."""
+        return self.calibrator.predict(self.classifier.risk(X))
 
     def risk(self, X: np.ndarray) -> np.ndarray:
-        return self.calibrator.predict(self.classifier.risk(X))
+        """Calibrated risk, never below the shorter horizons' risk."""
+        out = self.own_risk(X)
+        if self.floor is not None:
+            out = np.maximum(out, self.floor.risk(X))
+        return out
 
 
 @dataclass
@@ -263,16 +280,36 @@ class RiskModel:
     enforcement: dict[str, HorizonModel] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
-    def build_features(self, frame: pd.DataFrame, *, rows=None) -> pd.DataFrame:
-        """Features of ``frame`` exactly as in training (same builder, config and columns)."""
+    @property
+    def uses_events(self) -> bool:
+        """Whether the features include event history (scoring should pass ``events``)."""
+        from fleetml.features.history import ENFORCEMENT_PREFIX, FAULT_PREFIX
+
+        return any(c.startswith((FAULT_PREFIX, ENFORCEMENT_PREFIX)) for c in self.feature_columns)
+
+    def _check_events(self, events) -> None:
+        if events is None and self.uses_events:
+            # Scoring still works (the columns are missing, so the trees take their missing-value
+            # branches, as for an account without any fault in the look-back), but it no longer
+            # sees recent faults: say so in the log instead of failing a live loop.
+            _log.warning(
+                "risk model uses event-history features but scoring passed no events; "
+                "recent faults are ignored (pass events=... covering FeatureConfig.lookback_ms())"
+            )
+
+    def build_features(self, frame: pd.DataFrame, *, rows=None, events=None) -> pd.DataFrame:
+        """Features of ``frame`` exactly as in training (same builder, config and columns);
+        ``events`` (stored fault and enforcement events) feed the event-history columns."""
         from fleetml.features import build_features
 
+        self._check_events(events)
         feats = build_features(
             frame,
             kinds=self.metric_kinds or None,
             groups=self.account_groups or None,
             config=self.feature_config,
             rows=rows,
+            events=events if self.uses_events else None,
         )
         return feats
 
@@ -290,8 +327,16 @@ class RiskModel:
         out = pd.DataFrame(
             {"ts": feats["ts"].to_numpy(), "account_id": feats["account_id"].to_numpy()}
         )
-        for h, model in self.horizons.items():
-            out[h] = model.risk(X) if len(X) else np.zeros(0)
+        own = {h: m.own_risk(X) if len(X) else np.zeros(0) for h, m in self.horizons.items()}
+        # Shortest first, so each floor's (already floored) risk is there when needed.
+        for h in sorted(self.horizons, key=pd.Timedelta):
+            model, risk = self.horizons[h], own[h]
+            if model.floor is not None:
+                floor = model.floor.horizon
+                below = out[floor] if floor in out else model.floor.risk(X)
+                risk = np.maximum(risk, below) if len(X) else risk
+            out[h] = risk
+        out = out[["ts", "account_id", *self.horizons]]
         for h, model in self.enforcement.items():
             out[f"enforcement_{h}"] = model.risk(X) if len(X) else np.zeros(0)
         return out
@@ -318,19 +363,22 @@ class RiskModel:
         out["horizon"] = out["horizon"].astype("str")
         return out
 
-    def predict(self, frame: pd.DataFrame, *, rows=None) -> pd.DataFrame:
-        """Risk of every row (or of ``rows``) of a wide metrics frame, in long format."""
-        return self.to_long(self.risk_wide(self.build_features(frame, rows=rows)))
+    def predict(self, frame: pd.DataFrame, *, rows=None, events=None) -> pd.DataFrame:
+        """Risk of every row (or of ``rows``) of a wide metrics frame, in long format;
+        ``events``: stored events for the event-history features."""
+        return self.to_long(self.risk_wide(self.build_features(frame, rows=rows, events=events)))
 
-    def predict_latest(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def predict_latest(self, frame: pd.DataFrame, events=None) -> pd.DataFrame:
         """Risk at each account's last sample only (the fast path for "now")."""
         from fleetml.features import latest_features
 
+        self._check_events(events)
         feats = latest_features(
             frame,
             kinds=self.metric_kinds or None,
             groups=self.account_groups or None,
             config=self.feature_config,
+            events=events if self.uses_events else None,
         )
         return self.to_long(self.risk_wide(feats))
 
