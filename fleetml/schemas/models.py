@@ -69,8 +69,46 @@ class DriftRow(BaseModel):
     level: str = Field(description="stable (< 0.1), moderate (< 0.25), major, insufficient_data.")
 
 
+class FeatureDriftRow(BaseModel):
+    """The PSI of one feature column the champion scores on."""
+
+    feature: str = Field(examples=["cpu_pct__mean_1h"])
+    metric: str | None = Field(
+        default=None, description="The metric (or ratio) the feature is built from."
+    )
+    psi: float | None = Field(description="Population stability index; null: too few values.")
+    n_ref: int = Field(description="Finite values of the feature in the reference sample.")
+    n_cur: int = Field(description="Finite values of the feature in the current sample.")
+    level: str = Field(description="stable (< 0.1), moderate (< 0.25), major, insufficient_data.")
+
+
+class FeatureDriftWindow(BaseModel):
+    """Which rows the per-feature PSI compares, or why there is no table."""
+
+    version: int | None = None
+    skipped: str | None = Field(default=None, description="Why there is no feature table.")
+    hours: int = Field(description="Length of the current window (the `hours` parameter).")
+    reference: str | None = Field(
+        default=None,
+        description="training_window, or before_current (the 7 days before the current window) "
+        "when the champion's run does not record its training window.",
+    )
+    reference_from: datetime | None = None
+    reference_to: datetime | None = None
+    current_from: datetime | None = None
+    current_to: datetime | None = None
+    accounts_sampled: int | None = Field(
+        default=None, description="Accounts whose features were rebuilt (a deterministic sample)."
+    )
+    accounts_total: int | None = Field(default=None, description="Accounts registered.")
+    n_ref_rows: int | None = Field(default=None, description="Feature rows in the reference.")
+    n_cur_rows: int | None = Field(default=None, description="Feature rows in the current window.")
+
+
 class ModelDriftOut(BaseModel):
-    """How far the last 24 h of each metric moved from the champion's training window."""
+    """How far the champion's inputs moved from its training window: per feature column it
+    scores on (``features``, over the last ``hours``), and per raw metric (``metrics``, the
+    hourly recommendation job's check over the last 24 h)."""
 
     family: Literal["anomaly", "risk"]
     version: int | None = None
@@ -83,3 +121,7 @@ class ModelDriftOut(BaseModel):
     current_from: datetime | None = None
     current_to: datetime | None = None
     metrics: list[DriftRow]
+    features: list[FeatureDriftRow] = Field(
+        default_factory=list, description="PSI per feature column, the most drifted first."
+    )
+    feature_window: FeatureDriftWindow | None = None

@@ -7,14 +7,17 @@ import math
 import threading
 import time
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 
 from fleetml.api.deps import AnyKey, StateDep
 from fleetml.errors import NotFound
 from fleetml.schemas.common import ErrorResponse
 from fleetml.schemas.models import ModelDriftOut, ModelEvaluationOut, ModelsOut
+from fleetml.services.drift import DEFAULT_HOURS as DRIFT_DEFAULT_HOURS
+from fleetml.services.drift import MAX_HOURS as DRIFT_MAX_HOURS
+from fleetml.services.drift import MIN_HOURS as DRIFT_MIN_HOURS
 
 router = APIRouter(prefix="/v1", tags=["models"])
 log = logging.getLogger("fleetml.api")
@@ -24,6 +27,8 @@ REGISTRY_CACHE_S = 5.0
 #: Most metrics listed per version (runs log a bounded set; this keeps the answer small).
 MAX_METRICS = 100
 _cache: dict[str, tuple[float, dict]] = {}
+#: Drift answers by (store, family, champion version, hours): the page polls, drift moves slowly.
+_drift_cache: dict[tuple, tuple[float, dict]] = {}
 _cache_lock = threading.Lock()
 
 
@@ -39,6 +44,7 @@ def forget_registry_view() -> None:
     """Drop the cached registry answers (tests that register models call this)."""
     with _cache_lock:
         _cache.clear()
+        _drift_cache.clear()
 
 
 def _when(ms) -> datetime | None:
@@ -210,17 +216,60 @@ def model_evaluation(
 
 @router.get(
     "/models/{family}/drift",
-    summary="Drift (PSI) of each metric since the champion's training window",
+    summary="Drift (PSI) of each feature and each metric since the champion's training window",
     response_model=ModelDriftOut,
 )
-def model_drift(family: Literal["anomaly", "risk"], key: AnyKey, state: StateDep) -> dict:
-    """The hourly recommendation job's drift check, whole: per stored metric (gauges as they
-    are, counters as per-minute rates) the PSI of the last 24 h against the champion's training
-    window (or the oldest week in the store when its run does not say), most drifted first."""
+def model_drift(
+    family: Literal["anomaly", "risk"],
+    key: AnyKey,
+    state: StateDep,
+    hours: Annotated[
+        int,
+        Query(
+            ge=DRIFT_MIN_HOURS,
+            le=DRIFT_MAX_HOURS,
+            description="The current window of the per-feature PSI: the last this many hours.",
+        ),
+    ] = DRIFT_DEFAULT_HOURS,
+) -> dict:
+    """How far the champion's inputs moved since its training window (PSI, ``level`` stable
+    < 0.1 <= moderate < 0.25 <= major), most drifted first:
+
+    * ``features``: per feature column the champion scores on, rebuilt with its own feature
+      configuration over a deterministic sample of accounts and hours of the last ``hours``
+      against its training window (or the week before, when its run does not say), with the
+      rows compared on each side; ``feature_window`` says which rows, or why there is no table.
+    * ``metrics``: the hourly recommendation job's drift check, whole: per stored metric (gauges
+      as they are, counters as per-minute rates) the last 24 h against the champion's training
+      window (or the oldest week in the store when its run does not say).
+
+    Answers are reused for a minute per champion version and ``hours``.
+    """
+    from fleetml.services.drift import CACHE_S, feature_drift
     from fleetml.services.recommend import family_drift
 
-    out = family_drift(state.engine, state.settings, family)
+    champion = (_registry_view(state.settings)["families"].get(family) or {}).get("champion")
+    cache_key = (str(state.engine.url), family, champion and champion["version"], hours)
+    with _cache_lock:
+        hit = _drift_cache.get(cache_key)
+    if hit is not None and time.monotonic() - hit[0] < CACHE_S:
+        return hit[1]
+    try:
+        out = family_drift(state.engine, state.settings, family)
+    except Exception as exc:  # noqa: BLE001 - a broken registry is reported, not a 500
+        log.warning("the %s metric drift could not be computed", family, exc_info=True)
+        out = {"family": family, "skipped": f"{type(exc).__name__}: {exc}", "metrics": []}
     for name in ("reference_from", "reference_to", "current_from", "current_to"):
         ms = out.pop(f"{name}_ms", None)
         out[name] = _when(ms)
-    return out
+    features = feature_drift(state.engine, state.settings, family, hours=hours)
+    window = dict(features["window"])
+    for name in ("reference_from", "reference_to", "current_from", "current_to"):
+        window[name] = _when(window.pop(f"{name}_ms", None))
+    answer = {**out, "features": features["features"], "feature_window": window}
+    with _cache_lock:
+        now = time.monotonic()
+        for stale in [k for k, (t, _) in _drift_cache.items() if now - t >= CACHE_S]:
+            del _drift_cache[stale]
+        _drift_cache[cache_key] = (now, answer)
+    return answer
