@@ -134,3 +134,84 @@ def test_the_fleet_page_fits_a_phone(browser, fleet):
         shot(tab, "fleet-phone")
     finally:
         context.close()
+
+
+@pytest.fixture
+def drifting_champions(fleet, monkeypatch):
+    """Both families have a champion (v7) trained on the store's first three hours, with the
+    default feature configuration: the server (a thread of this process) computes their drift
+    for real over the fleet's samples; the clock reads the newest sample."""
+    from fleetml.api.routers import models as models_router
+    from fleetml.features import FeatureConfig, planned_columns
+    from fleetml.services import drift as drift_service
+    from fleetml.services import recommend
+    from fleetml.store.metrics import metric_kinds, time_range
+
+    first, last = (int(t.value // 1_000_000) for t in time_range(fleet.engine))
+    train = {"version": 7, "start_ms": first, "end_ms": first + 3 * 3_600_000}
+    columns = planned_columns(sorted(metric_kinds(fleet.engine)), FeatureConfig(), peers=True)
+
+    def champion(settings, family):
+        return drift_service.Champion(
+            family, 7, columns, FeatureConfig(), {}, train["start_ms"], train["end_ms"]
+        )
+
+    version = {"version": 7, "run_id": None, "created_at": None, "trained_at": None, "metrics": {}}
+    view = {
+        "families": {
+            "anomaly": {"champion": version, "challenger": None},
+            "risk": {"champion": version, "challenger": None},
+            "forecast": {"champion": None, "challenger": None},
+        },
+        "available": True,
+        "detail": None,
+    }
+    monkeypatch.setattr(models_router, "_registry_view", lambda settings: view)
+    monkeypatch.setattr(drift_service, "load_champion", champion)
+    monkeypatch.setattr(recommend, "champion_window", lambda settings, family: train)
+    monkeypatch.setattr(recommend, "_clock", lambda engine, settings: last)
+    models_router.forget_registry_view()
+    drift_service.forget_cache()
+    yield
+    models_router.forget_registry_view()
+    drift_service.forget_cache()
+
+
+def test_the_models_page_shows_drift_per_feature(page, browser, fleet, drifting_champions):
+    api = fleet.api("GET", "/v1/models/risk/drift", role="ops").json()
+    assert len(api["features"]) > 10 and api["feature_window"]["skipped"] is None
+    login(page, fleet, "ops")
+    page.goto(f"{fleet.url}/ui/models")
+    risk = page.locator(".drift[data-family='risk']")
+    rows = risk.locator("table.feature-drift tbody tr")
+    rows.first.wait_for(timeout=15_000)
+    assert rows.count() == 10  # the top ten, most drifted first
+    shown = rows.locator("td:first-child").all_inner_texts()
+    assert shown == [r["feature"] for r in api["features"][:10]]
+    psis = [float(x) for x in rows.locator("td:nth-child(2)").all_inner_texts() if x != "–"]
+    assert psis == sorted(psis, reverse=True)
+    risk.locator("button.show-all").click()
+    assert rows.count() == len(api["features"])
+    colours = page.evaluate(
+        """() => Object.fromEntries([...document.querySelectorAll(
+            ".drift[data-family='risk'] tr[data-level] .level")].map(
+            (e) => [e.textContent, getComputedStyle(e).color]))"""
+    )
+    assert len(set(colours.values())) == len(colours) >= 2, colours  # one colour per level
+    page.select_option("#drift-hours", "6")
+    page.locator(".drift[data-family='risk'] p", has_text="last 6 h").wait_for()
+    page.wait_for_load_state("networkidle")
+    shot(page, "models-drift")
+    assert page.problems == [], page.problems
+
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    tab = phone.new_page()
+    try:
+        login(tab, fleet, "ops")
+        tab.goto(f"{fleet.url}/ui/models")
+        tab.locator(".drift[data-family='anomaly'] table.feature-drift tbody tr").first.wait_for()
+        overflow = tab.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 1, f"the models page is {overflow}px wider than the phone"
+        shot(tab, "models-phone")
+    finally:
+        phone.close()

@@ -545,8 +545,7 @@ document.addEventListener("alpine:init", () => {
       this.models = models.models;
       this.registry = models.registry_available;
       this.jobs = jobs.runs;
-      const drifting = this.models.filter((m) => m.champion && m.family !== "forecast");
-      this.drift = await Promise.all(drifting.map((m) => fleetml.api(`/v1/models/${m.family}/drift`)));
+      await this.loadDrift();
       // the champion's curves, or the challenger's while no version is champion
       const risk = this.models.find((m) => m.family === "risk");
       const alias = risk && (risk.champion ? "champion" : risk.challenger ? "challenger" : null);
@@ -563,6 +562,33 @@ document.addEventListener("alpine:init", () => {
     anomalyEvaluation: null,
     precision: [],
     drift: [],
+    /** The per-feature drift table: its current window, rows shown folded, families unfolded. */
+    driftHours: 24,
+    top: 10,
+    expanded: {},
+    /** PSI per feature (and per metric) of each champion; the API reuses answers for a minute. */
+    async loadDrift() {
+      const drifting = this.models.filter((m) => m.champion && m.family !== "forecast");
+      this.drift = await Promise.all(drifting.map((m) => fleetml.api(
+        `/v1/models/${m.family}/drift`, { query: { hours: this.driftHours } })));
+    },
+    featureWindow(d) {
+      return d.feature_window || { skipped: "this server gives no per-feature drift" };
+    },
+    /** Most drifted first (no PSI last), the top rows unless the family is unfolded. */
+    shown(d) {
+      const rows = fleetml.view(d.features || [], { by: "psi", dir: -1 });
+      return this.expanded[d.family] ? rows : rows.slice(0, this.top);
+    },
+    counts(d) {
+      const n = { major: 0, moderate: 0, stable: 0 };
+      for (const r of d.features || []) if (r.level in n) n[r.level] += 1;
+      return `${n.major} major, ${n.moderate} moderate, ${n.stable} stable of ${(d.features || []).length} features`;
+    },
+    levelStyle(level) {
+      const colour = { major: "var(--bad)", moderate: "var(--warn)", stable: "#15803d" }[level];
+      return colour ? `color: ${colour}; font-weight: 600` : "color: var(--muted)";
+    },
     /** Per horizon of the risk champion: its calibration curve and its precision-recall curve
      * with the chosen threshold marked, as measured on the training run's test split. */
     draw() {
