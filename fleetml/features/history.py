@@ -14,8 +14,10 @@ Columns (prefix ``fault_history`` / ``enforcement_history``, so
 * ``fault_history__count_<w>``: the account's faults in ``(t - w, t]`` for each history window;
 * ``fault_history__group_count_<w>``: faults of any account of the same group in ``(t - w, t]``
   (shortest history window; built only when groups are given);
-* ``enforcement_history__hours_since``: hours since the account's last enforcement event
-  (restricted, banned, quality drop), NaN when none within the longest window.
+* ``enforcement_history__hours_since``: hours since the account's last restriction or ban
+  (:data:`fleetml.vocab.ENFORCEMENT_LABELS`, the enforcement events training reads; a quality
+  drop passed in is ignored, so serving may pass every enforcement kind), NaN when none within
+  the longest window.
 
 Every value at ``t`` uses only events at or before ``t``: appending later events or rows never
 changes it. An event stamped exactly ``t`` counts (it has happened when the row at ``t`` is
@@ -30,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from fleetml.features.config import FeatureConfig, window_ms
-from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+from fleetml.vocab import ENFORCEMENT_LABELS, FAULT_KINDS
 
 FAULT_PREFIX = "fault_history"
 ENFORCEMENT_PREFIX = "enforcement_history"
@@ -143,7 +145,7 @@ def history_matrix(
         return cols, out
     cap = history_lookback_ms(config)
     f_ts, f_acc = _events_ms(events, FAULT_KINDS)
-    e_ts, e_acc = _events_ms(events, ENFORCEMENT_KINDS)
+    e_ts, e_acc = _events_ms(events, frozenset(ENFORCEMENT_LABELS))
     base = int(min([ts_ms.min(), *(a.min() for a in (f_ts, e_ts) if len(a))]))
     keys = np.unique(np.concatenate([account_id, f_acc.astype(str), e_acc.astype(str)]))
     faults = _Timeline(f_ts, f_acc.astype(str), keys, base)

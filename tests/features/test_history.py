@@ -28,9 +28,9 @@ def test_hours_since_and_counts_follow_the_events():
     ts_ms = pd.DatetimeIndex(rows_ts).as_unit("ms").asi8
     events = pd.DataFrame(
         {
-            "ts": [ts0 + pd.Timedelta(2, "h"), ts0 + pd.Timedelta(2.5, "h")],
-            "account_id": ["a", "b"],
-            "kind": ["crash", "crash"],
+            "ts": [ts0 + pd.Timedelta(2, "h"), ts0 + pd.Timedelta(2.5, "h"), ts0],
+            "account_id": ["a", "b", "a"],
+            "kind": ["crash", "crash", "quality_drop"],
         }
     )
     cols, X = history_matrix(
@@ -43,6 +43,7 @@ def test_hours_since_and_counts_follow_the_events():
     assert got["fault_history__count_24h"].tolist() == [0, 1, 1, 1]
     # the group count sees b's fault too, the account's own count does not
     assert got["fault_history__group_count_6h"].tolist() == [0, 1, 2, 0]
+    # a quality drop is not among the enforcement events training reads: ignored
     assert np.isnan(got["enforcement_history__hours_since"]).all()
 
 
