@@ -26,8 +26,8 @@ class AlertRule:
 
     A row is anomalous when the calibrated score has been at or above ``threshold`` for at least
     ``min_duration`` consecutive samples of the same account. An alert *onset* is the first such
-    row of an episode. An alert re-arms only after ``suppression`` consecutive samples below the
-    threshold: an onset that follows a shorter quiet spell continues the same incident and is
+    row of an episode. An alert re-arms only after ``suppression`` samples without an episode: an
+    onset that follows the end of the previous episode sooner continues the same incident and is
     dropped together with its rows, so a long episode with brief dips pages once, at its start.
     Everything depends only on the past, so the rule is causal.
     """
@@ -59,20 +59,20 @@ class AlertRule:
         prev = np.zeros(n, dtype=bool)
         prev[1:] = candidate[:-1]
         onset = candidate & (~prev | new_series)
-        flags, kept = self._suppress(above, candidate, onset, new_series)
+        flags, kept = self._suppress(candidate, onset, new_series)
         return (flags, kept) if return_onsets else flags
 
-    def _suppress(self, above, candidate, onset, new_series):
+    def _suppress(self, candidate, onset, new_series):
         if self.suppression <= 0 or not onset.any():
             return candidate, onset
-        n = above.size
+        n = candidate.size
         idx = np.arange(n)
         series_start = np.maximum.accumulate(np.where(new_series, idx, 0))
-        last_above = np.maximum.accumulate(np.where(above, idx, -1))
-        before = np.r_[-1, last_above[:-1]]  # last row at or above threshold before each row
-        run_start = idx - _runs(above, new_series) + 1  # first row of the current run above
-        prev = before[np.clip(run_start, 0, max(n - 1, 0))]
-        quiet = run_start - prev - 1  # rows below the threshold before this run
+        # last row of an earlier episode (a run that lasted min_duration) before each row; lone
+        # rows above the threshold that never became an episode do not hold the alert back
+        last = np.maximum.accumulate(np.where(candidate, idx, -1))
+        prev = np.r_[-1, last[:-1]]
+        quiet = idx - prev - 1  # rows since that episode ended (meaningful at onsets)
         kept = onset & ((prev < series_start) | (quiet >= int(self.suppression)))
         episode = np.cumsum(onset)  # episode number of each candidate row
         kept_episode = np.zeros(episode.max() + 1, dtype=bool)

@@ -139,12 +139,12 @@ def test_alert_rule_minimum_duration_and_suppression():
     scores = np.array([0.0, 1, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 0, 1, 1])
     rule = AlertRule(threshold=0.9, min_duration=2, suppression=5)
     flags, onsets = rule.apply(scores, return_onsets=True)
-    # episodes reach 2 rows at 2, 6, 9 and 17; those at 6 and 9 follow a 1-row dip, so they
-    # continue the incident paged at 2; 17 follows 5 quiet rows and pages again
+    # episodes reach 2 rows at 2, 6, 9 and 17; those at 6 and 9 follow a short dip, so they
+    # continue the incident paged at 2; 17 follows 6 rows without an episode and pages again
     assert np.flatnonzero(onsets).tolist() == [2, 17]
     assert flags[[2, 3, 17]].all() and not flags[[1, 5, 6, 9, 10, 16]].any()
-    # re-armed after exactly ``suppression`` quiet rows, not one row earlier
-    assert AlertRule(0.9, 2, 6).apply(scores, return_onsets=True)[1].sum() == 1
+    # re-armed after exactly ``suppression`` rows without an episode (11..16), not one row earlier
+    assert AlertRule(0.9, 2, 7).apply(scores, return_onsets=True)[1].sum() == 1
 
 
 def test_alert_rule_restarts_per_account_and_ignores_nan():
