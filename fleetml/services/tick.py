@@ -162,7 +162,8 @@ class LiveLoop:
         self.scorer.trim(every=_TRIM_GROWTH)
         groups = self._groups(account_groups)
         faults = self._faults(now) if self.models.get("risk").fallback else None
-        preds = self.scorer.score(counts, kinds=kinds, groups=groups, faults=faults)
+        events = self._history_events(now)
+        preds = self.scorer.score(counts, kinds=kinds, groups=groups, faults=faults, events=events)
         stale_ms = int(self.settings.stale_after_s * 1000)
         known = self.scorer.window.newest >= 0
         n_stale = int(np.count_nonzero(known & (self.scorer.window.newest < now - stale_ms)))
@@ -236,6 +237,22 @@ class LiveLoop:
             if newest is not None:
                 return int(newest.value // 1_000_000)
         return wall_ms()
+
+    def _history_events(self, now_ms: int) -> pd.DataFrame | None:
+        """Fault and enforcement events for the served models' event-history features (None
+        when no served model uses them)."""
+        from fleetml.store.events import read_events
+        from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+
+        reach = self.scorer.history_lookback_ms()
+        if reach <= 0:
+            return None
+        return read_events(
+            self.engine,
+            kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
+            start=pd.Timestamp(now_ms - reach - self.scorer.pad_ms(), unit="ms", tz="UTC"),
+            end=pd.Timestamp(now_ms, unit="ms", tz="UTC"),
+        )
 
     def _faults(self, now_ms: int) -> pd.DataFrame:
         from fleetml.serving.fallback import RISK_HISTORY_MS

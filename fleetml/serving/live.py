@@ -138,10 +138,15 @@ class LiveScorer:
         kinds: dict[str, str],
         groups: dict[str, str],
         faults: pd.DataFrame | None = None,
+        events: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """Score the accounts with ``counts[code] > 0`` new samples; one row per (account,
         family, horizon) in :data:`PREDICTION_COLUMNS` (``ts`` of the newest sample scored as
-        ``data_until``, epoch ms)."""
+        ``data_until``, epoch ms).
+
+        ``events``: stored fault and enforcement events reaching back
+        :meth:`history_lookback_ms` before the newest sample, for the models whose features
+        include event history (training built them from the same events)."""
         codes = np.flatnonzero(counts > 0)
         if not codes.size:
             return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
@@ -151,7 +156,7 @@ class LiveScorer:
         anomaly = self.models.get("anomaly")
         risk = self.models.get("risk")
         self._ensure(len(self.window.ids), getattr(anomaly, "context_rows", 0))
-        feats = self._features(codes, counts, kinds, groups, anomaly, risk)
+        feats = self._features(codes, counts, kinds, groups, anomaly, risk, events)
         parts = []
         for family, model in (("anomaly", anomaly), ("risk", risk)):
             try:
@@ -171,10 +176,17 @@ class LiveScorer:
         return self._risk(model, codes, feats)
 
     # ------------------------------------------------------------------ features
-    def _features(self, codes, counts, kinds, groups, anomaly, risk) -> dict:
+    def history_lookback_ms(self) -> int:
+        """How far back :meth:`score` needs events (0: no served model uses event history)."""
+        from fleetml.features.history import history_lookback_ms
+
+        return max([history_lookback_ms(c) for c in self.feature_configs()] or [0])
+
+    def _features(self, codes, counts, kinds, groups, anomaly, risk, events=None) -> dict:
         """Feature rows per distinct feature config: ``[(config, (columns, values, row_code,
         row_ts, newest_mask))]`` with the scored rows of each account in time order."""
         from fleetml.features.builder import feature_columns
+        from fleetml.features.history import history_matrix
         from fleetml.features.latest import latest_matrix
 
         out: list = []
@@ -221,6 +233,13 @@ class LiveScorer:
                         row_ts[order],
                         newest[order],
                     )
+            if events is not None and cfg.fault_history:
+                # the same event-history columns training built, at each scored row's time
+                hist_cols, hist = history_matrix(
+                    row_ts, ids[row_code].astype(str), events, groups=groups or None, config=cfg
+                )
+                cols = list(cols) + hist_cols
+                values = np.hstack([values, hist]) if hist_cols else values
             out.append((cfg, (cols, values, row_code, row_ts, newest)))
         return out
 

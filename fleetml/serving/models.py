@@ -138,16 +138,14 @@ class ServedRisk:
 
     def risk_of(self, account_ids, ts_ms, X: np.ndarray) -> dict[str, np.ndarray]:
         """Calibrated risk per horizon (and ``enforcement_<h>``) of feature rows, as arrays:
-        the bundle's own per-horizon models, without building a frame (one-row calls)."""
+        the bundle's own ``risk_matrix``, so serving combines the horizons exactly as batch
+        scoring does (monotone across horizons)."""
         X = np.asarray(X, dtype=np.float64)
-
-        def risk(model) -> np.ndarray:
-            return np.asarray(model.risk(X), dtype=float) if len(X) else np.zeros(0)
-
-        out = {h: risk(m) for h, m in self.bundle.horizons.items()}
-        for h, m in (getattr(self.bundle, "enforcement", None) or {}).items():
-            out[f"enforcement_{h}"] = risk(m)
-        return out
+        ids = pd.DataFrame(
+            {"ts": np.asarray(ts_ms, dtype=np.int64), "account_id": np.asarray(account_ids)}
+        )
+        wide = self.bundle.risk_matrix(ids, X)
+        return {c: wide[c].to_numpy(dtype=float) for c in wide.columns if c not in ids.columns}
 
 
 def _as_result(out: pd.DataFrame, family: str, *, score: str, flag: str) -> pd.DataFrame:

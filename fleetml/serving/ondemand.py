@@ -156,7 +156,9 @@ class OnDemandScorer:
             "data_until": iso(data_until),
             "stale": False,
             "anomaly": self._anomaly(anomaly, frame, latest, account_id),
-            "risk": self._risk(risk, frame, latest, account_id),
+            "risk": self._risk(
+                risk, frame, self._with_history(latest, config, account_id), account_id
+            ),
             "fallback": bool(anomaly.fallback or risk.fallback),
             "on_demand": True,
             "models": {"anomaly": anomaly.version, "risk": risk.version},
@@ -186,6 +188,35 @@ class OnDemandScorer:
             "top_metrics": [m for m in top.split(";") if m],
             "model_version": model.version,
         }
+
+    def _with_history(self, latest, config, account_id: str):
+        """``latest`` plus the event-history columns (the account's stored fault and
+        enforcement events), when the feature config asks for them. The group's count needs
+        the whole group and is left out (NaN), as peer features are here."""
+        from types import SimpleNamespace
+
+        from fleetml.features.history import history_lookback_ms, history_matrix
+        from fleetml.store.events import read_events
+        from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+
+        reach = history_lookback_ms(config) if latest is not None else 0
+        if reach <= 0:
+            return latest
+        until = int(np.max(latest.ts_ms))
+        events = read_events(
+            self.engine,
+            accounts=[account_id],
+            kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
+            start=pd.Timestamp(until - reach, unit="ms", tz="UTC"),
+            end=pd.Timestamp(until, unit="ms", tz="UTC"),
+        )
+        ids = np.full(len(latest.ts_ms), account_id, dtype=object)
+        cols, hist = history_matrix(latest.ts_ms, ids, events, config=config)
+        return SimpleNamespace(
+            columns=list(latest.columns) + cols,
+            values=np.hstack([latest.values, hist]) if cols else latest.values,
+            ts_ms=latest.ts_ms,
+        )
 
     @staticmethod
     def _risk(model, frame, latest, account_id) -> list[dict]:

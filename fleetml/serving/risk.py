@@ -37,10 +37,16 @@ def _chunks(frame: pd.DataFrame, groups: dict[str, str], max_rows: int) -> list[
 
 
 def score_frame(
-    model: RiskModel, frame: pd.DataFrame, *, start=None, chunk_rows: int = 1_000_000
+    model: RiskModel,
+    frame: pd.DataFrame,
+    *,
+    start=None,
+    chunk_rows: int = 1_000_000,
+    events: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Long-format risk for every row of ``frame`` at or after ``start`` (earlier rows are
-    history only), in chunks of whole groups to bound memory."""
+    history only), in chunks of whole groups to bound memory. ``events``: stored fault and
+    enforcement events for a model whose features include event history."""
     frame = frame.sort_values(["account_id", "ts"], kind="stable").reset_index(drop=True)
     parts = []
     for idx in _chunks(frame, model.account_groups, chunk_rows):
@@ -50,11 +56,36 @@ def score_frame(
             rows = np.flatnonzero((part["ts"] >= pd.Timestamp(start)).to_numpy())
             if not len(rows):
                 continue
-        parts.append(model.predict(part, rows=rows))
+        parts.append(_predict(model, part, rows, events))
     if not parts:
         return model.to_long(model.risk_wide(model.build_features(frame.iloc[:0])))
     out = pd.concat(parts, ignore_index=True)
     return out.sort_values(["horizon", "account_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+def _predict(model, part, rows, events):
+    if events is None or not getattr(model, "uses_events", False):
+        return model.predict(part, rows=rows)
+    return model.predict(part, rows=rows, events=events)
+
+
+def history_events(engine, model, frame: pd.DataFrame) -> pd.DataFrame | None:
+    """The stored fault and enforcement events a model's event-history features read over the
+    span of ``frame`` (None when it has none)."""
+    from fleetml.features.history import history_lookback_ms
+    from fleetml.store.events import read_events
+    from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+
+    cfg = getattr(model, "feature_config", None)
+    if cfg is None or not getattr(model, "uses_events", False) or not len(frame):
+        return None
+    reach = pd.Timedelta(milliseconds=history_lookback_ms(cfg))
+    return read_events(
+        engine,
+        kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
+        start=pd.Timestamp(frame["ts"].min()) - reach,
+        end=pd.Timestamp(frame["ts"].max()),
+    )
 
 
 def score_risk(engine, settings, *, start=None, end=None, accounts=None, version=None):
@@ -72,7 +103,8 @@ def score_risk(engine, settings, *, start=None, end=None, accounts=None, version
     data = load_fleet_data(engine, start=start, end=end, accounts=accounts, history=history)
     if not len(data.frame):
         raise ValueError("no stored samples in the selected range/accounts")
-    scores = score_frame(model, data.frame, start=start)
+    events = history_events(engine, model, data.frame)
+    scores = score_frame(model, data.frame, start=start, events=events)
     summary = {
         "model": MODEL_NAME,
         "version": getattr(model, "registered_version", version),

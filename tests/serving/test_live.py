@@ -12,7 +12,7 @@ from fleetml.serving.live import LiveScorer
 from fleetml.serving.models import ModelSet, ServedAnomaly
 from fleetml.serving.window import RawWindow, seasonal_lags_ms, tail_reach_ms
 
-from .conftest import fit_anomaly, small_fleet
+from .conftest import fit_anomaly, fit_risk, small_fleet
 
 
 class _Settings:
@@ -144,3 +144,51 @@ def test_a_model_that_raises_while_scoring_degrades_to_its_fallback(broken):
     part = out[out["family"] == broken]
     assert len(part) and part["fallback"].all() and part["model_version"].isna().all()
     assert broken in models.degraded()
+
+
+def test_risk_ticks_read_event_history_like_a_batch_score():
+    """A risk model trained with event-history features is served with them: each tick's
+    feature row equals the batch build of the same row with the same stored events (no NaN
+    columns). Rows are compared, not risks: rolling sums differ in the last bit between the
+    two paths, and a gradient-boosting split at an exact bin edge may then flip."""
+    frame = small_fleet(n_accounts=4, hours=30)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    start = int(len(ts) * 0.6)
+    rng = np.random.default_rng(3)
+    picks = sorted(rng.choice(len(ts) - 12, size=24, replace=False))
+    faults = pd.DataFrame(
+        {
+            "ts": [ts[i] for i in picks],
+            "account_id": [f"acc-{k % 3}" for k in range(len(picks))],
+            "kind": "crash",
+        }
+    )
+    train = frame["ts"] < ts[start]
+    bundle = fit_risk(frame[train], faults[faults["ts"] < ts[start]])
+    assert bundle.uses_events
+    batch = bundle.build_features(frame, events=faults).set_index(["account_id", "ts"])
+    scorer = LiveScorer(model_set(risk_bundle=bundle), max_rows=10)
+    assert scorer.history_lookback_ms() > 0
+    served = scorer.models.get("risk")
+    hist = [j for j, c in enumerate(served.feature_columns) if c.startswith("fault_history__")]
+    assert hist
+    seen = []
+    risk_of = served.risk_of
+    served.risk_of = lambda ids, ts_ms, X: seen.append((ids, ts_ms, X)) or risk_of(ids, ts_ms, X)
+    scorer.window.merge(frame[train])
+    for t in ts[start:]:
+        counts = scorer.window.merge(frame[frame["ts"] == t])
+        out = scorer.score(counts, kinds={}, groups={}, events=faults[faults["ts"] <= t])
+        assert (out["family"] == "risk").sum() == 4 * len(bundle.horizons)
+        ids, ts_ms, X = seen[-1]
+        keys = list(
+            zip([str(a) for a in ids], pd.to_datetime(ts_ms, unit="ms", utc=True), strict=True)
+        )
+        ref = bundle.matrix(batch.loc[keys].reset_index())
+        np.testing.assert_allclose(X, ref, rtol=1e-6, atol=1e-9, equal_nan=True)
+        scorer.trim()
+    live_hist = np.concatenate([x[:, hist] for _, _, x in seen[-len(ts) + start :]])
+    assert np.isfinite(live_hist).any()  # the events reached the model filled in
+    counts = np.ones(len(scorer.window.ids), dtype=np.int64)
+    scorer.score(counts, kinds={}, groups={})  # no events passed: the columns are missing
+    assert not np.isfinite(seen[-1][2][:, hist]).any()
