@@ -302,13 +302,16 @@ def slices(start_ms: int, end_ms: int) -> list[tuple[int, int]]:
 def read_ranges(evaluate: list[tuple[int, int]], config) -> list[tuple[int, int]]:
     """The store ranges the features at the ``evaluate`` slices read: each slice with its
     look-back tail, and the slice shifted by each seasonal lag; overlaps merged."""
+    from fleetml.features.config import window_ms
     from fleetml.serving.window import seasonal_lags_ms, tail_reach_ms
 
     reach = tail_reach_ms(config) + PAD_MS
+    tolerance = getattr(config, "seasonal_tolerance", None)
+    pad = PAD_MS + (window_ms(tolerance) if tolerance else 0)
     wanted = []
     for lo, hi in evaluate:
         wanted.append((lo - reach, hi))
-        wanted += [(lo - lag - PAD_MS, hi - lag + PAD_MS) for lag in seasonal_lags_ms(config)]
+        wanted += [(lo - lag - pad, hi - lag + pad) for lag in seasonal_lags_ms(config)]
     wanted.sort()
     merged = [list(wanted[0])]
     for lo, hi in wanted[1:]:

@@ -187,3 +187,23 @@ def test_the_account_sample_is_deterministic_and_capped():
     picked = drift_service.sample_accounts(ids, 20)
     assert len(picked) == 20 and picked == drift_service.sample_accounts(list(reversed(ids)), 20)
     assert drift_service.sample_accounts(ids[:5], 20) == sorted(ids[:5])
+
+
+def test_only_the_slices_and_what_their_features_reach_are_read():
+    day = 24 * HOUR_MS
+    window = drift_service.slices(NOW_MS - day, NOW_MS)
+    assert len(window) == drift_service.SLICES and window[-1][1] == NOW_MS
+    assert all(hi - lo == drift_service.SLICE_MS - 1 for lo, hi in window)
+    assert drift_service.slices(NOW_MS - 2 * HOUR_MS, NOW_MS) == [(NOW_MS - 2 * HOUR_MS, NOW_MS)]
+    config = FeatureConfig()
+    ranges = drift_service.read_ranges(window, config)
+    assert ranges == sorted(ranges)
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:], strict=False))  # merged
+    # the tails of slices spread over a day overlap into one read of two days
+    assert ranges[-1][1] == NOW_MS and ranges[-1][0] <= NOW_MS - 2 * day + HOUR_MS
+    oldest = NOW_MS - 21 * day - HOUR_MS  # the third weekly lag of the first slice
+    assert ranges[0][0] <= oldest and ranges[0][1] < NOW_MS - 20 * day
+    read = sum(hi - lo for lo, hi in ranges)
+    assert read < 6 * day  # not the 23 days a full look-back of every slice would read
+    ((lo, hi),) = drift_service.read_ranges(window, FeatureConfig(seasonal=False))
+    assert hi == NOW_MS and NOW_MS - 2 * day - HOUR_MS <= lo <= NOW_MS - 2 * day + HOUR_MS
