@@ -1,8 +1,9 @@
 """How long fleetml takes to forecast many series: 1,000 series, 48 steps ahead, with intervals.
 
-Each series is 14 days of synthetic load (daily and weekly cycles, trend, noise). With
-``--freq 5min`` the raw 5-minute samples are aggregated to the forecast step inside the timed
-part, as ``fleetml forecast`` does. Work goes through :func:`fleetml.parallel.run_parallel`.
+Each series is 14 days of synthetic load (daily and weekly cycles, trend, noise). As
+``fleetml forecast`` does, each series is forecast at its own sampling step and keeps its
+newest ``--max-points`` points (default the CLI's), inside the timed part. Work goes through
+:func:`fleetml.parallel.run_parallel`.
 
     PYTHONPATH=. python bench/forecast_speed.py [--series 1000] [--n-jobs 2] [--method auto]
 
@@ -21,9 +22,11 @@ import numpy as np
 import pandas as pd
 
 from fleetml.models.forecast import (
+    DEFAULT_MAX_POINTS,
     SeriesJob,
-    choose_forecast_step,
     forecast_job,
+    infer_step,
+    recent,
     to_regular_series,
 )
 from fleetml.parallel import run_parallel
@@ -50,11 +53,9 @@ def make_series(n_series: int, freq: str, days: int = 14, seed: int = 0) -> list
 
 
 def prepare(item) -> SeriesJob:
-    key, raw, method, horizon = item
-    step = choose_forecast_step(
-        pd.Timedelta(raw.index[1] - raw.index[0]), raw.index[-1] - raw.index[0]
-    )
-    return SeriesJob(key, "load", to_regular_series(raw, step), horizon, method)
+    key, raw, method, horizon, max_points = item
+    series, cut = recent(to_regular_series(raw, infer_step(raw.index)), max_points)
+    return SeriesJob(key, "load", series, horizon, method, history_cut=cut)
 
 
 def prepare_and_forecast(item) -> dict:
@@ -71,9 +72,12 @@ def main(argv=None) -> int:
     parser.add_argument("--horizon", type=int, default=48)
     parser.add_argument("--method", default="auto")
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS)
     args = parser.parse_args(argv)
     series = make_series(args.series, args.freq)
-    items = [(f"acc{i}", s, args.method, args.horizon) for i, s in enumerate(series)]
+    items = [
+        (f"acc{i}", s, args.method, args.horizon, args.max_points) for i, s in enumerate(series)
+    ]
     t0 = time.perf_counter()
     results = run_parallel(prepare_and_forecast, items, n_jobs=args.n_jobs, use_env=False)
     elapsed = time.perf_counter() - t0

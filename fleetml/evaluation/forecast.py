@@ -2,6 +2,9 @@
 
 Point metrics take the actual values and the forecast of one series (1-D arrays of the same length)
 and, for scaled metrics, the in-sample history. Formulas are written out in ``docs/forecasting.md``.
+This is the one implementation of sMAPE and MASE: the forecaster's method choice
+(:mod:`fleetml.models.forecasting.selection`), backtests, the accuracy of served forecasts and the
+M4 benchmark all call it. Empty input gives NaN (nothing was measured), never 0.
 """
 
 from __future__ import annotations
@@ -17,8 +20,13 @@ def _as_array(x) -> np.ndarray:
 
 
 def smape(actual, forecast) -> float:
-    """Symmetric MAPE in percent: mean of ``200 |y - f| / (|y| + |f|)`` (a 0/0 term counts 0)."""
+    """Symmetric MAPE in percent: mean of ``200 |y - f| / (|y| + |f|)`` (a 0/0 term counts 0).
+
+    NaN for empty input.
+    """
     y, f = _as_array(actual), _as_array(forecast)
+    if y.size == 0:
+        return math.nan
     denom = np.abs(y) + np.abs(f)
     terms = np.divide(200 * np.abs(y - f), denom, out=np.zeros_like(denom), where=denom > 0)
     return float(terms.mean())
@@ -33,12 +41,22 @@ def mase_scale(history, period: int) -> float:
 
 
 def mase(actual, forecast, history, period: int) -> float:
-    """Mean absolute scaled error: mean ``|y - f|`` over :func:`mase_scale` of the history."""
-    scale = mase_scale(history, period)
-    err = float(np.mean(np.abs(_as_array(actual) - _as_array(forecast))))
+    """Mean absolute scaled error: mean ``|y - f|`` over :func:`mase_scale` of the history.
+
+    NaN for empty input; with a flat history (scale 0) NaN unless the forecast is exact.
+    """
+    y = _as_array(actual)
+    if y.size == 0:
+        return math.nan
+    err = float(np.mean(np.abs(y - _as_array(forecast))))
+    return scaled_error(err, mase_scale(history, period))
+
+
+def scaled_error(mean_abs_error: float, scale: float) -> float:
+    """A mean absolute error over a MASE scale (NaN for a zero scale unless the error is 0)."""
     if not scale > 0:
-        return math.nan if err > 0 else 0.0
-    return err / scale
+        return math.nan if mean_abs_error > 0 else 0.0
+    return float(mean_abs_error) / float(scale)
 
 
 def coverage(actual, lower, upper) -> float:
@@ -230,9 +248,8 @@ def summarize_backtest(frame: pd.DataFrame, *, by=("origin",), levels=(80, 95)) 
     smapes, mases = [], []
     for _, g in groups:
         smapes.append(smape(g["actual"], g["yhat"]))
-        scale = float(g["scale"].iloc[0])
         err = float(np.mean(np.abs(g["actual"] - g["yhat"])))
-        mases.append(err / scale if scale > 0 else (0.0 if err == 0 else math.nan))
+        mases.append(scaled_error(err, float(g["scale"].iloc[0])))
     out = {
         "n_forecasts": len(smapes),
         "smape": float(np.mean(smapes)),

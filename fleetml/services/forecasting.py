@@ -37,12 +37,28 @@ class History:
 
 @dataclass
 class ForecastRun:
-    """Forecasts in the long output format, plus the per-series results (peaks, methods)."""
+    """Forecasts in the long output format, plus the per-series results (peaks, methods).
+
+    ``step`` is the forecast step, ``native_step`` the data's own sampling step; when they
+    differ the history was aggregated and ``aggregation_reason`` says why. ``history_cut``
+    counts the series whose oldest points were dropped to keep ``max_points``.
+    """
 
     table: pd.DataFrame
     results: list[dict]
     step: pd.Timedelta
     horizon_steps: int
+    native_step: pd.Timedelta | None = None
+    aggregation_reason: str | None = None
+    max_points: int | None = None
+
+    @property
+    def aggregated(self) -> bool:
+        return self.native_step is not None and self.step != self.native_step
+
+    @property
+    def history_cut(self) -> int:
+        return sum(bool(r.get("history_cut")) for r in self.results)
 
     @property
     def failed(self) -> list[dict]:
@@ -103,20 +119,28 @@ def build_jobs(
     group: str | None,
     scope: str,
     horizon: str | int,
-    max_points: int,
+    max_points: int | None,
     method_for: Callable[[str, str, str], dict],
+    step: str | pd.Timedelta | None = None,
 ):
-    """One :class:`SeriesJob` per (series, metric), plus the forecast step and horizon in steps."""
+    """One :class:`SeriesJob` per (series, metric), the :class:`StepChoice` and the horizon in
+    steps.
+
+    Series are at the data's own sampling step unless ``step`` asks for a coarser one; each
+    keeps its newest ``max_points`` points (older history is dropped, never aggregated).
+    """
     from fleetml.models.forecast import (
         SeriesJob,
         account_series,
-        fleet_step,
+        forecast_step,
         group_series,
         parse_horizon,
+        recent,
     )
 
     try:  # a bad horizon or unusable history: say so as an input error, not a traceback
-        step = fleet_step(history.frame, max_points=max_points)
+        choice = forecast_step(history.frame, step)
+        step = choice.step
         steps = parse_horizon(horizon, step)
         per_metric = {
             metric: account_series(
@@ -136,12 +160,13 @@ def build_jobs(
         else:
             series = per_account
         for key, s in series.items():
-            jobs.append(
-                SeriesJob.from_choice(key, metric, s, steps, method_for(scope, key, metric))
-            )
+            s, cut = recent(s, max_points)
+            job = SeriesJob.from_choice(key, metric, s, steps, method_for(scope, key, metric))
+            job.history_cut = cut
+            jobs.append(job)
     if not jobs:
         raise InvalidInput("no series has at least two usable samples to forecast from")
-    return jobs, step, steps
+    return jobs, choice, steps
 
 
 def forecast_store(
@@ -153,7 +178,8 @@ def forecast_store(
     horizon: str | int = "24h",
     start=None,
     end=None,
-    max_points: int = 400,
+    max_points: int | None = None,
+    step: str | None = None,
     bundle=None,
     n_jobs: int | None = None,
     dask_address: str | None = None,
@@ -161,13 +187,18 @@ def forecast_store(
 ) -> ForecastRun:
     """Forecast stored history: per account, or the sum of ``group``.
 
+    Forecasts are at the data's own sampling step unless ``step`` asks for a coarser one; a
+    series longer than ``max_points`` keeps its newest points (default
+    :data:`fleetml.models.forecast.DEFAULT_MAX_POINTS`).
+
     ``bundle`` (a trained ``fleetml-forecast`` champion) supplies the method per series; without
     it each series chooses its method by validation. ``progress``: a bar on stderr over the
     series, always (True), never (False) or when stderr is a terminal (None).
     """
-    from fleetml.models.forecast import forecast_job, long_forecast_frame
+    from fleetml.models.forecast import DEFAULT_MAX_POINTS, forecast_job, long_forecast_frame
     from fleetml.parallel import run_parallel
 
+    max_points = DEFAULT_MAX_POINTS if max_points is None else int(max_points)
     if group and accounts:
         raise InvalidInput("use either accounts or a group, not both")
     history = load_history(
@@ -175,13 +206,14 @@ def forecast_store(
     )
     scope = "group" if group else "account"
     method_for = bundle.method_for if bundle is not None else (lambda *_: {"method": "auto"})
-    jobs, step, steps = build_jobs(
+    jobs, choice, steps = build_jobs(
         history,
         group=group,
         scope=scope,
         horizon=horizon,
         max_points=max_points,
         method_for=method_for,
+        step=step,
     )
     results = run_parallel(
         forecast_job,
@@ -192,7 +224,15 @@ def forecast_store(
         progress=progress,
     )
     table = long_forecast_frame(results, key_column="group" if group else "account_id")
-    return ForecastRun(table, results, step, steps)
+    return ForecastRun(
+        table,
+        results,
+        choice.step,
+        steps,
+        native_step=choice.native,
+        aggregation_reason=choice.reason,
+        max_points=max_points,
+    )
 
 
 def champion_bundle(settings=None):

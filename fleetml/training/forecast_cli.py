@@ -42,12 +42,22 @@ _DASK = click.option(
     help="Dask scheduler address (tcp://host:8786); default FLEETML_DASK_SCHEDULER or local.",
 )
 _JOBS = click.option("--n-jobs", type=int, default=None, help="Local worker processes.")
+#: Default of --max-points (fleetml.models.forecast.DEFAULT_MAX_POINTS, kept literal so the
+#: CLI does not import the models at start-up).
+DEFAULT_MAX_POINTS = 2016
 _MAX_POINTS = click.option(
     "--max-points",
     type=click.IntRange(min=50),
-    default=400,
+    default=DEFAULT_MAX_POINTS,
     show_default=True,
-    help="Aggregate each series to the finest step that keeps its history to this many points.",
+    help="Keep each series' newest this many points at the forecast step; older history is "
+    "dropped (never aggregated to a coarser step).",
+)
+_STEP = click.option(
+    "--step",
+    default=None,
+    help="Forecast step (e.g. 1h, 30min); default the data's own sampling step. A coarser step "
+    "averages the samples into buckets, and the output says so.",
 )
 
 
@@ -72,7 +82,7 @@ def _load_history(settings, *, metrics, accounts, group, start, end):
     return h.frame, h.kinds, h.metrics, h.groups
 
 
-def _jobs(frame, kinds, metrics, groups, *, group, scope, horizon, max_points, method_for):
+def _jobs(frame, kinds, metrics, groups, *, group, scope, horizon, max_points, method_for, step):
     from fleetml.errors import FleetmlError
     from fleetml.services.forecasting import History, build_jobs
 
@@ -84,6 +94,7 @@ def _jobs(frame, kinds, metrics, groups, *, group, scope, horizon, max_points, m
             horizon=horizon,
             max_points=max_points,
             method_for=method_for,
+            step=step,
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -116,6 +127,7 @@ def _champion_bundle(settings):
 )
 @_FROM
 @_TO
+@_STEP
 @_MAX_POINTS
 @click.option(
     "--no-champion", is_flag=True, help="Choose methods afresh even if a champion exists."
@@ -131,6 +143,7 @@ def forecast(
     out,
     start,
     end,
+    step,
     max_points,
     no_champion,
     dask_address,
@@ -139,7 +152,9 @@ def forecast(
 ) -> None:
     """Forecast load per account (or a group's sum) with 80 % and 95 % prediction intervals.
 
-    Writes one row per (series, time, level) and prints the predicted peaks of each series.
+    Forecasts are at the data's own sampling step (HORIZON 48 on hourly data: 48 hourly
+    points) unless --step asks for a coarser one. Writes one row per (series, time, level),
+    with the step and whether it was aggregated, and prints the predicted peaks of each series.
     """
     from fleetml.errors import FleetmlError
     from fleetml.services.forecasting import forecast_store
@@ -158,6 +173,7 @@ def forecast(
             start=start,
             end=end,
             max_points=max_points,
+            step=step,
             bundle=bundle,
             n_jobs=n_jobs or settings.n_jobs,
             dask_address=dask_address,
@@ -165,8 +181,18 @@ def forecast(
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
-    table, results, step, steps = run.table, run.results, run.step, run.horizon_steps
+    table, results, steps = run.table, run.results, run.horizon_steps
+    note = run.aggregation_reason or ""
+    table = table.assign(step=str(run.step), aggregated=run.aggregated, note=note)
     path = write_frame(table, out)
+    if run.aggregated:
+        click.echo(f"note: {run.aggregation_reason}", err=True)
+    if run.history_cut:
+        click.echo(
+            f"note: {run.history_cut} series kept only their newest {run.max_points} points "
+            "(--max-points); older history was not used",
+            err=True,
+        )
     _echo_peaks(results)
     failed = [r for r in results if r["error"]]
     for r in failed:
@@ -177,8 +203,13 @@ def forecast(
             "rows": len(table),
             "series": len(results) - len(failed),
             "failed": len(failed),
-            "step": str(step),
+            "step": str(run.step),
+            "native_step": str(run.native_step),
+            "aggregated": run.aggregated,
+            "aggregation_reason": run.aggregation_reason,
             "horizon_steps": steps,
+            "max_points": run.max_points,
+            "history_cut": run.history_cut,
             "methods": dict(Counter(r["summary"]["method"] for r in results if r["summary"])),
             "champion_version": getattr(bundle, "registered_version", None),
         }
@@ -323,6 +354,7 @@ def register_forecast(
     show_default=True,
     help="Also choose methods for each master group's sum.",
 )
+@_STEP
 @_MAX_POINTS
 @click.option(
     "--promote", is_flag=True, help="Make this version champion whatever the sanity check says."
@@ -337,6 +369,7 @@ def train_forecast(
     end,
     horizon,
     groups,
+    step,
     max_points,
     promote,
     dask_address,
@@ -372,7 +405,7 @@ def train_forecast(
     scopes = ("account", "group") if groups else ("account",)
     for scope in scopes:
         try:
-            found, step, steps = _jobs(
+            found, choice, steps = _jobs(
                 frame,
                 kinds,
                 metrics,
@@ -382,6 +415,7 @@ def train_forecast(
                 horizon=horizon,
                 max_points=max_points,
                 method_for=lambda *_: {"method": "auto"},
+                step=step,
             )
         except click.ClickException:
             if scope == "group":
@@ -418,7 +452,8 @@ def train_forecast(
     params = {
         "metrics": ",".join(metrics),
         "horizon": horizon,
-        "step": str(step),
+        "step": str(choice.step),
+        "native_step": str(choice.native),
         "max_points": max_points,
         "n_series": len(jobs),
         "from": start,
@@ -513,6 +548,7 @@ def _mean_scores(scores: list[dict]) -> dict[str, float]:
     type=click.Path(dir_okay=False),
     help="Output file: .parquet/.pq for Parquet, anything else CSV.",
 )
+@_STEP
 @_MAX_POINTS
 @_DASK
 @_JOBS
@@ -526,6 +562,7 @@ def backtest_forecast(
     origins,
     method,
     out,
+    step,
     max_points,
     dask_address,
     n_jobs,
@@ -546,7 +583,7 @@ def backtest_forecast(
         settings, metrics=metrics, accounts=accounts, group=group, start=start, end=end
     )
     scope = "group" if group else "account"
-    jobs, step, steps = _jobs(
+    jobs, choice, steps = _jobs(
         frame,
         kinds,
         metrics,
@@ -556,7 +593,9 @@ def backtest_forecast(
         horizon=horizon,
         max_points=max_points,
         method_for=lambda *_: {"method": method},
+        step=step,
     )
+    step = choice.step
     parts = run_parallel(
         backtest_job,
         [(job, origins) for job in jobs],
@@ -583,5 +622,13 @@ def backtest_forecast(
         f"95% {100 * summary.get('coverage_95', math.nan):.1f}"
     )
     print_result(
-        {"out": str(path), "rows": len(table), "step": str(step), "horizon_steps": steps, **summary}
+        {
+            "out": str(path),
+            "rows": len(table),
+            "step": str(step),
+            "aggregated": choice.aggregated,
+            "aggregation_reason": choice.reason,
+            "horizon_steps": steps,
+            **summary,
+        }
     )

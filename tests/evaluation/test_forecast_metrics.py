@@ -83,3 +83,16 @@ def test_walk_forward_is_causal():
     assert summary["n_forecasts"] == 3
     assert summary["coverage_95"] > 0.7
     assert math.isfinite(summary["mase"])
+
+
+def test_empty_input_measures_nothing_and_the_forecaster_uses_the_same_metrics():
+    import math
+
+    from fleetml.evaluation import forecast as fm
+    from fleetml.models.forecasting import selection
+
+    assert math.isnan(fm.smape([], [])) and math.isnan(fm.mase([], [], [1.0, 2.0, 3.0], 1))
+    assert math.isnan(fm.mase([2.0], [1.0], [5.0, 5.0, 5.0], 1))  # flat history, wrong forecast
+    assert fm.mase([5.0], [5.0], [5.0, 5.0, 5.0], 1) == 0.0
+    # one implementation: the method choice scores candidates with these very functions
+    assert selection.smape is fm.smape and selection.mase is fm.mase

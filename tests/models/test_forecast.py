@@ -138,9 +138,10 @@ def test_interval_coverage_is_near_nominal_on_simulated_data():
     assert 0.68 <= np.mean(covered[80]) <= 0.95
     assert 0.87 <= np.mean(covered[95]) <= 0.985
     # The noise is AR(1) (phi 0.5, unit innovations): a known model's 95 % interval a few steps
-    # ahead is 2 x 1.96 x the stationary sd wide. Estimation error widens it, but not by half.
+    # ahead is 2 x 1.96 x the stationary sd wide. Estimation error widens it, and the
+    # split-conformal quantile of three origins' errors errs on the wide side, but not by 60 %.
     ideal_95 = 2 * 1.96 / np.sqrt(1 - 0.5**2)
-    assert np.mean(width[95]) < 1.5 * ideal_95
+    assert np.mean(width[95]) < 1.6 * ideal_95
 
 
 def test_short_history_falls_back_to_seasonal_naive():
@@ -246,8 +247,8 @@ def test_forecast_command_per_account_and_group(stored_fleet, tmp_path):
         "12h",
         "--out",
         str(out),
-        "--max-points",
-        "200",
+        "--step",
+        "30min",
         "--n-jobs",
         "1",
     )
@@ -260,8 +261,15 @@ def test_forecast_command_per_account_and_group(stored_fleet, tmp_path):
         "yhat_lower",
         "yhat_upper",
         "level",
+        "step",
+        "aggregated",
+        "note",
     ]
+    # 5-minute samples, aggregated only because --step asked for it, and both outputs say so
     assert res["step"] == "0 days 00:30:00" and res["horizon_steps"] == 24
+    assert res["native_step"] == "0 days 00:05:00" and res["aggregated"] is True
+    assert "30min" in res["aggregation_reason"]
+    assert table["aggregated"].all() and (table["step"] == "0 days 00:30:00").all()
     assert len(table) == 3 * 24 * 2 and set(table["level"]) == {80, 95}
     assert (table["yhat_lower"] <= table["yhat"]).all() and (
         table["yhat"] <= table["yhat_upper"]
@@ -279,8 +287,8 @@ def test_forecast_command_per_account_and_group(stored_fleet, tmp_path):
         "48",
         "--out",
         str(gout),
-        "--max-points",
-        "200",
+        "--step",
+        "30min",
         "--n-jobs",
         "1",
     )
@@ -300,8 +308,8 @@ def test_train_then_forecast_uses_champion_and_backtest(stored_fleet, tmp_path):
         "load",
         "--horizon",
         "6h",
-        "--max-points",
-        "200",
+        "--step",
+        "30min",
         "--n-jobs",
         "1",
     )
@@ -319,8 +327,8 @@ def test_train_then_forecast_uses_champion_and_backtest(stored_fleet, tmp_path):
         "6h",
         "--out",
         str(tmp_path / "f.csv"),
-        "--max-points",
-        "200",
+        "--step",
+        "30min",
         "--n-jobs",
         "1",
     )
@@ -337,8 +345,8 @@ def test_train_then_forecast_uses_champion_and_backtest(stored_fleet, tmp_path):
         "2",
         "--out",
         str(tmp_path / "bt.csv"),
-        "--max-points",
-        "200",
+        "--step",
+        "30min",
         "--n-jobs",
         "1",
     )
@@ -362,7 +370,11 @@ def test_bundle_replays_stored_choices_on_a_wide_frame():
     )
     out = bundle.predict(frame[["ts", "account_id", "load"]])
     assert set(out["account_id"]) == {"m1", "s1"} and set(out["level"]) == {80, 95}
-    assert len(out) == 2 * 2 * 12  # two accounts, two levels, 6 h of 30-minute steps
+    # two accounts, two levels, 6 h at the data's own 5-minute step (history cut, not coarsened)
+    assert len(out) == 2 * 2 * 72
+    assert (
+        pd.to_datetime(out["ts"]).drop_duplicates().diff().dropna() == pd.Timedelta("5min")
+    ).all()
     m1 = out[(out["account_id"] == "m1") & (out["level"] == 95)]
     assert m1["yhat"].notna().all() and (m1["yhat_upper"] > m1["yhat_lower"]).all()
 
