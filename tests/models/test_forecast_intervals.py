@@ -82,3 +82,26 @@ def test_stored_per_level_scales_replay_through_json_and_old_float_scales_still_
     np.testing.assert_allclose(
         old["yhat_upper_95"] - old["yhat"], 2.0 * (base["yhat_upper_95"] - base["yhat"])
     )
+
+
+def test_a_bundle_pickled_under_the_old_module_path_still_loads(tmp_path):
+    import io
+
+    import joblib
+
+    from fleetml.models.forecast import ForecastBundle
+
+    bundle = ForecastBundle(
+        {"account:m1:load": {"method": "ets", "weights": {"ets": 1.0}, "interval_scales": {}}},
+        metric_kinds={"load": "gauge"},
+        max_points=400,
+    )
+    buf = io.BytesIO()
+    joblib.dump(bundle, buf, protocol=2)
+    old = buf.getvalue().replace(b"fleetml.models.forecasting.bundle", b"fleetml.models.forecast")
+    assert old != buf.getvalue()  # the pickle now names the module path used before the split
+    path = tmp_path / "bundle.joblib"
+    path.write_bytes(old)
+    loaded = joblib.load(path)
+    assert type(loaded) is ForecastBundle
+    assert loaded.method_for("account", "m1", "load")["method"] == "ets"
