@@ -33,10 +33,16 @@ PSI_COLUMNS = ("column", "psi", "n_ref", "n_cur", "level")
 INSUFFICIENT = "insufficient_data"
 
 
+def _as_float(values) -> np.ndarray:
+    """A flat float64 array; values that are not numbers become NaN."""
+    arr = np.asarray(values).ravel()
+    if arr.dtype.kind in "fiub":  # numbers already: no per-value parsing (a table has many)
+        return arr.astype(np.float64, copy=False)
+    return pd.to_numeric(pd.Series(arr), errors="coerce").to_numpy(dtype=np.float64)
+
+
 def _finite(values, side: str) -> np.ndarray:
-    arr = pd.to_numeric(pd.Series(np.asarray(values).ravel()), errors="coerce").to_numpy(
-        dtype=np.float64
-    )
+    arr = _as_float(values)
     arr = arr[np.isfinite(arr)]
     if len(arr) < MIN_VALUES:
         raise ValueError(
@@ -141,8 +147,7 @@ def psi_table(
             raise ValueError(f"psi_table: columns missing: {', '.join(missing)}")
     rows = []
     for name in names:
-        ref = pd.to_numeric(reference[name], errors="coerce").to_numpy(dtype=np.float64)
-        cur = pd.to_numeric(current[name], errors="coerce").to_numpy(dtype=np.float64)
+        ref, cur = _as_float(reference[name]), _as_float(current[name])
         n_ref, n_cur = int(np.isfinite(ref).sum()), int(np.isfinite(cur).sum())
         value = psi(ref, cur, bins=bins) if min(n_ref, n_cur) >= MIN_VALUES else float("nan")
         rows.append((str(name), value, n_ref, n_cur, psi_level(value)))

@@ -53,7 +53,7 @@ FALLBACK_REFERENCE_MS = 7 * DAY_MS
 #: Most samples read from the store per answer: the accounts sampled (deterministically, by a
 #: hash of their ids) are as many as fit, but never fewer than MIN_ACCOUNTS nor more than
 #: MAX_ACCOUNTS. An account silent over the last hour is assumed to sample every minute.
-MAX_READ_ROWS = 80_000
+MAX_READ_ROWS = 50_000
 MIN_ACCOUNTS = 8
 MAX_ACCOUNTS = 64
 DEFAULT_SAMPLES_PER_HOUR = 60
@@ -158,7 +158,10 @@ def feature_drift(
 
         now_ms = _clock(engine, settings)
     cur = (int(now_ms) - hours * HOUR_MS, int(now_ms))
-    ref, source = _reference(engine, champion, cur[0])
+    from fleetml.store.metrics import time_range
+
+    stored = time_range(engine)
+    ref, source = _reference(stored[0], champion, cur[0])
     window.update(
         reference=source,
         current_from_ms=cur[0],
@@ -175,7 +178,7 @@ def feature_drift(
     if hit is not None and time.monotonic() - hit[0] < CACHE_S:
         return hit[1]
     try:
-        out = _compute(engine, champion, ref, cur, window)
+        out = _compute(engine, champion, ref, cur, window, stored)
     except Exception as exc:  # noqa: BLE001 - reported on the page with the reason
         log.warning("the %s feature drift could not be computed", family, exc_info=True)
         window["skipped"] = f"the features could not be rebuilt ({type(exc).__name__}: {exc})"
@@ -188,7 +191,7 @@ def feature_drift(
     return out
 
 
-def _reference(engine, champion: Champion, cut_ms: int) -> tuple[tuple[int, int] | None, str]:
+def _reference(oldest, champion: Champion, cut_ms: int) -> tuple[tuple[int, int] | None, str]:
     """The training window, else the :data:`FALLBACK_REFERENCE_MS` before ``cut_ms``; None when
     the store holds nothing before ``cut_ms``.
 
@@ -198,9 +201,7 @@ def _reference(engine, champion: Champion, cut_ms: int) -> tuple[tuple[int, int]
     as drift of every long-window feature.
     """
     from fleetml.serving.window import tail_reach_ms
-    from fleetml.store.metrics import time_range
 
-    oldest = time_range(engine)[0]
     first = None if oldest is None else int(oldest.value // 1_000_000)
     start, end = champion.start_ms, champion.end_ms
     if start is not None and end is not None and end > start:
@@ -220,7 +221,7 @@ def _reference(engine, champion: Champion, cut_ms: int) -> tuple[tuple[int, int]
     return (int(start), int(end)), source
 
 
-def _compute(engine, champion: Champion, ref, cur, window: dict[str, Any]) -> dict[str, Any]:
+def _compute(engine, champion: Champion, ref, cur, window: dict, stored) -> dict[str, Any]:
     from fleetml.decisions.drift import psi_table
     from fleetml.features import metric_of_feature
     from fleetml.store.accounts import accounts_frame
@@ -229,7 +230,7 @@ def _compute(engine, champion: Champion, ref, cur, window: dict[str, Any]) -> di
     ids = registered["account_id"].astype(str).tolist()
     config = champion.feature_config
     ranges = read_ranges([s for w in (ref, cur) for s in slices(*w)], config)
-    accounts = sample_accounts(ids, account_budget(engine, ids, ranges, cur[1]))
+    accounts = sample_accounts(ids, account_budget(engine, ids, ranges, cur[1], stored))
     known = registered.dropna(subset=["group"])
     groups = {
         a: g
@@ -250,13 +251,16 @@ def _compute(engine, champion: Champion, ref, cur, window: dict[str, Any]) -> di
     return {"features": rows, "window": window}
 
 
-def account_budget(engine, account_ids: list[str], ranges: list[tuple[int, int]], now_ms) -> int:
+def account_budget(
+    engine, account_ids: list[str], ranges: list[tuple[int, int]], now_ms, stored
+) -> int:
     """How many accounts' samples over ``ranges`` fit in :data:`MAX_READ_ROWS` (between
     :data:`MIN_ACCOUNTS` and :data:`MAX_ACCOUNTS`): the hours the ranges cover inside the store's
-    time range, times the samples a few accounts stored in the hour before ``now_ms``."""
-    from fleetml.store.metrics import read_metrics, time_range
+    time range (``stored``: its oldest and newest sample), times the samples a few accounts
+    stored in the hour before ``now_ms``."""
+    from fleetml.store.metrics import read_metrics
 
-    lo, hi = time_range(engine)
+    lo, hi = stored
     if lo is None:
         return MIN_ACCOUNTS
     first, last = int(lo.value // 1_000_000), int(hi.value // 1_000_000)
