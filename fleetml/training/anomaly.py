@@ -87,8 +87,8 @@ class AnomalyTrainConfig:
 
     Rule choice (:func:`choose_rule`, training data only): the range check is used only with at
     least ``range_check_min_days`` of training history (a level range learned from a few days
-    misses weekly cycles and slow drift, and scores every later level outside it as 1, which no
-    threshold can silence); with ``tune_threshold`` the threshold is the lowest of
+    misses weekly cycles and slow drift, and scores every later level outside it at least 0.667,
+    which few thresholds silence); with ``tune_threshold`` the threshold is the lowest of
     ``threshold_candidates`` (at least ``threshold``) that keeps alert onsets on the last
     ``val_fraction`` of the training period within ``alert_budget`` per account-day.
 
