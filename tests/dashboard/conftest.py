@@ -118,10 +118,16 @@ def browser():
         browser.close()
 
 
+#: Waits for the page: generous, because CI runs these beside the rest of the suite on two
+#: busy cores (a wait that passes returns as soon as its condition holds).
+UI_TIMEOUT_MS = 90_000
+
+
 @pytest.fixture
 def page(browser):
     """A fresh tab that fails the test on any console error or uncaught page error."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(UI_TIMEOUT_MS)
     tab = context.new_page()
     problems: list[str] = []
     tab.on(

@@ -34,7 +34,8 @@ def test_vendored_libraries_have_licences_and_pinned_versions():
     assert f'UPLOT="${{UPLOT:-{versions["uplot"]}}}"' in script
     for licence in ("alpine.LICENSE", "uPlot.LICENSE"):
         assert "MIT License" in (vendor / licence).read_text()
-    assert versions["alpinejs"] in (vendor / "alpine.min.js").read_text()  # the file is that version
+    # the file is that version
+    assert versions["alpinejs"] in (vendor / "alpine.min.js").read_text()
 
 
 def test_the_pages_are_served_and_unknown_ones_are_404(sqlite_settings):

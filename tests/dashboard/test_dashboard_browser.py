@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fleetml.dashboard import PAGES
-from tests.dashboard.conftest import login, shot
+from tests.dashboard.conftest import UI_TIMEOUT_MS, login, shot
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,7 @@ def test_every_page_loads_without_console_errors(page, fleet, name):
     url = f"{fleet.url}/ui/{name}" + ("?id=acc-1" if name == "account" else "")
     page.goto(url)
     selector, text = EXPECT[name]
-    page.locator(selector, has_text=text).first.wait_for(timeout=15_000)
+    page.locator(selector, has_text=text).first.wait_for(timeout=UI_TIMEOUT_MS)
     if name == "account":  # the risk history is charted, each horizon against its threshold
         page.locator("#risk-chart .u-legend", has_text="threshold 1h").wait_for()
     if name == "forecasts":  # a past forecast against what happened, and the error over time
@@ -125,6 +125,7 @@ def test_only_admin_sees_the_policy_form(page, fleet):
 
 def test_the_fleet_page_fits_a_phone(browser, fleet):
     context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    context.set_default_timeout(UI_TIMEOUT_MS)
     tab = context.new_page()
     try:
         login(tab, fleet, "ops")
@@ -184,7 +185,7 @@ def test_the_models_page_shows_drift_per_feature(page, browser, fleet, drifting_
     page.goto(f"{fleet.url}/ui/models")
     risk = page.locator(".drift[data-family='risk']")
     rows = risk.locator("table.feature-drift tbody tr")
-    rows.first.wait_for(timeout=15_000)
+    rows.first.wait_for(timeout=UI_TIMEOUT_MS)
     assert rows.count() == 10  # the top ten, most drifted first
     shown = rows.locator("td:first-child").all_inner_texts()
     assert shown == [r["feature"] for r in api["features"][:10]]
@@ -205,6 +206,7 @@ def test_the_models_page_shows_drift_per_feature(page, browser, fleet, drifting_
     assert page.problems == [], page.problems
 
     phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    phone.set_default_timeout(UI_TIMEOUT_MS)
     tab = phone.new_page()
     try:
         login(tab, fleet, "ops")
