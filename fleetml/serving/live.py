@@ -363,9 +363,11 @@ class LiveScorer:
             run[a] = np.where(above, run[a] + 1, 0)
             cand = run[a] >= md
             onset = cand & ~prev_cand
+            # rows since the account's last episode row (kept or not), as AlertRule counts
+            # them: an onset sooner than ``suppression`` quiet rows continues that incident
             since[a] = np.minimum(since[a] + 1, _BIG)
             keep = onset & ((since[a] > supp) | (supp <= 0))
-            since[a] = np.where(keep, 0, since[a])
+            since[a] = np.where(cand, 0, since[a])
             kept[a] = np.where(onset, keep, kept[a])
             flags[rows] = cand & kept[a]
             onset_any[a] |= keep
