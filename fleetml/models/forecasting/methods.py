@@ -264,7 +264,8 @@ class _Theta(_Fitted):
 
 class _Combo(_Fitted):
     """Weighted mean of members' forecasts; the interval half-widths are the weighted mean of the
-    members' half-widths around the combined forecast, times the combination's own ``scale``."""
+    members' half-widths around the combined forecast (on the log scale when the members model
+    logs), times the combination's own ``scale``."""
 
     def _fit(self):
         return self  # members are fitted by the caller
@@ -281,14 +282,47 @@ class _Combo(_Fitted):
         yhat = np.sum([w * p["yhat"] for w, p in parts], axis=0)
         out = {"yhat": yhat}
         for level in levels:
-            below = np.sum([w * (p["yhat"] - p[f"yhat_lower_{level}"]) for w, p in parts], axis=0)
-            above = np.sum([w * (p[f"yhat_upper_{level}"] - p["yhat"]) for w, p in parts], axis=0)
+            lows = [p[f"yhat_lower_{level}"] for _, p in parts]
+            highs = [p[f"yhat_upper_{level}"] for _, p in parts]
             scale = level_scale(self.scale, level)
+            if self.log and _positive(yhat, *lows, *[p["yhat"] for _, p in parts]):
+                # Members modelled in logs: average their half-widths on the log scale, where
+                # they were computed. Averaged on the original scale, one member whose log
+                # variance grows fast (a damped-trend ETS far ahead) swamps the others with an
+                # exponential bound (found on M4 training series' validation windows).
+                with np.errstate(all="ignore"):
+                    below = np.sum(
+                        [
+                            w * np.log(p["yhat"] / lo)
+                            for (w, p), lo in zip(parts, lows, strict=True)
+                        ],
+                        axis=0,
+                    )
+                    above = np.sum(
+                        [
+                            w * np.log(hi / p["yhat"])
+                            for (w, p), hi in zip(parts, highs, strict=True)
+                        ],
+                        axis=0,
+                    )
+                out[f"yhat_lower_{level}"] = yhat * np.exp(-scale * below)
+                out[f"yhat_upper_{level}"] = yhat * np.exp(np.minimum(scale * above, 700.0))
+                continue
+            below = np.sum(
+                [w * (p["yhat"] - lo) for (w, p), lo in zip(parts, lows, strict=True)], axis=0
+            )
+            above = np.sum(
+                [w * (hi - p["yhat"]) for (w, p), hi in zip(parts, highs, strict=True)], axis=0
+            )
             lower = yhat - scale * below
             # a positive series (modelled in logs) keeps a non-negative lower bound
             out[f"yhat_lower_{level}"] = np.maximum(lower, 0.0) if self.log else lower
             out[f"yhat_upper_{level}"] = yhat + scale * above
         return out
+
+
+def _positive(*arrays) -> bool:
+    return all(np.all(np.asarray(a) > 0) for a in arrays)
 
 
 _METHOD_CLASSES = {"snaive": _SeasonalNaive, "ets": _ETS, "mstl_ets": _MSTLETS, "theta": _Theta}
