@@ -124,7 +124,9 @@ def train_risk(
     if champion_version is not None:
         try:
             champ = registry.load_bundle(MODEL_NAME, version=champion_version)
-            champion = _champion_metrics(champ, data.frame, data.faults, fit, config)
+            champion = _champion_metrics(
+                champ, data.frame, data.faults, fit, config, enforcement=data.enforcement
+            )
         except Exception as exc:  # a broken champion must not block training; report it
             champion = {"error": f"{type(exc).__name__}: {exc}"}
     comparable = champion if champion and "error" not in champion else None

@@ -13,7 +13,7 @@ import pandas as pd
 from fleetml.evaluation.risk import horizon_metrics, lead_time_summary, lead_times
 from fleetml.models.risk import RiskModel
 from fleetml.training.risk_config import RiskTrainConfig
-from fleetml.training.risk_fit import FitResult, _sorted, fit_risk
+from fleetml.training.risk_fit import FitResult, _events, _sorted, fit_risk
 from fleetml.training.risk_labels import make_labels
 
 
@@ -42,8 +42,11 @@ def promotion_decision(
     return True, f"mean PR-AUC {ours:.3f} vs champion {theirs:.3f}"
 
 
-def _champion_metrics(champ: RiskModel, frame, faults, fit: FitResult, config) -> dict:
-    """The champion's metrics on the challenger's held-out period (all test rows)."""
+def _champion_metrics(
+    champ: RiskModel, frame, faults, fit: FitResult, config, enforcement=None
+) -> dict:
+    """The champion's metrics on the challenger's held-out period (all test rows), its features
+    built with the same events as the challenger's."""
     t_test = int(fit.data_range["test_start"].value // 10**6)
     frame = _sorted(frame)
     ts_ms = pd.DatetimeIndex(frame["ts"]).as_unit("ms").asi8
@@ -56,7 +59,8 @@ def _champion_metrics(champ: RiskModel, frame, faults, fit: FitResult, config) -
         )
     account_id = frame["account_id"].astype(str).to_numpy()
     end_ms = int(ts_ms.max())
-    wide = champ.risk_wide(champ.build_features(frame, rows=rows))
+    feats = champ.build_features(frame, rows=rows, events=_events(faults, enforcement))
+    wide = champ.risk_wide(feats)
     out = {}
     for h, hm in champ.horizons.items():
         y = make_labels(ts_ms[rows], account_id[rows], faults, (h,), end_ms)[h]
@@ -119,7 +123,19 @@ def backtest_risk(
         # History before the fold feeds the features; only the fold's rows are scored.
         upto = np.flatnonzero(ts_ms < stop)
         rows = np.flatnonzero(ts_ms[upto] >= start)
-        scores = fit.model.predict(frame.iloc[upto].reset_index(drop=True), rows=rows)
+        # Events before the fold's end feed the event history (each row sees those at or
+        # before its own time only).
+        f_upto = (
+            faults[pd.DatetimeIndex(faults["ts"]).as_unit("ms").asi8 < stop]
+            if len(faults)
+            else faults
+        )
+        e_upto = None
+        if enforcement is not None and len(enforcement):
+            e_upto = enforcement[pd.DatetimeIndex(enforcement["ts"]).as_unit("ms").asi8 < stop]
+        scores = fit.model.predict(
+            frame.iloc[upto].reset_index(drop=True), rows=rows, events=_events(f_upto, e_upto)
+        )
         lab = pd.DataFrame({h: labels[h][upto[rows]] for h in fit.model.horizons})
         scores["label"] = np.concatenate([lab[h].to_numpy() for h in fit.model.horizons])
         scores["fold"] = k

@@ -76,3 +76,21 @@ def test_risk_is_monotone_across_horizons_and_calibration_still_reports():
     for h in fit.model.horizons:  # calibration and reliability output still there
         assert fit.reliability[h]["count"].sum() > 0
         assert 0 <= fit.metrics[h]["ece"] <= 1
+
+
+def test_scoring_with_the_stored_events_reproduces_the_training_scores(caplog):
+    frame, events = risk_fleet(n_accounts=4, days=5)
+    faults = events[events["kind"] == "crash"]
+    cfg = RiskTrainConfig(horizons=("1h", "3h"), feature_config=FEATURES, enforcement=False, **FAST)
+    fit = fit_risk(frame, faults=faults, config=cfg)
+    assert fit.model.uses_events
+    assert any(c.startswith("fault_history__") for c in fit.model.feature_columns)
+    ordered = frame.sort_values(["account_id", "ts"]).reset_index(drop=True)
+    rows = np.flatnonzero((ordered["ts"] >= fit.data_range["test_start"]).to_numpy())
+    got = fit.model.predict(ordered, rows=rows, events=faults)
+    both = got.merge(fit.test_scores, on=["ts", "account_id", "horizon"], suffixes=("", "_fit"))
+    assert len(both) > 50
+    np.testing.assert_allclose(both["risk"], both["risk_fit"], rtol=1e-9)
+    with caplog.at_level("WARNING"):
+        fit.model.predict(ordered, rows=rows[:10])
+    assert "event-history" in caplog.text
