@@ -257,7 +257,9 @@ def log_bundle(
     import joblib
     import mlflow.pyfunc
 
-    if hasattr(bundle, "feature_config"):
+    from fleetml.features import FeatureConfig
+
+    if isinstance(getattr(bundle, "feature_config", False), FeatureConfig | None):
         log_feature_config(bundle.feature_config)
     wrapper = _bundle_model_class()()
     with tempfile.TemporaryDirectory(prefix="fleetml-bundle-") as tmp:
