@@ -389,11 +389,15 @@ def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _events(faults: pd.DataFrame | None, enforcement: pd.DataFrame | None) -> pd.DataFrame:
-    """Fault and enforcement events in one frame (``ts``, ``account_id``, ``kind``)."""
+    """Fault and enforcement events in one frame (``ts``, ``account_id``, ``kind``). Every row of
+    ``faults`` is a fault for the labels, so one without a ``kind`` counts as a crash (and an
+    enforcement row without one as a restriction) for the event history too."""
     parts = [
-        e[["ts", "account_id", "kind"]]
-        for e in (faults, enforcement)
-        if e is not None and len(e) and "kind" in e.columns
+        e[["ts", "account_id"]].assign(
+            kind=e["kind"].astype(str) if "kind" in e.columns else default
+        )
+        for e, default in ((faults, "crash"), (enforcement, "restricted"))
+        if e is not None and len(e)
     ]
     if not parts:
         return pd.DataFrame({"ts": pd.DatetimeIndex([], tz="UTC"), "account_id": [], "kind": []})
