@@ -11,6 +11,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from fleetml.evaluation.pointwise import precision_recall_f1
+
 
 def _clean(y_true, prob) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true, dtype=np.float64)
@@ -36,13 +38,7 @@ def precision_recall_at(y_true, prob, threshold: float) -> dict[str, float]:
     tp = int((pred & (y == 1)).sum())
     fp = int((pred & (y == 0)).sum())
     fn = int((~pred & (y == 1)).sum())
-    precision = tp / (tp + fp) if tp + fp else float("nan")
-    recall = tp / (tp + fn) if tp + fn else float("nan")
-    f1 = (
-        2 * precision * recall / (precision + recall)
-        if tp and np.isfinite(precision) and np.isfinite(recall)
-        else 0.0
-    )
+    precision, recall, f1 = precision_recall_f1(tp, tp + fp, tp, tp + fn)
     return {
         "precision": precision,
         "recall": recall,

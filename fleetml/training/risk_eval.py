@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from fleetml.evaluation.pointwise import precision_recall_f1
 from fleetml.evaluation.risk import horizon_metrics, lead_time_summary, lead_times
 from fleetml.models.risk import RiskModel
 from fleetml.training.risk_config import RiskTrainConfig
@@ -155,9 +156,9 @@ def backtest_risk(
         m = horizon_metrics(
             g["label"], g["risk"], threshold=thr, target_precision=config.target_precision
         )
-        p, r = _prec_rec(g["label"].to_numpy(), g["at_risk"].to_numpy())
-        m["precision"], m["recall"] = p, r
-        m["f1"] = 2 * p * r / (p + r) if p and r and math.isfinite(p + r) else 0.0
+        m["precision"], m["recall"], m["f1"] = _prec_rec(
+            g["label"].to_numpy(), g["at_risk"].to_numpy()
+        )
         m.update(
             lead_time_summary(
                 lead_times(g.loc[g["at_risk"], ["ts", "account_id"]], scored_faults, h)
@@ -168,10 +169,10 @@ def backtest_risk(
     return scores, summary
 
 
-def _prec_rec(y: np.ndarray, flag: np.ndarray) -> tuple[float, float]:
+def _prec_rec(y: np.ndarray, flag: np.ndarray) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the stored flags on labelled rows (one implementation:
+    :func:`fleetml.evaluation.pointwise.precision_recall_f1`)."""
     ok = ~np.isnan(y)
     y, flag = y[ok] == 1, flag[ok]
     tp = int((y & flag).sum())
-    precision = tp / int(flag.sum()) if flag.sum() else float("nan")
-    recall = tp / int(y.sum()) if y.sum() else float("nan")
-    return precision, recall
+    return precision_recall_f1(tp, int(flag.sum()), tp, int(y.sum()))
