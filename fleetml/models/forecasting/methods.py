@@ -282,10 +282,14 @@ class _Combo(_Fitted):
         yhat = np.sum([w * p["yhat"] for w, p in parts], axis=0)
         out = {"yhat": yhat}
         for level in levels:
-            lows = [p[f"yhat_lower_{level}"] for _, p in parts]
+            # a member not in logs may put its lower bound at or below zero: on the log scale
+            # that is "down to almost nothing"
+            lows = [
+                np.maximum(p[f"yhat_lower_{level}"], 1e-6 * np.abs(p["yhat"])) for _, p in parts
+            ]
             highs = [p[f"yhat_upper_{level}"] for _, p in parts]
             scale = level_scale(self.scale, level)
-            if self.log and _positive(yhat, *lows, *[p["yhat"] for _, p in parts]):
+            if self.log and _positive(yhat, *[p["yhat"] for _, p in parts]):
                 # Members modelled in logs: average their half-widths on the log scale, where
                 # they were computed. Averaged on the original scale, one member whose log
                 # variance grows fast (a damped-trend ETS far ahead) swamps the others with an
