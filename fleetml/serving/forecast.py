@@ -7,8 +7,8 @@ its history. It reuses the library's series preparation and per-series job
 series, and without a usable champion every series is forecast by seasonal naive
 (``version`` None, ``fallback`` True, ``reason`` says why).
 
-Unlike ``fleetml forecast``, serving never aggregates history to a coarser step: forecasts are
-at the data's own sampling step. History longer than ``max_points`` steps is cut (oldest points
+Like ``fleetml forecast`` by default, serving never aggregates history to a coarser step:
+forecasts are at the data's own sampling step. History longer than ``max_points`` steps is cut (oldest points
 dropped) and :attr:`SeriesForecast.history_cut` says so.
 
 Training imports :data:`MODEL_NAME` from here, never the reverse.

@@ -93,3 +93,28 @@ def test_a_long_history_is_cut_not_coarsened(hourly_store, tmp_path):
     assert res["history_cut"] == 1 and res["max_points"] == 100
     assert len(table[table["level"] == 95]) == 24
     assert "newest 100 points" in result.stderr
+
+
+def test_jittered_timestamps_keep_the_regular_step_they_stand_for():
+    """Samples pushed "every minute" arrive 60.004 s apart on average: the native step is
+    1 min on the clock's grid, not 60.004 s drifting away from the actuals (a notebook's
+    forecast-vs-actual comparison matched no timestamp at all)."""
+    import numpy as np
+    import pandas as pd
+
+    from fleetml.models.forecasting.fleet import fleet_step
+    from fleetml.models.forecasting.series import regular_step
+
+    rng = np.random.default_rng(0)
+    n = 2000
+    start = pd.Timestamp("2026-01-01", tz="UTC").value // 10**6
+    ts = start + np.cumsum(60_000 + rng.integers(-3_000, 3_020, n))
+    frame = pd.DataFrame(
+        {"ts": pd.to_datetime(ts, unit="ms", utc=True), "account_id": "a", "load": 1.0}
+    )
+    assert fleet_step(frame) == pd.Timedelta("1min")
+    assert regular_step(pd.Timedelta(seconds=299.2)) == pd.Timedelta("5min")
+    assert regular_step(pd.Timedelta(seconds=3601)) == pd.Timedelta("1h")
+    assert regular_step(pd.Timedelta(seconds=47.4)) == pd.Timedelta(
+        seconds=47
+    )  # no round step near

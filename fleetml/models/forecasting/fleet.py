@@ -19,6 +19,7 @@ from fleetml.models.forecasting.selection import LoadForecaster, find_peaks
 from fleetml.models.forecasting.series import (
     choose_forecast_step,
     counter_to_rate,
+    regular_step,
     to_regular_series,
 )
 
@@ -38,8 +39,9 @@ def fleet_step(frame: pd.DataFrame, *, max_points: int | None = None) -> pd.Time
     if gaps.empty:
         raise ValueError("every account has a single sample; forecasting needs a history")
     sampling = gaps.groupby(frame.loc[gaps.index, "account_id"]).median().median()
+    sampling = regular_step(pd.Timedelta(sampling))
     if max_points is None:
-        return pd.Timedelta(sampling)
+        return sampling
     return choose_forecast_step(pd.Timedelta(sampling), ts.max() - ts.min(), max_points=max_points)
 
 

@@ -37,6 +37,34 @@ def infer_step(index: pd.DatetimeIndex) -> pd.Timedelta:
     return pd.Timedelta(int(np.median(gaps)), unit=unit)
 
 
+#: Regular sampling steps a measured step snaps to (runtimes push every 10 s, 1 min, 5 min, ...).
+_ROUND_STEPS: tuple[pd.Timedelta, ...] = tuple(
+    sorted(
+        {pd.Timedelta(seconds=n) for n in (1, 2, 5, 10, 15, 20, 30)}
+        | {pd.Timedelta(minutes=n) for n in (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30)}
+        | {pd.Timedelta(hours=n) for n in (1, 2, 3, 4, 6, 8, 12)}
+        | {pd.Timedelta(days=n) for n in (1, 7)}
+    )
+)
+
+
+def regular_step(measured: pd.Timedelta, *, tolerance: float = 0.05) -> pd.Timedelta:
+    """A measured sampling step as the regular step it stands for.
+
+    Pushed timestamps jitter (a sample every "minute" arrives 60.004 s apart on average), and a
+    step of 60.004 s would put the forecast on a grid that drifts away from the clock and from
+    the actuals. The step snaps to the nearest round step within ``tolerance`` (relative), and
+    otherwise to whole seconds (at least one).
+    """
+    measured = pd.Timedelta(measured)
+    if measured <= pd.Timedelta(0):
+        raise ValueError(f"sampling step {measured} is not positive")
+    best = min(_ROUND_STEPS, key=lambda s: abs(s - measured))
+    if abs(best - measured) <= tolerance * measured:
+        return best
+    return max(pd.Timedelta(seconds=round(measured.total_seconds())), pd.Timedelta(seconds=1))
+
+
 def choose_forecast_step(
     sampling_step: pd.Timedelta, span: pd.Timedelta, *, max_points: int = 400
 ) -> pd.Timedelta:
