@@ -8,8 +8,8 @@ series, and without a usable champion every series is forecast by seasonal naive
 (``version`` None, ``fallback`` True, ``reason`` says why).
 
 Like ``fleetml forecast`` by default, serving never aggregates history to a coarser step:
-forecasts are at the data's own sampling step. History longer than ``max_points`` steps is cut (oldest points
-dropped) and :attr:`SeriesForecast.history_cut` says so.
+forecasts are at the data's own sampling step. History longer than ``max_points`` steps is cut
+(oldest points dropped) and :attr:`SeriesForecast.history_cut` says so.
 
 Training imports :data:`MODEL_NAME` from here, never the reverse.
 """
