@@ -101,14 +101,7 @@ def backtest_risk(
         cfg = RiskTrainConfig(
             **{**asdict(config), "test_fraction": 0.0, "feature_config": config.feature_config}
         )
-        f_past = (
-            faults[pd.DatetimeIndex(faults["ts"]).as_unit("ms").asi8 < start]
-            if len(faults)
-            else faults
-        )
-        e_past = None
-        if enforcement is not None and len(enforcement):
-            e_past = enforcement[pd.DatetimeIndex(enforcement["ts"]).as_unit("ms").asi8 < start]
+        f_past, e_past = _before(faults, start), _before(enforcement, start)
         try:
             fit = fit_risk(
                 frame[past],
@@ -126,14 +119,7 @@ def backtest_risk(
         rows = np.flatnonzero(ts_ms[upto] >= start)
         # Events before the fold's end feed the event history (each row sees those at or
         # before its own time only).
-        f_upto = (
-            faults[pd.DatetimeIndex(faults["ts"]).as_unit("ms").asi8 < stop]
-            if len(faults)
-            else faults
-        )
-        e_upto = None
-        if enforcement is not None and len(enforcement):
-            e_upto = enforcement[pd.DatetimeIndex(enforcement["ts"]).as_unit("ms").asi8 < stop]
+        f_upto, e_upto = _before(faults, stop), _before(enforcement, stop)
         scores = fit.model.predict(
             frame.iloc[upto].reset_index(drop=True), rows=rows, events=_events(f_upto, e_upto)
         )
@@ -176,3 +162,10 @@ def _prec_rec(y: np.ndarray, flag: np.ndarray) -> tuple[float, float, float]:
     y, flag = y[ok] == 1, flag[ok]
     tp = int((y & flag).sum())
     return precision_recall_f1(tp, int(flag.sum()), tp, int(y.sum()))
+
+
+def _before(events: pd.DataFrame | None, t_ms: int) -> pd.DataFrame | None:
+    """The events stamped before ``t_ms`` (epoch ms); None and empty frames pass through."""
+    if events is None or not len(events):
+        return events
+    return events[pd.DatetimeIndex(events["ts"]).as_unit("ms").asi8 < t_ms]
