@@ -241,17 +241,15 @@ class LiveLoop:
     def _history_events(self, now_ms: int) -> pd.DataFrame | None:
         """Fault and enforcement events for the served models' event-history features (None
         when no served model uses them)."""
-        from fleetml.store.events import read_events
-        from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+        from fleetml.serving.risk import read_history_events
 
         reach = self.scorer.history_lookback_ms()
         if reach <= 0:
             return None
-        return read_events(
+        return read_history_events(
             self.engine,
-            kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
-            start=pd.Timestamp(now_ms - reach - self.scorer.pad_ms(), unit="ms", tz="UTC"),
-            end=pd.Timestamp(now_ms, unit="ms", tz="UTC"),
+            pd.Timestamp(now_ms - reach - self.scorer.pad_ms(), unit="ms", tz="UTC"),
+            pd.Timestamp(now_ms, unit="ms", tz="UTC"),
         )
 
     def _faults(self, now_ms: int) -> pd.DataFrame:

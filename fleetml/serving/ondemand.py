@@ -196,19 +196,17 @@ class OnDemandScorer:
         from types import SimpleNamespace
 
         from fleetml.features.history import history_lookback_ms, history_matrix
-        from fleetml.store.events import read_events
-        from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+        from fleetml.serving.risk import read_history_events
 
         reach = history_lookback_ms(config) if latest is not None else 0
         if reach <= 0:
             return latest
         until = int(np.max(latest.ts_ms))
-        events = read_events(
+        events = read_history_events(
             self.engine,
+            pd.Timestamp(until - reach, unit="ms", tz="UTC"),
+            pd.Timestamp(until, unit="ms", tz="UTC"),
             accounts=[account_id],
-            kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
-            start=pd.Timestamp(until - reach, unit="ms", tz="UTC"),
-            end=pd.Timestamp(until, unit="ms", tz="UTC"),
         )
         ids = np.full(len(latest.ts_ms), account_id, dtype=object)
         cols, hist = history_matrix(latest.ts_ms, ids, events, config=config)

@@ -69,23 +69,31 @@ def _predict(model, part, rows, events):
     return model.predict(part, rows=rows, events=events)
 
 
+def read_history_events(engine, start, end, *, accounts=None) -> pd.DataFrame:
+    """Stored fault and enforcement events in ``[start, end]``: what the event-history
+    features read (batch scoring, the live tick and on-demand scores all call this)."""
+    from fleetml.store.events import read_events
+    from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
+
+    return read_events(
+        engine,
+        accounts=accounts,
+        kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
+        start=pd.Timestamp(start),
+        end=pd.Timestamp(end),
+    )
+
+
 def history_events(engine, model, frame: pd.DataFrame) -> pd.DataFrame | None:
     """The stored fault and enforcement events a model's event-history features read over the
     span of ``frame`` (None when it has none)."""
     from fleetml.features.history import history_lookback_ms
-    from fleetml.store.events import read_events
-    from fleetml.vocab import ENFORCEMENT_KINDS, FAULT_KINDS
 
     cfg = getattr(model, "feature_config", None)
     if cfg is None or not getattr(model, "uses_events", False) or not len(frame):
         return None
     reach = pd.Timedelta(milliseconds=history_lookback_ms(cfg))
-    return read_events(
-        engine,
-        kinds=sorted(FAULT_KINDS | ENFORCEMENT_KINDS),
-        start=pd.Timestamp(frame["ts"].min()) - reach,
-        end=pd.Timestamp(frame["ts"].max()),
-    )
+    return read_history_events(engine, pd.Timestamp(frame["ts"].min()) - reach, frame["ts"].max())
 
 
 def score_risk(engine, settings, *, start=None, end=None, accounts=None, version=None):
