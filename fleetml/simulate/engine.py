@@ -75,9 +75,28 @@ class _Totals:
     misrouted: float = 0.0  # sent to an account that was down at the time
     enforced_held: float = 0.0  # routed to a restricted/banned account (pinned share)
     violations: int = 0
+    #: ``failed`` split by where the message was lost (see :data:`FAILURE_CAUSES`)
+    failed_by_cause: dict = field(default_factory=lambda: dict.fromkeys(FAILURE_CAUSES, 0.0))
     latency_hist: np.ndarray = field(default_factory=lambda: np.zeros(_N_BINS + 2))
     latency95_hist: np.ndarray = field(default_factory=lambda: np.zeros(_N_BINS + 2))
 
+
+#: Where a failed message was lost, in the order an account's state is tested:
+#: ``enforcement_hold``: on a restricted/banned number or one a policy holds for enforcement (its
+#: share stays on it by rule, so no routing can save these); ``down``: on a number down for a
+#: fault or maintenance; ``throttled``: on a number the platform throttles for overload;
+#: ``queue_overflow``: expired in the queue of a number that was up (more traffic than it could
+#: send within the TTL); ``send_error``: send attempts that failed (per-send errors, faults'
+#: error bursts, rate-limit hits) on numbers not counted above; ``unroutable``: a group's demand
+#: that no number could take, expired.
+FAILURE_CAUSES = (
+    "enforcement_hold",
+    "down",
+    "throttled",
+    "queue_overflow",
+    "send_error",
+    "unroutable",
+)
 
 _N_BINS = 240
 _LAT_EDGES = np.geomspace(10.0, 3.6e6, _N_BINS + 1)
@@ -650,6 +669,19 @@ class FleetSimulator:
         n_held_expired = float(held_expired.sum())
         n_expired = float(expired.sum())
         n_failed = float(failed_send.sum()) + n_expired + n_held_expired
+        by = tot.failed_by_cause
+        lost = failed_send + expired
+        rest = ~pin
+        for cause, where in (
+            ("enforcement_hold", pin),
+            ("down", rest & down),
+            ("throttled", rest & ~down & throttled),
+        ):
+            by[cause] += float(lost[where].sum())
+            rest = rest & ~where
+        by["queue_overflow"] += float(expired[rest].sum())
+        by["send_error"] += float(failed_send[rest].sum())
+        by["unroutable"] += n_held_expired
         tot.demand += n_demand
         tot.delivered += n_delivered
         tot.failed += n_failed

@@ -30,6 +30,7 @@ class LoopReport:
     conservation_error: float
     delivery_ratio: float
     expired: float  # part of ``failed``: messages that waited longer than the queue TTL
+    failed_by_cause: dict  # ``failed`` split by cause (:data:`FAILURE_CAUSES`); sums to it
     misrouted: float  # messages routed to an account that was down at the time
     enforced_held: float  # messages routed to restricted/banned accounts (never rerouted)
     latency_ms: dict  # quantiles of per-interval median latency, weighted by delivered messages
@@ -80,6 +81,7 @@ def loop_report(sim: FleetSimulator) -> LoopReport:
         conservation_error=abs(balance - tot.demand) / max(tot.demand, 1.0),
         delivery_ratio=tot.delivered / max(tot.demand, 1.0),
         expired=tot.expired,
+        failed_by_cause=dict(tot.failed_by_cause),
         misrouted=tot.misrouted,
         enforced_held=tot.enforced_held,
         latency_ms=_quantiles(tot.latency_hist),

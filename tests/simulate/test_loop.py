@@ -16,6 +16,7 @@ from fleetml.simulate import (
     loop_report,
     run_closed_loop,
 )
+from fleetml.simulate.engine import FAILURE_CAUSES
 from fleetml.simulate.truth import failover_table, fault_table
 
 from .conftest import BUSY
@@ -122,6 +123,9 @@ def test_enforced_traffic_is_never_rerouted():
     report = loop_report(sim)
     assert report.enforcement_violations > 0
     assert report.enforced_held > 0  # the enforced share stayed with the number
+    # the messages lost on the held numbers are counted as such, and the causes add up
+    assert report.failed_by_cause["enforcement_hold"] > 0
+    assert sum(report.failed_by_cause.values()) == pytest.approx(report.failed, rel=1e-9)
     enf = sim.schedule.enforcement.rows()
     for item in sim.failover_log:  # failovers only once a restriction was lifted
         during = (
@@ -130,6 +134,20 @@ def test_enforced_traffic_is_never_rerouted():
             & (enf["end"] > item["step"])
         )
         assert not during.any()
+
+
+def test_failed_messages_are_split_by_cause_and_add_up():
+    config = SimConfig(
+        masters=2, servants=1, days=1, fault_rate_per_day=3.0, enforcement_rate_per_day=0.0
+    )
+    sim = drive(FleetSimulator(config, seed=3), ReactiveBaselinePolicy())
+    report = loop_report(sim)
+    causes = report.failed_by_cause
+    assert set(causes) == set(FAILURE_CAUSES)
+    assert sum(causes.values()) == pytest.approx(report.failed, rel=1e-9)
+    assert causes["enforcement_hold"] == 0.0  # no enforcement in this world
+    assert causes["send_error"] > 0  # every number loses a few sends
+    assert causes["down"] + causes["throttled"] + causes["queue_overflow"] > 0
 
 
 def test_failover_needed_is_judged_against_ground_truth():
