@@ -154,9 +154,9 @@ def feature_drift(
         return {"features": [], "window": {**window, "skipped": "no champion"}}
     window["version"] = champion.version
     if now_ms is None:
-        from fleetml.services.recommend import _clock
+        from fleetml.services import clock
 
-        now_ms = _clock(engine, settings)
+        now_ms = clock.fleet_now(engine, settings)
     cur = (int(now_ms) - hours * HOUR_MS, int(now_ms))
     from fleetml.store.metrics import time_range
 

@@ -65,6 +65,7 @@ from fleetml.config import Settings
 from fleetml.decisions import recommendations as generators
 from fleetml.decisions.contracts import Fleet, GroupPolicy, Mode, Recommendation
 from fleetml.decisions.contracts import RecommendationKind as Kind
+from fleetml.services import clock
 
 log = logging.getLogger("fleetml.recommend")
 
@@ -120,7 +121,7 @@ def refresh_recommendations(
     from fleetml.store.recommendations import upsert_recommendations
 
     started = time.perf_counter()
-    now = _clock(engine, settings) if now_ms is None else int(now_ms)
+    now = clock.fleet_now(engine, settings) if now_ms is None else int(now_ms)
     inputs = Inputs(engine, settings, now)
     raised: dict[str, list[Recommendation]] = {}
     errors: dict[str, str] = {}
@@ -157,19 +158,6 @@ def raise_for_errors(counts: dict[str, Any]) -> dict[str, Any]:
         listed = "; ".join(f"{kind}: {why}" for kind, why in errors.items())
         raise JobFailed(f"{len(errors)} recommendation generator(s) failed: {listed}", counts)
     return counts
-
-
-def _clock(engine: Engine, settings: Settings) -> int:
-    """The tick's notion of now: the newest stored sample with ``tick_clock="data"``."""
-    from fleetml.store.audit import now_ms as wall_ms
-
-    if settings.tick_clock == "data":
-        from fleetml.store.metrics import time_range
-
-        newest = time_range(engine)[1]
-        if newest is not None:
-            return int(newest.value // 1_000_000)
-    return wall_ms()
 
 
 # ---- shared inputs, read once per run ----------------------------------------------------------
@@ -599,7 +587,8 @@ def family_drift(
 
     ``skipped`` says why there is no table (no champion, too little history).
     """
-    inputs = Inputs(engine, settings, _clock(engine, settings) if now_ms is None else now_ms)
+    now = clock.fleet_now(engine, settings) if now_ms is None else now_ms
+    inputs = Inputs(engine, settings, now)
     champion = champion_window(settings, family)
     if champion is None:
         return {"family": family, "skipped": "no champion", "metrics": []}

@@ -230,13 +230,9 @@ class LiveLoop:
         return {m for m, k in known.items() if str(k or default_metric_kind(m)) == "counter"}
 
     def _clock(self, wall_ms) -> int:
-        if self.settings.tick_clock == "data":
-            from fleetml.store.metrics import time_range
+        from fleetml.services import clock
 
-            newest = time_range(self.engine)[1]
-            if newest is not None:
-                return int(newest.value // 1_000_000)
-        return wall_ms()
+        return clock.fleet_now(self.engine, self.settings, wall_ms)
 
     def _history_events(self, now_ms: int) -> pd.DataFrame | None:
         """Fault and enforcement events for the served models' event-history features (None

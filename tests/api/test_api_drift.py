@@ -9,8 +9,8 @@ import pytest
 
 from fleetml.api.routers.models import forget_registry_view
 from fleetml.features import FeatureConfig, planned_columns
+from fleetml.services import clock, recommend
 from fleetml.services import drift as drift_service
-from fleetml.services import recommend
 
 NOW = pd.Timestamp("2026-06-01T00:00:00Z")
 NOW_MS = int(NOW.value // 1_000_000)
@@ -72,7 +72,7 @@ def drift_api(sqlite_api, monkeypatch):
     monkeypatch.setattr(
         recommend, "champion_window", lambda s, family: TRAIN if family == "risk" else None
     )
-    monkeypatch.setattr(recommend, "_clock", lambda engine, settings: NOW_MS)
+    monkeypatch.setattr(clock, "fleet_now", lambda engine, settings, wall_ms=None: NOW_MS)
     drift_service.forget_cache()
     forget_registry_view()
     yield sqlite_api

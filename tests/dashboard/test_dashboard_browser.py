@@ -144,8 +144,8 @@ def drifting_champions(fleet, monkeypatch):
     for real over the fleet's samples; the clock reads the newest sample."""
     from fleetml.api.routers import models as models_router
     from fleetml.features import FeatureConfig, planned_columns
+    from fleetml.services import clock, recommend
     from fleetml.services import drift as drift_service
-    from fleetml.services import recommend
     from fleetml.store.metrics import metric_kinds, time_range
 
     first, last = (int(t.value // 1_000_000) for t in time_range(fleet.engine))
@@ -170,7 +170,7 @@ def drifting_champions(fleet, monkeypatch):
     monkeypatch.setattr(models_router, "_registry_view", lambda settings: view)
     monkeypatch.setattr(drift_service, "load_champion", champion)
     monkeypatch.setattr(recommend, "champion_window", lambda settings, family: train)
-    monkeypatch.setattr(recommend, "_clock", lambda engine, settings: last)
+    monkeypatch.setattr(clock, "fleet_now", lambda engine, settings, wall_ms=None: last)
     models_router.forget_registry_view()
     drift_service.forget_cache()
     yield

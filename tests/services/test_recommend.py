@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from fleetml.decisions.contracts import Decision
-from fleetml.services import recommend
+from fleetml.services import clock, recommend
 
 NOW = pd.Timestamp("2026-06-01T00:00:00Z")
 NOW_MS = int(NOW.value // 1_000_000)
@@ -579,7 +579,7 @@ def test_family_drift_gives_the_whole_table_and_the_api_serves_it(settings, engi
 
     with engine.begin() as conn:
         key, _ = create_key(conn, role="ops", name="ops", actor="pytest")
-    monkeypatch.setattr(recommend, "_clock", lambda engine, settings: NOW_MS)
+    monkeypatch.setattr(clock, "fleet_now", lambda engine, settings, wall_ms=None: NOW_MS)
     with TestClient(create_app(settings)) as client:
         resp = client.get("/v1/models/risk/drift", headers={"Authorization": f"Bearer {key}"})
     assert resp.status_code == 200, resp.text
