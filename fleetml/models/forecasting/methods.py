@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 METHODS: tuple[str, ...] = ("snaive", "ets", "mstl_ets", "theta", "combo")
 #: Methods fitted and weighted by ``method="auto"``.
@@ -41,6 +41,12 @@ def level_scale(scale, level) -> float:
                 return float(scale[key])
         return 1.0
     return float(scale)
+
+
+def _normal_quantile(level) -> float:
+    """The standard normal quantile bounding a central ``level`` % interval (scipy's
+    ``norm.ppf`` costs half a millisecond a call, which adds up over origins and members)."""
+    return NormalDist().inv_cdf(0.5 + float(level) / 200)
 
 
 @dataclass
@@ -82,7 +88,7 @@ class _Fitted:
         sd_one = self.std_z(horizon)
         out = {"yhat": self.back(mean)}
         for level in levels:
-            q = stats.norm.ppf(0.5 + level / 200)
+            q = _normal_quantile(level)
             sd = sd_one * level_scale(self.scale, level)
             out[f"yhat_lower_{level}"] = self.back(mean - q * sd)
             out[f"yhat_upper_{level}"] = self.back(mean + q * sd)
@@ -107,13 +113,52 @@ class _SeasonalNaive(_Fitted):
         return self.extra["sigma"] * np.sqrt(cycles)
 
 
+@dataclass
+class ETSResults:
+    """A fitted additive-error ETS model (statsmodels ``ETSModel``), reduced to what forecasts
+    need: the parameters, the last states and the one-step error variance.
+
+    ``forecast`` gives the exact mean and variance of Hyndman et al. (2008, class 1), the same
+    numbers as statsmodels' ``get_prediction`` for these models without its simulation pass and
+    the parameters' covariance (a complex-step Hessian) computed for every results object.
+    """
+
+    params: np.ndarray
+    param_names: list[str]
+    level: float
+    trend: float
+    season: np.ndarray  # the last cycle of seasonal states, oldest first (empty: no season)
+    sigma2: float
+
+    def param(self, name: str, default: float = 0.0) -> float:
+        if name not in self.param_names:
+            return default
+        return float(self.params[self.param_names.index(name)])
+
+    def forecast(self, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and variance of the 1..horizon step forecasts."""
+        alpha, beta = self.param("smoothing_level"), self.param("smoothing_trend")
+        gamma, phi = self.param("smoothing_seasonal"), self.param("damping_trend", 1.0)
+        h = np.arange(1, horizon + 1)
+        damped = np.cumsum(phi**h)  # phi + phi^2 + ... + phi^h
+        mean = self.level + damped * self.trend
+        m = self.season.size
+        if m:
+            mean = mean + self.season[(h - 1) % m]
+        c = alpha + beta * damped[:-1]
+        if m:
+            c = c + gamma * (h[:-1] % m == 0)
+        var = self.sigma2 * np.r_[1.0, 1.0 + np.cumsum(c**2)]
+        return mean, var
+
+
 def _fit_ets(z: np.ndarray, *, seasonal_period: int | None, trend: bool = True, params=None):
-    """Fit statsmodels' ETSModel; with ``params`` (smoothing parameters of an earlier fit of
-    the same model) only run the filter, which is what rolling origins reuse."""
+    """Fit statsmodels' ETSModel (additive error); with ``params`` (smoothing parameters of an
+    earlier fit of the same model) only run the filter, which is what rolling origins reuse."""
     from statsmodels.tsa.exponential_smoothing.ets import ETSModel
 
     seasonal = "add" if seasonal_period and seasonal_period >= 2 else None
-    series = pd.Series(z)  # statsmodels 0.15 get_prediction needs an index
+    series = pd.Series(z)
     kwargs = dict(
         error="add",
         trend="add" if trend else None,
@@ -127,28 +172,34 @@ def _fit_ets(z: np.ndarray, *, seasonal_period: int | None, trend: bool = True, 
             model = ETSModel(series, initialization_method="heuristic", **kwargs)
         except ValueError:  # too short for the heuristic start
             model = ETSModel(series, initialization_method="estimated", **kwargs)
+        fitted = None
         if params is not None and len(params) == len(model.param_names):
+            fitted = np.asarray(params, dtype="float64")
             try:
-                return model.smooth(np.asarray(params, dtype="float64"))
+                yhat, states = model.smooth(fitted, return_raw=True)
             except Exception:  # noqa: BLE001 - any failure: estimate afresh below
-                pass
-        return model.fit(disp=False, maxiter=200)
+                fitted = None
+        if fitted is None:
+            fitted = np.asarray(model.fit(disp=False, maxiter=200, return_params=True))
+            yhat, states = model.smooth(fitted, return_raw=True)
+    states = np.asarray(states, dtype="float64")
+    m = int(seasonal_period) if seasonal else 0
+    return ETSResults(
+        params=fitted,
+        param_names=list(model.param_names),
+        level=float(states[-1, 0]),
+        trend=float(states[-1, 1]) if trend else 0.0,
+        season=states[-m:, -1].copy() if m else np.empty(0),
+        sigma2=float(np.mean((z - np.asarray(yhat, dtype="float64")) ** 2)),
+    )
 
 
 def _ets_prediction(fitted: _Fitted, horizon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and standard deviation of an ETS forecast, computed once per horizon.
-
-    Each statsmodels ETS forecast runs a simulation pass; the validation, the interval and the
-    combination all ask for the same horizon, so the answer is cached on the fitted method.
-    """
+    """Mean and standard deviation of an ETS forecast, computed once per horizon (the
+    validation, the interval and the combination all ask for the same horizon)."""
     cache = fitted.extra.setdefault("prediction", {})
     if horizon not in cache:
-        n_obs = len(fitted.y)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            pred = fitted.results.get_prediction(start=n_obs, end=n_obs + horizon - 1)
-            mean = np.asarray(pred.predicted_mean, dtype="float64")
-            var = np.asarray(pred.forecast_variance, dtype="float64")
+        mean, var = fitted.results.forecast(horizon)
         cache[horizon] = (mean, np.sqrt(np.maximum(var, 0.0)))
     return cache[horizon]
 
@@ -204,54 +255,140 @@ class _MSTLETS(_Fitted):
         return _ets_prediction(self, horizon)[1]
 
 
-class _Theta(_Fitted):
-    def _fit(self):
-        from statsmodels.tsa.forecasting.theta import ThetaModel
+@dataclass
+class ThetaResults:
+    """A fitted Theta method (the M4 Theta: SES with drift on the deseasonalised series).
 
+    ``params`` holds ``b0`` (half the OLS slope is the drift) and ``alpha`` (the SES weight);
+    ``seasonal`` one cycle of seasonal indices (empty when the series was not found seasonal);
+    ``multiplicative`` how they apply.
+    """
+
+    b0: float
+    alpha: float
+    one_step: float
+    n_obs: int
+    period: int
+    seasonal: np.ndarray
+    multiplicative: bool
+
+    @property
+    def params(self) -> pd.Series:
+        return pd.Series([self.b0, self.alpha], index=["b0", "alpha"])
+
+    def forecast(self, horizon: int) -> np.ndarray:
+        """statsmodels ``ThetaModelResults.forecast(horizon, theta=2)``, in numpy."""
+        alpha = self.alpha
+        h = np.arange(horizon, dtype="float64")
+        if alpha > 0:
+            h += 1 / alpha - (1 - alpha) ** self.n_obs / alpha
+        fc = 0.5 * self.b0 * h + self.one_step
+        if self.seasonal.size:
+            season = self.seasonal[(self.n_obs + np.arange(horizon)) % self.period]
+            fc = fc * season if self.multiplicative else fc + season
+        return fc
+
+
+def _ses_levels(y: np.ndarray, alpha: float) -> np.ndarray:
+    """SES levels after each observation, the first level known to be ``y[0]``."""
+    from scipy.signal import lfilter
+
+    level, _ = lfilter([alpha], [1.0, alpha - 1.0], y, zi=[(1 - alpha) * y[0]])
+    return level
+
+
+def _ses_alpha(y: np.ndarray) -> float:
+    """The SES weight minimising the one-step squared error (initial level ``y[0]``, known).
+
+    This is what statsmodels' ``ExponentialSmoothing(initialization_method="known").fit()`` in
+    ``ThetaModel.fit`` estimates (the scale is concentrated out), in about a fortieth of the time.
+    """
+    from scipy.optimize import minimize_scalar
+
+    def sse(alpha):
+        level = _ses_levels(y, alpha)
+        return float(np.sum((y[1:] - level[:-1]) ** 2))
+
+    found = minimize_scalar(sse, bounds=(1e-4, 0.9999), method="bounded", options={"xatol": 1e-6})
+    return float(found.x)
+
+
+def _classical_seasonal(z: np.ndarray, period: int, multiplicative: bool) -> np.ndarray:
+    """One cycle of classical-decomposition seasonal indices (statsmodels' ``seasonal_decompose``
+    in numpy: a centred moving average of order ``period`` as trend, 2 x ``period`` when even,
+    then the mean of the detrended values at each cycle position, normalised)."""
+    if period % 2 == 0:
+        filt = np.r_[0.5, np.ones(period - 1), 0.5] / period
+    else:
+        filt = np.full(period, 1.0 / period)
+    half = len(filt) // 2
+    trend = np.full(len(z), np.nan)
+    trend[half : len(z) - half] = np.convolve(z, filt, mode="valid")
+    detrended = z / trend if multiplicative else z - trend
+    cycles = -(-len(z) // period)
+    padded = np.full(cycles * period, np.nan)
+    padded[: len(z)] = detrended
+    means = np.nanmean(padded.reshape(cycles, period), axis=0)
+    return means / means.mean() if multiplicative else means - means.mean()
+
+
+def _theta_seasonal(z: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    """statsmodels ThetaModel's deseasonalising: a 90 % seasonality test on the ACF, then a
+    classical decomposition (multiplicative for a positive series, additive when an index
+    would be at or below zero). Returns the adjusted series, one cycle of indices (empty when
+    not seasonal) and whether they are multiplicative."""
+    from statsmodels.tsa.stattools import acf
+
+    multiplicative = bool(np.all(z > 0))
+    if period < 2:
+        return z, np.empty(0), multiplicative
+    rho = acf(z, nlags=period, fft=True)
+    if not len(z) * rho[-1] ** 2 / np.sum(rho[:-1] ** 2) > 2.705543454095404:  # chi2(1) 90 %
+        return z, np.empty(0), multiplicative
+    reps = len(z) // period + 1
+    if multiplicative:
+        cycle = _classical_seasonal(z, period, True)
+        if cycle.min() > 0:
+            return z / np.tile(cycle, reps)[: len(z)], cycle, True
+    cycle = _classical_seasonal(z, period, False)
+    return z - np.tile(cycle, reps)[: len(z)], cycle, False
+
+
+class _Theta(_Fitted):
+    """The M4 Theta method (statsmodels ``ThetaModel(...).fit(use_mle=False)``, theta 2),
+    computed in numpy: the statsmodels fit spends its time in a state-space SES estimate."""
+
+    def _fit(self):
         z = self.z
         period = self.period if self.period >= 2 and len(z) >= 2 * self.period else 1
-        # ThetaModel's multiplicative deseasonalising needs positive data.
-        multiplicative = bool(np.all(z > 0))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = ThetaModel(
-                pd.Series(z),
-                period=period,
-                deseasonalize=period > 1,
-                method="multiplicative" if multiplicative else "additive",
-            )
-            self.results = model.fit(use_mle=False)
-        self._fit_error_scale(z, period, multiplicative)
-        return self
-
-    def _fit_error_scale(self, z, period, multiplicative):
-        """One-step error scale of the SES inside Theta, on the seasonally adjusted series.
-
-        statsmodels' ``sigma2`` fits an ARIMA to the *unadjusted* series (slow, and far too wide
-        for seasonal data), so the SES errors are computed here instead: relative errors when
-        the season is multiplicative, absolute ones otherwise.
-        """
-        from scipy.signal import lfilter
-        from statsmodels.tsa.seasonal import seasonal_decompose
-
-        adjusted = z
-        if period > 1:
-            kind = "multiplicative" if multiplicative else "additive"
-            seasonal = np.asarray(seasonal_decompose(z, model=kind, period=period).seasonal)
-            adjusted = z / seasonal if multiplicative else z - seasonal
-        alpha = float(self.results.params["alpha"])
-        level, _ = lfilter([alpha], [1.0, alpha - 1.0], adjusted, zi=[(1 - alpha) * adjusted[0]])
+        adjusted, seasonal, multiplicative = _theta_seasonal(z, period)
+        t = np.arange(len(adjusted), dtype="float64")
+        b0 = float(np.polyfit(t, adjusted, 1)[0]) if len(adjusted) >= 2 else 0.0
+        alpha = _ses_alpha(adjusted)
+        level = _ses_levels(adjusted, alpha)
+        self.results = ThetaResults(
+            b0=b0,
+            alpha=alpha,
+            one_step=float(level[-1]),
+            n_obs=len(z),
+            period=period,
+            seasonal=seasonal,
+            multiplicative=multiplicative,
+        )
+        # One-step error scale of the SES on the seasonally adjusted series (statsmodels'
+        # ``sigma2`` fits an ARIMA to the *unadjusted* series: slow, and far too wide for
+        # seasonal data): relative errors when the season is multiplicative.
         errors = adjusted[1:] - level[:-1]
-        if multiplicative:
+        relative = bool(seasonal.size) and multiplicative
+        if relative:
             errors = errors / level[:-1]
         self.extra["alpha"] = alpha
-        self.extra["relative"] = multiplicative
+        self.extra["relative"] = relative
         self.extra["sigma"] = float(np.sqrt(np.mean(errors**2))) if errors.size else 0.0
+        return self
 
     def forecast_z(self, horizon):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return np.asarray(self.results.forecast(horizon), dtype="float64")
+        return self.results.forecast(horizon)
 
     def std_z(self, horizon):
         # statsmodels' Theta interval variance: sigma^2 (1 + (h-1)(1 + (alpha-1)^2)).
@@ -349,7 +486,11 @@ def _fit_method(
         log=log,
     )
     params = getattr(getattr(warm, "results", None), "params", None)
-    if params is not None and warm.log == log and warm.periods == fitted.periods:
+    # the same model: plain ETS has one season; MSTL's adjusted series depends on all of them
+    same = warm is not None and warm.log == log and warm.period == fitted.period
+    if name == "mstl_ets":
+        same = same and warm.periods == fitted.periods
+    if params is not None and same:
         fitted.extra["warm_params"] = np.asarray(params, dtype="float64")
     return fitted._fit()
 
@@ -361,12 +502,20 @@ def uses_log(name: str, log: bool, log_methods) -> bool:
 
 
 def _fit_combo(
-    weights: dict[str, float], y, *, period, periods, log, scales, log_methods=None
+    weights: dict[str, float], y, *, period, periods, log, scales, log_methods=None, warm=None
 ) -> _Fitted:
+    """Fit the weighted members on ``y``; ``warm`` (name -> an earlier fit of that member)
+    lets ETS-based members reuse parameters estimated before instead of estimating again."""
     members = []
+    warm = warm or {}
     for name, w in weights.items():
         member = _fit_method(
-            name, y, period=period, periods=periods, log=uses_log(name, log, log_methods)
+            name,
+            y,
+            period=period,
+            periods=periods,
+            log=uses_log(name, log, log_methods),
+            warm=warm.get(name),
         )
         member.scale = scales.get(name, 1.0)
         members.append((float(w), member))

@@ -11,12 +11,13 @@ are calibrated by split conformal prediction on the same origins' errors
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 from fleetml.evaluation.forecast import mase, smape
 from fleetml.models.forecasting.intervals import conformal_scales
@@ -36,6 +37,17 @@ from fleetml.models.forecasting.series import infer_step, seasonal_periods_for
 #: it deseasonalises multiplicatively itself. Chosen on validation windows cut from M4 hourly
 #: *training* series (``bench/m4.py --validate``: OWA 0.555 without Theta in logs, 0.596 with).
 DEFAULT_LOG_METHODS: tuple[str, ...] | None = ("snaive", "ets", "mstl_ets")
+
+
+@lru_cache(maxsize=1)
+def _threadpools() -> ThreadpoolController:
+    """The process's thread pools, found once: each lookup scans the loaded libraries (about
+    10 ms, as much as fitting a method)."""
+    return ThreadpoolController()
+
+
+def _one_blas_thread():
+    return _threadpools().limit(limits=1, user_api="blas")
 
 
 class LoadForecaster(BaseEstimator):
@@ -82,6 +94,11 @@ class LoadForecaster(BaseEstimator):
     min_cycles : int, default=2
         Full seasonal cycles needed before a model uses that season; shorter history falls back
         to seasonal naive (or naive when not even one cycle is there).
+    refit : {"estimate", "filter"}, default="estimate"
+        How ETS-based members are refitted on the whole history after ``"auto"`` validation:
+        ``"estimate"`` estimates their smoothing parameters again; ``"filter"`` keeps the ones
+        estimated at the oldest validation origin and only runs the filter (about a fifth of
+        the cost).
     """
 
     def __init__(
@@ -102,6 +119,7 @@ class LoadForecaster(BaseEstimator):
         min_weight: float = 0.05,
         calibrate_intervals: bool = True,
         min_cycles: int = 2,
+        refit: str = "estimate",
     ):
         self.method = method
         self.candidates = candidates
@@ -118,6 +136,7 @@ class LoadForecaster(BaseEstimator):
         self.min_weight = min_weight
         self.calibrate_intervals = calibrate_intervals
         self.min_cycles = min_cycles
+        self.refit = refit
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -139,7 +158,7 @@ class LoadForecaster(BaseEstimator):
         values, index = self._validate_series(y)
         # Multi-threaded BLAS on these small problems only adds contention (3-10x slower on a
         # busy machine); parallelism comes from running series side by side.
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             return self._fit(values, index)
 
     def _fit(self, values, index):
@@ -158,6 +177,7 @@ class LoadForecaster(BaseEstimator):
         self.validation_origins_ = 0
         self.fallback_reason_ = None
         scales = dict(self.interval_scales or {})
+        warm: dict = {}
 
         if not self._long_enough(len(values)):
             self.fallback_reason_ = (
@@ -166,7 +186,7 @@ class LoadForecaster(BaseEstimator):
             )
             weights = {"snaive": 1.0}
         elif self.method == "auto":
-            weights, scales = self._choose(values)
+            weights, scales, warm = self._choose(values)
         elif self.method == "combo":
             weights = dict(self.combo_weights or dict.fromkeys(self.candidates, 1.0))
         else:
@@ -188,6 +208,7 @@ class LoadForecaster(BaseEstimator):
             log=self.log_,
             scales=member_scales,
             log_methods=self.log_methods,
+            warm=warm if self.refit == "filter" else None,
         )
         self.results_ = self.model_.results
         return self
@@ -202,6 +223,8 @@ class LoadForecaster(BaseEstimator):
                 f"unknown forecasting method {self.method if not unknown else unknown!r}; "
                 f"choose from auto, {', '.join(METHODS)}"
             )
+        if self.refit not in ("estimate", "filter"):
+            raise ValueError(f"refit must be 'estimate' or 'filter', got {self.refit!r}")
         if any(not 0 < lv < 100 for lv in self.levels):
             raise ValueError(f"interval levels are percentages in (0, 100), got {self.levels!r}")
 
@@ -253,7 +276,7 @@ class LoadForecaster(BaseEstimator):
         origins = [n - h - stride * k for k in range(max(1, int(self.n_origins)))]
         return sorted(o for o in origins if o >= need) or [n - h]
 
-    def _choose(self, values) -> tuple[dict, dict]:
+    def _choose(self, values) -> tuple[dict, dict, dict]:
         """Combination weights and interval scales of the candidates, from rolling origins.
 
         Oldest origin first: ETS-based candidates estimate their smoothing parameters there and
@@ -306,7 +329,7 @@ class LoadForecaster(BaseEstimator):
         relative = {n: r for n, r in relative.items() if math.isfinite(r)}
         if not relative:
             self.fallback_reason_ = "no candidate could be fitted; seasonal naive is used"
-            return {"snaive": 1.0}, {}
+            return {"snaive": 1.0}, {}, first
         best = min(relative.values())
         if best <= 1e-12:  # a perfect validation forecast takes everything
             weights = {min(relative, key=relative.get): 1.0}
@@ -319,7 +342,7 @@ class LoadForecaster(BaseEstimator):
         weights = dict(sorted(weights.items(), key=lambda kv: -kv[1]))
         key = next(iter(weights)) if len(weights) == 1 else "combo"
         if not self.calibrate_intervals:
-            return weights, {key: 1.0}
+            return weights, {key: 1.0}, first
         total = sum(weights.values())
         windows = []
         for actual, members in fitted:
@@ -329,7 +352,7 @@ class LoadForecaster(BaseEstimator):
             else:
                 model = members[key]
             windows.append((actual, model.predict(len(actual), self.levels)))
-        return weights, {key: conformal_scales(windows, self.levels)}
+        return weights, {key: conformal_scales(windows, self.levels)}, first
 
     def _relative_score(self, name: str) -> float:
         score = self.validation_scores_[name]
@@ -358,7 +381,7 @@ class LoadForecaster(BaseEstimator):
         horizon = int(horizon)
         if horizon < 1:
             raise ValueError(f"horizon must be at least one step, got {horizon}")
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _one_blas_thread():
             out = self.model_.predict(horizon, self.levels)
         return pd.DataFrame(out, index=self.forecast_index(horizon))
 
