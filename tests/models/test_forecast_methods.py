@@ -70,7 +70,7 @@ def test_refit_filter_keeps_the_parameters_estimated_at_the_oldest_origin():
         index=pd.date_range("2026-01-05", periods=24 * 14, freq="h", tz="UTC"),
     )
     kwargs = dict(candidates=("snaive", "ets"), min_weight=0.0, validation_horizon=24)
-    reestimated = LoadForecaster(**kwargs).fit(y)
+    reestimated = LoadForecaster(refit="estimate", **kwargs).fit(y)
     filtered = LoadForecaster(refit="filter", **kwargs).fit(y)
     first_origin = _fit_ets(np.log(y.to_numpy()[: 24 * 14 - 72]), seasonal_period=24)
     np.testing.assert_allclose(filtered.results_["ets"].params, first_origin.params)

@@ -19,6 +19,7 @@ times a per-level ``scale`` (set from rolling-origin validation, see
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -152,6 +153,31 @@ class ETSResults:
         return mean, var
 
 
+def _ets_heuristic_start(z: np.ndarray, m: int) -> tuple[float, float, np.ndarray | None]:
+    """statsmodels' heuristic initial level, trend and additive seasonal states (Hyndman &
+    Athanasopoulos, section 2.6) in numpy: the same numbers as
+    ``initialization_method="heuristic"`` at a fraction of its pandas overhead."""
+    if len(z) < 10 or (m and (len(z) < 2 * m or len(z) < 10 + 2 * (m // 2))):
+        raise ValueError("too short for the heuristic initial states")
+    season = None
+    base = z
+    if m:
+        k = max(min(5, len(z) // m), math.ceil((10 + 2 * (m // 2)) / m))
+        x = z[: m * k]
+        filt = np.r_[0.5, np.ones(m - 1), 0.5] / m if m % 2 == 0 else np.full(m, 1.0 / m)
+        half = len(filt) // 2
+        trend = np.full(len(x), np.nan)
+        trend[half : len(x) - half] = np.convolve(x, filt, mode="valid")
+        detrended = np.full(k * m, np.nan)
+        detrended[: len(x)] = x - trend
+        season = np.nanmean(detrended.reshape(k, m), axis=0)
+        season = season - season.mean()
+        base = trend[~np.isnan(trend)]
+    design = np.c_[np.ones(10), np.arange(10) + 1.0]
+    level, slope = np.linalg.pinv(design) @ base[:10]
+    return float(level), float(slope), season
+
+
 def _fit_ets(z: np.ndarray, *, seasonal_period: int | None, trend: bool = True, params=None):
     """Fit statsmodels' ETSModel (additive error); with ``params`` (smoothing parameters of an
     earlier fit of the same model) only run the filter, which is what rolling origins reuse."""
@@ -169,7 +195,15 @@ def _fit_ets(z: np.ndarray, *, seasonal_period: int | None, trend: bool = True, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            model = ETSModel(series, initialization_method="heuristic", **kwargs)
+            level, slope, season = _ets_heuristic_start(z, seasonal_period if seasonal else 0)
+            model = ETSModel(
+                series,
+                initialization_method="known",
+                initial_level=level,
+                initial_trend=slope if trend else None,
+                initial_seasonal=season,
+                **kwargs,
+            )
         except ValueError:  # too short for the heuristic start
             model = ETSModel(series, initialization_method="estimated", **kwargs)
         fitted = None
@@ -218,14 +252,19 @@ class _ETS(_Fitted):
         return _ets_prediction(self, horizon)[1]
 
 
+def _mstl_periods(n: int, periods, period: int) -> tuple[int, ...]:
+    """The seasons MSTL fits on ``n`` points: it silently drops one with fewer than two
+    cycles of data, so they are dropped here too."""
+    kept = tuple(p for p in (periods or (period,)) if n > 2 * p)
+    return kept or (period,)
+
+
 class _MSTLETS(_Fitted):
     def _fit(self):
         from statsmodels.tsa.seasonal import MSTL
 
         z = self.z
-        # MSTL silently drops a season with fewer than two cycles of data: drop it here too.
-        periods = tuple(p for p in (self.periods or (self.period,)) if len(z) > 2 * p)
-        periods = periods or (self.period,)
+        periods = _mstl_periods(len(z), self.periods, self.period)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # two inner STL iterations (statsmodels' robust default) instead of five: about a
@@ -489,7 +528,7 @@ def _fit_method(
     # the same model: plain ETS has one season; MSTL's adjusted series depends on all of them
     same = warm is not None and warm.log == log and warm.period == fitted.period
     if name == "mstl_ets":
-        same = same and warm.periods == fitted.periods
+        same = same and warm.periods == _mstl_periods(len(fitted.y), fitted.periods, period)
     if params is not None and same:
         fitted.extra["warm_params"] = np.asarray(params, dtype="float64")
     return fitted._fit()
