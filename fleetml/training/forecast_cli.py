@@ -437,7 +437,8 @@ def train_forecast(
     for (scope, job), res in zip(jobs, fitted, strict=True):
         key = ForecastBundle.series_key(scope, job.key, job.metric)
         if res["summary"] is not None:
-            choices[key] = {k: res["summary"][k] for k in ("method", "weights", "interval_scales")}
+            stored = ("method", "weights", "interval_scales", "member_params")
+            choices[key] = {k: res["summary"][k] for k in stored}
             summaries[key] = res["summary"]
     for line in _choice_lines(choices):
         click.echo(line, err=True)

@@ -71,10 +71,12 @@ def test_stored_per_level_scales_replay_through_json_and_old_float_scales_still_
         "combo" if method == "combo" else method,
         combo_weights=summary["weights"] if method == "combo" else None,
         interval_scales=summary["interval_scales"],
+        member_params=summary["member_params"],
     ).fit(y)
     np.testing.assert_allclose(
-        replay.predict(12).to_numpy(), model.predict(12).to_numpy(), rtol=1e-3
+        replay.predict(12).to_numpy(), model.predict(12).to_numpy(), rtol=1e-4
     )
+    # (rtol: the summary rounds weights to 4 decimals; re-estimated ETS parameters were 0.3 % off)
     # a bundle written before per-level scales held one factor per method
     old = LoadForecaster("snaive", interval_scales={"snaive": 2.0}, log_transform=False)
     old = old.fit(y).predict(6)

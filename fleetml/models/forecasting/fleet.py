@@ -147,10 +147,12 @@ class SeriesJob:
     weights: dict | None = None
     interval_scales: dict | None = None
     history_cut: bool = False
+    member_params: dict | None = None
 
     @classmethod
     def from_choice(cls, key, metric, series, horizon, choice: dict | None) -> SeriesJob:
-        """A job using a stored choice (``method``, ``weights``, ``interval_scales``)."""
+        """A job using a stored choice (``method``, ``weights``, ``interval_scales`` and, from
+        champions trained since ETS parameters are stored, ``member_params``)."""
         choice = choice or {}
         return cls(
             key,
@@ -160,6 +162,7 @@ class SeriesJob:
             method=choice.get("method", "auto"),
             weights=choice.get("weights"),
             interval_scales=choice.get("interval_scales"),
+            member_params=choice.get("member_params"),
         )
 
 
@@ -184,6 +187,7 @@ def forecast_job(job: SeriesJob) -> dict:
             validation_horizon=validation_horizon(job),
             combo_weights=job.weights,
             interval_scales=job.interval_scales,
+            member_params=job.member_params,
         ).fit(job.series)
         forecast = model.predict(job.horizon)
         return {

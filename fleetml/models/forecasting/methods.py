@@ -509,12 +509,21 @@ _METHOD_CLASSES = {"snaive": _SeasonalNaive, "ets": _ETS, "mstl_ets": _MSTLETS, 
 
 
 def _fit_method(
-    name: str, y, *, period: int, periods=(), log: bool = False, warm: _Fitted | None = None
+    name: str,
+    y,
+    *,
+    period: int,
+    periods=(),
+    log: bool = False,
+    warm: _Fitted | None = None,
+    params=None,
 ) -> _Fitted:
     """Fit one named method on ``y`` (modelling ``log(y)`` when ``log``).
 
     ``warm``: the same method fitted on an earlier part of the series; ETS-based methods then
     reuse its smoothing parameters instead of estimating them again (rolling origins).
+    ``params``: smoothing parameters to use as they are (a stored choice); they are estimated
+    afresh when they do not fit the model.
     """
     cls = _METHOD_CLASSES[name]
     fitted = cls(
@@ -524,14 +533,27 @@ def _fit_method(
         periods=tuple(periods or ()),
         log=log,
     )
-    params = getattr(getattr(warm, "results", None), "params", None)
+    warm_params = getattr(getattr(warm, "results", None), "params", None)
     # the same model: plain ETS has one season; MSTL's adjusted series depends on all of them
     same = warm is not None and warm.log == log and warm.period == fitted.period
     if name == "mstl_ets":
         same = same and warm.periods == _mstl_periods(len(fitted.y), fitted.periods, period)
-    if params is not None and same:
+    if params is not None:
         fitted.extra["warm_params"] = np.asarray(params, dtype="float64")
+    elif warm_params is not None and same:
+        fitted.extra["warm_params"] = np.asarray(warm_params, dtype="float64")
     return fitted._fit()
+
+
+def member_params(model: _Fitted) -> dict[str, list[float]]:
+    """The smoothing parameters of a fitted model's ETS-based members (a single method or a
+    combination's), by method name, as plain lists for JSON."""
+    members = model.extra.get("members") if isinstance(model, _Combo) else [(1.0, model)]
+    return {
+        m.name: [float(v) for v in m.results.params]
+        for _, m in members
+        if isinstance(m.results, ETSResults)
+    }
 
 
 def uses_log(name: str, log: bool, log_methods) -> bool:
@@ -541,12 +563,22 @@ def uses_log(name: str, log: bool, log_methods) -> bool:
 
 
 def _fit_combo(
-    weights: dict[str, float], y, *, period, periods, log, scales, log_methods=None, warm=None
+    weights: dict[str, float],
+    y,
+    *,
+    period,
+    periods,
+    log,
+    scales,
+    log_methods=None,
+    warm=None,
+    params=None,
 ) -> _Fitted:
-    """Fit the weighted members on ``y``; ``warm`` (name -> an earlier fit of that member)
-    lets ETS-based members reuse parameters estimated before instead of estimating again."""
+    """Fit the weighted members on ``y``; ``warm`` (name -> an earlier fit of that member) or
+    ``params`` (name -> stored smoothing parameters) let ETS-based members reuse parameters
+    instead of estimating them again."""
     members = []
-    warm = warm or {}
+    warm, params = warm or {}, params or {}
     for name, w in weights.items():
         member = _fit_method(
             name,
@@ -555,6 +587,7 @@ def _fit_combo(
             periods=periods,
             log=uses_log(name, log, log_methods),
             warm=warm.get(name),
+            params=params.get(name),
         )
         member.scale = scales.get(name, 1.0)
         members.append((float(w), member))

@@ -29,6 +29,7 @@ from fleetml.models.forecasting.methods import (
     _Combo,
     _fit_combo,
     _fit_method,
+    member_params,
     uses_log,
 )
 from fleetml.models.forecasting.series import infer_step, seasonal_periods_for
@@ -101,6 +102,10 @@ class LoadForecaster(BaseEstimator):
         runs the filter over the whole history; ``"estimate"`` estimates them again (about
         five times the cost of a member's refit). Chosen on validation windows of M4 hourly
         training series (``bench/m4.py --validate``; see docs/forecasting.md).
+    member_params : dict or None, default=None
+        Method -> smoothing parameters of ETS-based members for a named method or ``"combo"``
+        (what a trained champion stores, from :meth:`summary`), used as they are instead of
+        being estimated; so a champion replays the model it chose.
     """
 
     def __init__(
@@ -122,6 +127,7 @@ class LoadForecaster(BaseEstimator):
         calibrate_intervals: bool = True,
         min_cycles: int = 2,
         refit: str = "filter",
+        member_params: dict | None = None,
     ):
         self.method = method
         self.candidates = candidates
@@ -139,6 +145,7 @@ class LoadForecaster(BaseEstimator):
         self.calibrate_intervals = calibrate_intervals
         self.min_cycles = min_cycles
         self.refit = refit
+        self.member_params = member_params
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -211,6 +218,7 @@ class LoadForecaster(BaseEstimator):
             scales=member_scales,
             log_methods=self.log_methods,
             warm=warm if self.refit == "filter" else None,
+            params=None if self.method == "auto" else self.member_params,
         )
         self.results_ = self.model_.results
         return self
@@ -403,6 +411,7 @@ class LoadForecaster(BaseEstimator):
             "method": self.method_,
             "weights": {k: round(v, 4) for k, v in self.weights_.items()},
             "interval_scales": {k: _rounded(v) for k, v in self.interval_scales_.items()},
+            "member_params": member_params(self.model_),
             "seasonal_periods": list(self.seasonal_periods_),
             "log_transform": self.log_,
             "validation_origins": self.validation_origins_,
