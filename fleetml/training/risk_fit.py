@@ -67,6 +67,25 @@ def fit_horizon(
     return hm, choice.reason, choice
 
 
+def refit_horizon(
+    hm: HorizonModel, X, y: np.ndarray, pool: np.ndarray, config: RiskTrainConfig, rng
+) -> None:
+    """Refit ``hm``'s classifier on the rows of ``pool`` (its training and validation rows),
+    keeping the calibrator and threshold chosen on validation. All positives are kept and
+    negatives subsampled within the same budget as training (``max_negative_ratio`` per
+    positive, ``max_train_rows`` in all). Done after every horizon's threshold is chosen, so a
+    longer horizon's floor was scored on validation by the model that had not seen it."""
+    positive = pool & (y == 1)
+    n_pos = int(positive.sum())
+    if n_pos < config.min_positives or not (pool & (y == 0)).any():
+        return
+    limit = config.max_train_rows
+    if config.max_negative_ratio:
+        limit = min(limit, int(n_pos * (1 + config.max_negative_ratio)))
+    use = _subsample(pool, y == 1, limit, rng)
+    hm.classifier = config.classifier().fit(X[use], y[use].astype(int))
+
+
 def monotone_floor(models: dict[str, HorizonModel], horizon: str) -> HorizonModel | None:
     """The longest already-fitted horizon shorter than ``horizon`` (its risk is a lower bound)."""
     shorter = [h for h in models if _ms(h) < _ms(horizon)]
@@ -253,6 +272,11 @@ def fit_risk(
             model.horizons[h] = hm
             choices[h] = choice
             importances[h] = _importances(hm, X[va], y[va], columns, config)
+    if config.refit:
+        for h, hm in model.horizons.items():
+            y = labels[h][rows]
+            pool = (train_sets[h][rows] | (sel["val"] & masks[h]["val"][rows])) & ~np.isnan(y)
+            refit_horizon(hm, X, y, pool, config, rng)
     if enf_labels and model.horizons:
         # Enforcement rides on the longest horizon actually trained (a dropped one has no rows).
         longest = max(model.horizons, key=_ms)

@@ -61,6 +61,22 @@ def test_calibrator_makes_inflated_probabilities_honest():
         ProbabilityCalibrator(method="magic").fit([0.1, 0.2], [0, 1])
 
 
+def test_isotonic_calibration_keeps_the_raw_order_inside_its_plateaus():
+    # Raw scores that barely rank on the calibration rows: isotonic regression merges most of
+    # them into a few plateaus. The calibrated risk must still order rows as the raw score does
+    # (ties would throw that order away and lower PR-AUC) while staying a probability.
+    rng = np.random.default_rng(2)
+    raw = rng.uniform(0, 1, 5000)
+    y = (rng.random(5000) < 0.2 + 0.05 * (raw > 0.5)).astype(int)
+    cal = ProbabilityCalibrator(method="isotonic").fit(raw, y)
+    assert len(np.unique(cal.model_.predict(raw))) < 50  # the step function has plateaus
+    new = np.sort(rng.uniform(0, 1, 1000))
+    risk = cal.predict(new)
+    assert (np.diff(risk) > 0).all()
+    assert ((risk >= 0) & (risk <= 1)).all()
+    assert np.abs(risk - np.clip(cal.model_.predict(new), 0, 1)).max() < 1e-5
+
+
 def test_threshold_for_target_precision_and_fallback():
     y = np.array([0, 0, 0, 0, 1, 0, 1, 1, 1, 1])
     p = np.linspace(0.05, 0.95, 10)

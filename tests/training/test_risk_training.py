@@ -114,6 +114,36 @@ def test_fit_risk_learns_precursors_and_stores_thresholds():
     assert (s["at_risk"] == (s["risk"] >= thr)).all()
 
 
+def test_refit_adds_the_validation_rows_but_never_the_test_rows(monkeypatch):
+    # After the calibrator and threshold are chosen, each horizon's classifier is fitted again on
+    # its training and validation rows (the most recent known days); the test period stays out.
+    from fleetml.models.risk import RiskClassifier
+
+    fitted_rows: list[int] = []
+    real_fit = RiskClassifier.fit
+
+    def spy(self, X, y, sample_weight=None):
+        fitted_rows.append(len(X))
+        return real_fit(self, X, y, sample_weight)
+
+    monkeypatch.setattr(RiskClassifier, "fit", spy)
+    frame, events = risk_fleet(n_accounts=4, days=4)
+    faults = events[events["kind"] == "crash"]
+    cfg = RiskTrainConfig(
+        horizons=("3h",), feature_config=FEATURES, max_negative_ratio=0, enforcement=False, **FAST
+    )
+    fit = fit_risk(frame, faults=faults, config=cfg)
+    c = fit.counts["3h"]
+    train_rows = c["train_positives"] + c["train_negatives"]
+    val_rows = c["val_positives"] + c["val_negatives"]
+    assert fitted_rows == [train_rows, train_rows + val_rows]
+    # The held-out figures come from the refitted classifier, which never saw a test row.
+    assert fit.metrics["3h"]["positives"] == c["test_positives"] > 0
+    fitted_rows.clear()
+    fit_risk(frame, faults=faults, config=RiskTrainConfig(**{**cfg.__dict__, "refit": False}))
+    assert fitted_rows == [train_rows]
+
+
 def test_calibration_turns_subsampled_training_odds_into_held_out_frequencies():
     # Rare faults and one negative kept per positive: the classifier alone sees a 50 % fault
     # rate and overstates held-out risk about threefold (ECE ~0.15). Calibration on the (not
