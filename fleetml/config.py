@@ -154,12 +154,12 @@ class Settings(BaseSettings):
     )
     envelope_window_s: float = Field(default=3600.0, gt=0)
     decision_fail_after_ticks: int = Field(
-        default=1,
+        default=2,
         ge=1,
         le=100,
         description="A technical fault takes an account out of rotation once its health probe "
         "has failed this many ticks in a row (its weight is 0 from the first failing tick). "
-        "1 fails over at once; 2 lets a one-tick blip pass without a failover.",
+        "1 fails over at once; 2 (the default) lets a one-tick blip pass without a failover.",
     )
     quality_hold_s: float = Field(
         default=6 * 3600.0,

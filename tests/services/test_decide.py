@@ -51,7 +51,9 @@ def fleet(engine):
 
 
 def settings_for(settings, mode: str):
-    return settings.model_copy(update={"decision_mode": mode})
+    """``mode``, failing over at the first failing tick (the mechanics these tests check; the
+    shipped default waits for a second one, see the fail_after_ticks tests)."""
+    return settings.model_copy(update={"decision_mode": mode, "decision_fail_after_ticks": 1})
 
 
 def event(engine, account: str, kind: str, ts: int) -> None:
@@ -219,5 +221,7 @@ def test_fail_after_ticks_is_a_validated_setting(tmp_path):
     from fleetml.config import Settings
 
     assert Settings(home=tmp_path, decision_fail_after_ticks=3).decision_fail_after_ticks == 3
+    # the default debounces one failing tick (a crash that restarts within the tick)
+    assert Settings(home=tmp_path).decision_fail_after_ticks == 2
     with pytest.raises(ValidationError, match="decision_fail_after_ticks"):
         Settings(home=tmp_path, decision_fail_after_ticks=0)
