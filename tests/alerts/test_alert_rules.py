@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pandas as pd
 from alertdata import NOW, anomaly, predictions, risk
@@ -77,6 +75,11 @@ def test_silence_matchers_time_window_and_deletion():
 
 
 def test_quiet_tick_over_ten_thousand_accounts_is_cheap(sqlite_settings):
+    """A tick where nothing changes reads the open alerts in a few statements and writes
+    nothing, however many accounts there are (its speed is measured by bench/alerts.py, not
+    here: a timed test fails on a loaded machine)."""
+    import sqlalchemy as sa
+
     from fleetml.services.alerts import evaluate_alerts
     from fleetml.store.engine import dispose_engines, get_engine
     from fleetml.store.migrate import upgrade
@@ -106,15 +109,23 @@ def test_quiet_tick_over_ten_thousand_accounts_is_cheap(sqlite_settings):
     try:
         first = evaluate_alerts(engine, sqlite_settings, frame, now_ms=NOW, groups=groups)
         assert first.opened == 5
-        timings = []
-        for tick in range(1, 4):  # the best of three: other processes share these two cores
-            start = time.perf_counter()
-            again = evaluate_alerts(
-                engine, sqlite_settings, frame, now_ms=NOW + tick * 60_000, groups=groups
-            )
-            timings.append(time.perf_counter() - start)
-            assert (again.opened, again.resolved, again.notified) == (0, 0, 0)
-        elapsed = min(timings)
+        statements: list[str] = []
+
+        def count(conn, cursor, statement, parameters, context, executemany):
+            statements.append(statement.split(None, 1)[0].upper())
+
+        sa.event.listen(engine, "before_cursor_execute", count)
+        try:
+            for tick in range(1, 3):
+                again = evaluate_alerts(
+                    engine, sqlite_settings, frame, now_ms=NOW + tick * 60_000, groups=groups
+                )
+                assert (again.opened, again.resolved, again.notified) == (0, 0, 0)
+        finally:
+            sa.event.remove(engine, "before_cursor_execute", count)
     finally:
         dispose_engines()
-    assert elapsed < 0.3, f"a quiet tick over {n} accounts took {elapsed:.3f} s"
+    # two quiet ticks: nothing opened or deleted, a few batched statements each (the open
+    # alerts' last-seen stamp is one UPDATE), not one per account
+    assert not {"INSERT", "DELETE"} & set(statements), statements
+    assert statements.count("UPDATE") <= 2 and len(statements) <= 10, statements
