@@ -116,6 +116,7 @@ class FleetmlPolicy:
         self._judged: list[dict] = []  # outcomes ready for the decision record
         self.stats: dict[str, dict] = {}  # per group: tp, fp, fn of failover decisions
         self._recorded_weights: dict[str, float] = {}
+        self._tick_ms: int | None = None  # the tick being decided
         self.last_weights: pd.DataFrame | None = None
         # (ts_ms, queue depth per account) of the latest tick and of the one before it
         self._queue_seen: tuple[int, pd.Series] | None = None
@@ -201,6 +202,7 @@ class FleetmlPolicy:
         ids = fleet.ids
         n = len(ids)
         now = int(obs.ts_ms)
+        self._tick_ms = now
         groups = fleet.accounts["group"].to_numpy()
         is_master = fleet.is_master
         cap = fleet.accounts["capacity"].to_numpy(dtype=float)
@@ -307,11 +309,15 @@ class FleetmlPolicy:
             if restriction:
                 # lifted: reported by the runtime, or the observed state cleared (a step later,
                 # so the restriction that opened the hold has shown up in the state)
-                over = a in lifted or (not enforced[i] and now - since >= obs.step_s * 1000)
+                # (timed from the tick that opened the hold: the restriction may be older, e.g.
+                # one that stood before the worker's first tick)
+                seen = self._acc[a].get("held_seen", since)
+                over = a in lifted or (not enforced[i] and now - seen >= obs.step_s * 1000)
             else:
                 over = now - since >= st.quality_hold_s * 1000
             if over:
                 self._acc[a]["held"] = None
+                self._acc[a].pop("held_seen", None)
                 record(
                     Decision(
                         kind=ActionKind.RESUME.value,
@@ -662,6 +668,7 @@ class FleetmlPolicy:
         already = s["held"] is not None
         s["held"] = (kind if not already or kind in ENFORCEMENT_LABELS else s["held"][0], ts)
         if not already:
+            s["held_seen"] = ts if self._tick_ms is None else self._tick_ms
             record(
                 Decision(
                     kind=ActionKind.HOLD.value,

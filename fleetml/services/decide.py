@@ -37,6 +37,7 @@ from fleetml.decisions.contracts import (
     empty_events,
 )
 from fleetml.decisions.policy import FleetmlPolicy, PolicySettings
+from fleetml.vocab import ENFORCEMENT_KINDS, ENFORCEMENT_LABELS
 
 log = logging.getLogger("fleetml.decide")
 
@@ -100,12 +101,15 @@ class DecisionLoop:
     def _events(self, now_ms: int) -> pd.DataFrame:
         from fleetml.store.events import read_events
 
+        first = self._events_until is None
         start = (self._events_until or now_ms - _EVENT_OVERLAP_MS) - _EVENT_OVERLAP_MS
         ev = read_events(
             self.engine,
             start=pd.Timestamp(start + 1, unit="ms", tz="UTC"),
             end=pd.Timestamp(now_ms, unit="ms", tz="UTC"),
         )
+        if first:
+            ev = pd.concat([self._standing_enforcement(start), ev], ignore_index=True)
         self._events_until = now_ms
         if not len(ev):
             return empty_events()
@@ -125,6 +129,28 @@ class DecisionLoop:
             }
         )
         return out[fresh].reset_index(drop=True)
+
+    def _standing_enforcement(self, before_ms: int) -> pd.DataFrame:
+        """Enforcement still in force at ``before_ms`` (the first tick's event window starts
+        there): per account its newest restriction or ban with no ``restriction_lifted`` after
+        it, and a quality drop younger than the quality hold. A worker starting on a store whose
+        numbers were restricted before it ran (a first start, a long outage) would otherwise
+        see them as healthy and could fail one over: routing around the platform's limit."""
+        from fleetml.store.events import read_events
+
+        kinds = [*ENFORCEMENT_KINDS, "restriction_lifted"]
+        ev = read_events(self.engine, kinds=kinds, end=pd.Timestamp(before_ms, unit="ms", tz="UTC"))
+        if not len(ev):
+            return ev
+        ts = pd.to_datetime(ev["ts"], utc=True).dt.as_unit("ms").astype("int64")
+        kind = ev["kind"].astype(str)
+        lasting = ev[kind.isin(ENFORCEMENT_LABELS) | (kind == "restriction_lifted")]
+        newest = lasting.groupby(lasting["account_id"].astype(str), sort=False).tail(1)
+        standing = newest[newest["kind"].astype(str).isin(ENFORCEMENT_LABELS)]
+        quality_from = before_ms - int(self.settings.quality_hold_s * 1000)
+        quality = ev[(kind == "quality_drop") & (ts >= quality_from)]
+        quality = quality.groupby(quality["account_id"].astype(str), sort=False).tail(1)
+        return pd.concat([standing, quality]).sort_values("ts", kind="stable")
 
     def _latest(self, scorer, fleet: Fleet) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
         """Newest gauge values and counter rates per account from the scorer's window, and the

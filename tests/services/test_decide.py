@@ -159,6 +159,24 @@ def test_enforcement_in_the_service_holds_and_never_fails_over(settings, engine,
     }
 
 
+@pytest.mark.parametrize("kind", ["restricted", "banned"])
+def test_enforcement_from_before_the_first_tick_still_holds(settings, engine, fleet, kind):
+    """A number restricted or banned hours before the worker's first tick (a first start, an
+    outage) is held, and a later fault never fails it over; a lifted restriction is not."""
+    from fleetml.services.tick import LiveLoop
+
+    now = T0 + 60 * MIN
+    event(engine, "m-g0", kind, T0)  # an hour before the first tick, outside its event window
+    event(engine, "m-g1", "restricted", T0)
+    event(engine, "m-g1", "restriction_lifted", T0 + 10 * MIN)
+    event(engine, "m-g0", "crash", now - 30_000)
+    event(engine, "m-g1", "crash", now - 30_000)
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
+    kinds = {(a["account_id"], a["kind"]) for a in table(engine, "actions")}
+    assert ("m-g0", "hold") in kinds and ("m-g0", "failover") not in kinds
+    assert ("m-g1", "failover") in kinds and ("m-g1", "hold") not in kinds
+
+
 def test_the_runtimes_up_gauge_is_its_health_probe(settings, engine, fleet):
     from fleetml.services.tick import LiveLoop
     from fleetml.store.accounts import account_pks
