@@ -667,7 +667,9 @@ class FleetmlPolicy:
         s = self._state(a)
         already = s["held"] is not None
         s["held"] = (kind if not already or kind in ENFORCEMENT_LABELS else s["held"][0], ts)
-        if not already:
+        if not already or kind in ENFORCEMENT_LABELS:
+            # a restriction (also one that turns a quality hold into a restriction hold) is
+            # judged lifted from the tick it was seen on
             s["held_seen"] = ts if self._tick_ms is None else self._tick_ms
             record(
                 Decision(

@@ -177,6 +177,25 @@ def test_enforcement_from_before_the_first_tick_still_holds(settings, engine, fl
     assert ("m-g1", "failover") in kinds and ("m-g1", "hold") not in kinds
 
 
+def test_a_restriction_after_a_quality_hold_keeps_the_hold(settings, engine, fleet):
+    """A quality drop holds the number; a restriction a tick later turns the hold into a
+    restriction hold (not a resume), so a crash after it never fails the number over."""
+    from fleetml.services.tick import LiveLoop
+
+    loop = LiveLoop(engine, settings_for(settings, "auto"))
+    now = T0 + 60 * MIN
+    event(engine, "m-g0", "quality_drop", now - 30_000)
+    loop.run(now_ms=now)
+    event(engine, "m-g0", "restricted", now + MIN - 30_000)
+    event(engine, "m-g0", "crash", now + MIN - 20_000)
+    loop.run(now_ms=now + MIN)
+    event(engine, "m-g0", "crash", now + 2 * MIN - 20_000)
+    loop.run(now_ms=now + 2 * MIN)
+    kinds = [(a["account_id"], a["kind"]) for a in table(engine, "actions")]
+    assert ("m-g0", "hold") in kinds
+    assert ("m-g0", "resume") not in kinds and ("m-g0", "failover") not in kinds
+
+
 def test_the_runtimes_up_gauge_is_its_health_probe(settings, engine, fleet):
     from fleetml.services.tick import LiveLoop
     from fleetml.store.accounts import account_pks
