@@ -66,21 +66,6 @@ class StepResult:
     done: bool
 
 
-@dataclass
-class _Totals:
-    demand: float = 0.0
-    delivered: float = 0.0
-    failed: float = 0.0
-    expired: float = 0.0
-    misrouted: float = 0.0  # sent to an account that was down at the time
-    enforced_held: float = 0.0  # routed to a restricted/banned account (pinned share)
-    violations: int = 0
-    #: ``failed`` split by where the message was lost (see :data:`FAILURE_CAUSES`)
-    failed_by_cause: dict = field(default_factory=lambda: dict.fromkeys(FAILURE_CAUSES, 0.0))
-    latency_hist: np.ndarray = field(default_factory=lambda: np.zeros(_N_BINS + 2))
-    latency95_hist: np.ndarray = field(default_factory=lambda: np.zeros(_N_BINS + 2))
-
-
 #: Where a failed message was lost, in the order an account's state is tested:
 #: ``enforcement_hold``: on a restricted/banned number or one a policy holds for enforcement (its
 #: share stays on it by rule, so no routing can save these); ``down``: on a number down for a
@@ -97,6 +82,22 @@ FAILURE_CAUSES = (
     "send_error",
     "unroutable",
 )
+
+
+@dataclass
+class _Totals:
+    demand: float = 0.0
+    delivered: float = 0.0
+    failed: float = 0.0
+    expired: float = 0.0
+    misrouted: float = 0.0  # sent to an account that was down at the time
+    enforced_held: float = 0.0  # routed to a restricted/banned account (pinned share)
+    violations: int = 0
+    #: ``failed`` split by where the message was lost (see :data:`FAILURE_CAUSES`)
+    failed_by_cause: dict = field(default_factory=lambda: dict.fromkeys(FAILURE_CAUSES, 0.0))
+    latency_hist: np.ndarray = field(default_factory=lambda: np.zeros(_N_BINS + 2))
+    latency95_hist: np.ndarray = field(default_factory=lambda: np.zeros(_N_BINS + 2))
+
 
 _N_BINS = 240
 _LAT_EDGES = np.geomspace(10.0, 3.6e6, _N_BINS + 1)
