@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -80,6 +80,26 @@ class Settings(BaseSettings):
     )
     prediction_retention_s: float = Field(
         default=7 * 86400.0, gt=0, description="How long prediction history and job runs are kept."
+    )
+    history_retention_s: float = Field(
+        default=90 * 86400.0,
+        gt=0,
+        description="How long metric samples and events are kept (against the fleet's clock). "
+        "Enforcement events (restricted, banned, quality_drop, restriction_lifted) are kept "
+        "for good: a ban stays known however old it is. At least retrain_history_s.",
+    )
+    retrain_history_s: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="The nightly retrain trains on this much recent history (its --from), so "
+        "its time and memory stay bounded as the store grows.",
+    )
+    decision_retention_s: float = Field(
+        default=180 * 86400.0,
+        gt=0,
+        description="How long decisions that published no action (weight changes, shadow "
+        "decisions) and settled recommendations are kept. Decisions behind an action are "
+        "kept with the action.",
     )
     stale_after_s: float = Field(
         default=600.0,
@@ -187,6 +207,17 @@ class Settings(BaseSettings):
         description="URLs that receive every new pending action as JSON, once per URL "
         "(JSON list in env).",
     )
+
+    @model_validator(mode="after")
+    def _retrain_within_history(self) -> Settings:
+        if self.retrain_history_s > self.history_retention_s:
+            raise ValueError(
+                f"retrain_history_s ({self.retrain_history_s:g} s) is longer than "
+                f"history_retention_s ({self.history_retention_s:g} s): the nightly retrain "
+                "would ask for history that retention deletes; raise "
+                "FLEETML_HISTORY_RETENTION_S or lower FLEETML_RETRAIN_HISTORY_S"
+            )
+        return self
 
     @property
     def home_path(self) -> Path:

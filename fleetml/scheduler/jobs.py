@@ -7,8 +7,9 @@ reporting counts, or any exception to fail. The jobs call the library and hold n
 - ``score``: one cycle of :class:`fleetml.services.tick.LiveLoop` (one loop per worker, so
   per-account state survives between ticks);
 - ``forecast``: :func:`fleetml.services.forecasting.refresh_forecasts`;
-- ``retrain``: ``fleetml train anomaly`` then ``fleetml train risk`` in subprocesses (the
-  scheduler never imports :mod:`fleetml.training`; the training CLI applies the promotion gate);
+- ``retrain``: ``fleetml train anomaly`` then ``fleetml train risk`` in subprocesses on the last
+  ``retrain_history_s`` of history (the scheduler never imports :mod:`fleetml.training`; the
+  training CLI applies the promotion gate);
 - ``retention``: :func:`fleetml.services.retention.apply_retention`;
 - ``recommend``: :func:`fleetml.services.recommend.refresh_recommendations` (a failed generator
   fails the run, with the counts of the others).
@@ -27,6 +28,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -114,9 +116,10 @@ def recommend_job(engine: Engine, settings: Settings) -> dict:
     return raise_for_errors(refresh_recommendations(engine, settings))
 
 
-def train_command(settings: Settings, family: str) -> list[str]:
-    """The command line that trains ``family`` for the store of ``settings``."""
-    return [
+def train_command(settings: Settings, family: str, since_ms: int | None = None) -> list[str]:
+    """The command line that trains ``family`` for the store of ``settings`` (on samples from
+    ``since_ms`` on, when given)."""
+    argv = [
         sys.executable,
         "-m",
         "fleetml.cli",
@@ -125,16 +128,30 @@ def train_command(settings: Settings, family: str) -> list[str]:
         "train",
         family,
     ]
+    if since_ms is not None:
+        argv += ["--from", datetime.fromtimestamp(since_ms / 1000, tz=UTC).isoformat()]
+    return argv
+
+
+def retrain_job(engine: Engine, settings: Settings) -> dict:
+    """The ``retrain`` job: retrain every family on the last ``retrain_history_s`` of the
+    fleet's time, so a store that grows for months does not make the nightly run grow with it."""
+    from fleetml.services.clock import fleet_now
+
+    since = fleet_now(engine, settings) - int(settings.retrain_history_s * 1000)
+    return retrain(settings, since_ms=since)
 
 
 def retrain(
     settings: Settings,
     *,
     families: Sequence[str] = RETRAIN_FAMILIES,
-    command: Callable[[Settings, str], list[str]] = train_command,
+    command: Callable[[Settings, str, int | None], list[str]] = train_command,
     timeout_s: float | None = None,
+    since_ms: int | None = None,
 ) -> dict:
-    """Train each family in its own process, one after the other; return what each printed.
+    """Train each family in its own process, one after the other, on samples from ``since_ms``
+    on (all of them when None); return what each printed.
 
     The counts hold, per family, the exit code and the last JSON line the command printed (the
     training CLI's result, including whether the promotion gate promoted the new version). A
@@ -144,7 +161,7 @@ def retrain(
     counts: dict[str, dict] = {}
     failures: list[str] = []
     for family in families:
-        argv = command(settings, family)
+        argv = command(settings, family, since_ms)
         log.info("retrain: running %s", " ".join(argv))
         started = time.monotonic()
         try:
@@ -200,7 +217,7 @@ def default_jobs(settings: Settings, engine: Engine, *, notifier=None) -> dict[s
     return {
         "score": ScoreJob(engine, settings, notifier),
         "forecast": lambda: forecast_job(engine, settings),
-        "retrain": lambda: retrain(settings),
+        "retrain": lambda: retrain_job(engine, settings),
         "retention": lambda: retention_job(engine, settings),
         "recommend": lambda: recommend_job(engine, settings),
     }

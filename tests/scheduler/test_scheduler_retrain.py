@@ -18,7 +18,7 @@ _FAKE = (
 
 
 def _fake(codes: dict[str, int]):
-    def command(settings, family):
+    def command(settings, family, since_ms=None):
         return [sys.executable, "-c", _FAKE, family, str(codes[family])]
 
     return command
@@ -57,3 +57,31 @@ def test_last_json_line_skips_noise():
     text = 'progress 10%\n{"not json\n{"version": 4}\ndone\n'
     assert last_json_line(text) == {"version": 4}
     assert last_json_line("") is None
+
+
+def test_the_nightly_retrain_reads_only_the_recent_history(sqlite_settings):
+    argv = train_command(sqlite_settings, "anomaly", 1_800_000_000_000)
+    assert argv[-4:] == ["train", "anomaly", "--from", "2027-01-15T08:00:00+00:00"]
+
+
+def test_the_retrain_job_starts_retrain_history_before_the_fleets_clock(
+    sqlite_settings, monkeypatch
+):
+    from fleetml.scheduler import jobs
+    from fleetml.services import clock
+
+    seen = {}
+    monkeypatch.setattr(clock, "fleet_now", lambda engine, settings: 1_800_000_000_000)
+    monkeypatch.setattr(jobs, "retrain", lambda settings, since_ms: seen.setdefault("s", since_ms))
+    settings = sqlite_settings.model_copy(update={"retrain_history_s": 86400.0})
+
+    jobs.retrain_job(None, settings)
+
+    assert seen["s"] == 1_800_000_000_000 - 86_400_000
+
+
+def test_retrain_history_longer_than_retention_is_refused():
+    from fleetml.config import Settings
+
+    with pytest.raises(ValueError, match="history_retention_s"):
+        Settings(retrain_history_s=100 * 86400.0, history_retention_s=90 * 86400.0)
