@@ -69,10 +69,16 @@ def test_once_retention_runs_the_real_job(migrated):
     assert run["job"] == "retention" and run["outcome"] == "ok"
     assert set(run["counts"]) == {
         "cutoff_ms",
+        "history_cutoff_ms",
+        "decision_cutoff_ms",
         "prediction_history",
         "forecast_history",
         "job_runs",
         "notifications",
+        "samples",
+        "events",
+        "decisions",
+        "recommendations",
     }
 
 
