@@ -13,6 +13,7 @@ from fleetml.features.history import history_matrix
 from fleetml.features.layout import Layout, ts_to_ms
 from fleetml.features.peers import peer_z
 from fleetml.features.seasonal import SeasonalLags
+from fleetml.features.trends import cusum_values, stats_config, trend_names, trend_values
 from fleetml.features.windows import WindowStats, rate_of_change, window_ratios
 from fleetml.vocab import RESERVED_COLUMNS, default_metric_kind
 
@@ -62,6 +63,7 @@ def _metric_feature_names(config: FeatureConfig, *, peers: bool) -> list[str]:
     names += [f"slope_{w}" for w in config.slope_windows]
     names += [f"z_{w}" for w in config.z_windows]
     names += [f"roc_{w}" for w in config.roc_windows]
+    names += trend_names(config)
     if config.seasonal:
         names.append("seasonal_resid")
     if peers:
@@ -110,18 +112,21 @@ def _account_block(
     stats = WindowStats(layout, rows)
     roc_pos = {w: layout.at_or_before(window_ms(w), rows) for w in config.roc_windows}
     seasonal = SeasonalLags(layout, config, rows) if config.seasonal else None
+    wanted = stats_config(config)  # plus the windows the trend pairs read
     for i, m in enumerate(metrics):
         level = levels[m]
         cols = {"value": stats.at(level)}
         cols.update(
             stats.compute(
                 level,
-                mean_windows=config.mean_windows,
-                std_windows=config.std_windows,
+                mean_windows=wanted.mean_windows,
+                std_windows=wanted.std_windows,
                 slope_windows=config.slope_windows,
                 z_windows=config.z_windows,
             )
         )
+        cols.update(trend_values(cols, config))
+        cols.update(cusum_values(level, layout, config, rows))
         for w, pos in roc_pos.items():
             cols[f"roc_{w}"] = rate_of_change(level, layout, window_ms(w), pos, rows)
         if seasonal is not None:

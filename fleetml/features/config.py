@@ -50,12 +50,28 @@ class FeatureConfig:
     peers, peer_bucket, peer_min_accounts
         Robust z-score of the account's level against the median of its group at the same
         (bucketed) time; ``peer_bucket=None`` infers the sampling step from the data.
+    trend_pairs
+        Slow-trend features for precursors that build over a day or more (memory leaks, session
+        decay): for each ``(fast, slow)`` pair, ``<metric>__trend_<fast>_<slow>`` is
+        ``(mean_fast - mean_slow) / std_slow``, a moving-average crossover in units of the slow
+        window's spread (:mod:`fleetml.features.trends`). Off by default (see ``docs/risk.md``
+        for what it did on the validation fleets).
+    cusum_windows, cusum_reference, cusum_k
+        One-sided CUSUMs over each window: every sample's level is standardised against the
+        trailing ``cusum_reference`` window at that sample, ``k`` is subtracted (``+z - k`` for
+        ``<metric>__cusum_up_<w>``, ``-z - k`` for ``cusum_down_<w>``) and the largest sum over a
+        suffix of ``(t - w, t]`` (0 when none is positive) is the feature: a drift of a fraction
+        of a standard deviation sustained for hours adds up where one spike does not. Off by
+        default.
     fault_history, history_windows
         Event-history features (:mod:`fleetml.features.history`): hours since the account's
         last technical fault and enforcement event, its fault count over each history window and
         its group's over the shortest. Built only when the caller passes events (risk training
         and scoring do); the longest window bounds how far back events are read. Chosen on the
         validation period of ``bench/risk_sim.py`` (24 h PR-AUC 0.28 -> 0.35 on validation).
+    group_windows
+        Faults of the other accounts of the account's group over each window
+        (``fault_history__group_others_<w>``; needs groups and events). Off by default.
     chunk_rows
         Per-account features are built over chunks of whole accounts of about this many rows
         (bounded temporary memory; the result does not depend on it).
@@ -80,8 +96,13 @@ class FeatureConfig:
     peers: bool = True
     peer_bucket: str | None = None
     peer_min_accounts: int = 2
+    trend_pairs: tuple[tuple[str, str], ...] = ()
+    cusum_windows: tuple[str, ...] = ()
+    cusum_reference: str = "24h"
+    cusum_k: float = 0.5
     fault_history: bool = True
     history_windows: tuple[str, ...] = ("24h", "7D")
+    group_windows: tuple[str, ...] = ()
     n_jobs: int | None = 1
     dask_address: str | None = None
     parallel_min_rows: int = 2_000_000
@@ -94,6 +115,7 @@ class FeatureConfig:
         all_w = set(self.mean_windows) | set(self.std_windows) | set(self.slope_windows)
         all_w |= set(self.z_windows)
         all_w |= set(self.roc_windows) | set(self.ratio_windows)
+        all_w |= {w for pair in self.trend_pairs for w in pair}
         return tuple(sorted(all_w, key=window_ms))
 
     def lookback_ms(self) -> int:
@@ -105,13 +127,19 @@ class FeatureConfig:
             day = DAY_MS
             seasonal = max(self.seasonal_days * day, self.seasonal_weeks * 7 * day)
             seasonal += window_ms(self.seasonal_tolerance) if self.seasonal_tolerance else DAY_MS
-        history = max([window_ms(w) for w in self.history_windows] or [0])
-        return max(longest, roc, seasonal, history if self.fault_history else 0)
+        history = max([window_ms(w) for w in self.history_windows + self.group_windows] or [0])
+        cusum = 0
+        if self.cusum_windows:
+            # every sample of the CUSUM window is standardised against its own reference window
+            cusum = max(window_ms(w) for w in self.cusum_windows)
+            cusum += window_ms(self.cusum_reference)
+        return max(longest, roc, seasonal, cusum, history if self.fault_history else 0)
 
     def to_dict(self) -> dict:
         """Plain JSON-able form (stored with models so scoring rebuilds the same features)."""
         out = asdict(self)
         out["ratios"] = [list(p) for p in self.ratios]
+        out["trend_pairs"] = [list(p) for p in self.trend_pairs]
         return out
 
     @classmethod
@@ -125,11 +153,15 @@ class FeatureConfig:
             "roc_windows",
             "ratio_windows",
             "history_windows",
+            "cusum_windows",
+            "group_windows",
         ):
             if key in data:
                 data[key] = tuple(data[key])
         if "ratios" in data:
             data["ratios"] = tuple(tuple(p) for p in data["ratios"])
+        if "trend_pairs" in data:
+            data["trend_pairs"] = tuple(tuple(p) for p in data["trend_pairs"])
         return cls(**data)
 
 

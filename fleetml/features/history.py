@@ -14,6 +14,10 @@ Columns (prefix ``fault_history`` / ``enforcement_history``, so
 * ``fault_history__count_<w>``: the account's faults in ``(t - w, t]`` for each history window;
 * ``fault_history__group_count_<w>``: faults of any account of the same group in ``(t - w, t]``
   (shortest history window; built only when groups are given);
+* ``fault_history__group_others_<w>``: faults of the *other* accounts of the group in
+  ``(t - w, t]`` for each of ``FeatureConfig.group_windows`` (off by default; built only when
+  groups are given): a master's fault moves its traffic onto its servants within minutes, so a
+  short window tells a servant its group has just lost capacity;
 * ``enforcement_history__hours_since``: hours since the account's last restriction or ban
   (:data:`fleetml.vocab.ENFORCEMENT_LABELS`, the enforcement events training reads; a quality
   drop passed in is ignored, so serving may pass every enforcement kind), NaN when none within
@@ -50,6 +54,8 @@ def history_columns(config: FeatureConfig, *, groups: bool) -> list[str]:
     cols += [f"{FAULT_PREFIX}{_SEP}count_{w}" for w in config.history_windows]
     if groups and config.history_windows:
         cols.append(f"{FAULT_PREFIX}{_SEP}group_count_{config.history_windows[0]}")
+    if groups:
+        cols += [f"{FAULT_PREFIX}{_SEP}group_others_{w}" for w in config.group_windows]
     cols.append(f"{ENFORCEMENT_PREFIX}{_SEP}hours_since")
     return cols
 
@@ -58,7 +64,7 @@ def history_lookback_ms(config: FeatureConfig) -> int:
     """How far back the events must reach for these features (the longest history window)."""
     if not config.fault_history:
         return 0
-    return max([window_ms(w) for w in config.history_windows] or [0])
+    return max([window_ms(w) for w in config.history_windows + config.group_windows] or [0])
 
 
 def _events_ms(events: pd.DataFrame | None, kinds: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -156,14 +162,20 @@ def history_matrix(
     for w in config.history_windows:
         out[:, j] = faults.count(code, rkey, window_ms(w))
         j += 1
-    if groups and config.history_windows:
+    if groups and (config.history_windows or config.group_windows):
         row_group = _group_of(account_id, groups)
         ev_group = _group_of(f_acc.astype(str), groups)
         g_keys = np.unique(np.concatenate([row_group, ev_group]))
         g_line = _Timeline(f_ts, ev_group, g_keys, base)
         g_code, g_rkey = g_line.row_keys(ts_ms, row_group)
-        out[:, j] = g_line.count(g_code, g_rkey, window_ms(config.history_windows[0]))
-        j += 1
+        if config.history_windows:
+            out[:, j] = g_line.count(g_code, g_rkey, window_ms(config.history_windows[0]))
+            j += 1
+        for w in config.group_windows:
+            # the group's faults less the account's own: what its peers went through
+            w_ms = window_ms(w)
+            out[:, j] = g_line.count(g_code, g_rkey, w_ms) - faults.count(code, rkey, w_ms)
+            j += 1
     enforcement = _Timeline(e_ts, e_acc.astype(str), keys, base)
     out[:, j] = enforcement.since_ms(code, rkey, cap) / _HOUR_MS
     return cols, out

@@ -40,7 +40,8 @@ import pandas as pd
 from fleetml.features.config import FeatureConfig
 from fleetml.features.config import window_ms as _window_ms
 from fleetml.features.counters import MINUTE_MS, counter_increase_between
-from fleetml.features.layout import DAY_MS, HOUR_MS, ts_to_ms
+from fleetml.features.layout import DAY_MS, HOUR_MS, Layout, ts_to_ms
+from fleetml.features.trends import cusum_values, stats_config, trend_values
 from fleetml.vocab import default_metric_kind
 
 #: Rows probed one by one before a backward search for a counter's previous sample falls back to
@@ -678,18 +679,26 @@ def latest_matrix(
             step_cache.append(step)
         return step_cache[0]
 
+    stats_cfg = stats_config(config)  # plus the windows the trend pairs read
     stat_windows = list(
-        config.mean_windows + config.std_windows + config.slope_windows + config.z_windows
+        stats_cfg.mean_windows + stats_cfg.std_windows + config.slope_windows + config.z_windows
     )
     ratio_windows = list(config.ratio_windows) if ratio_pairs else []
+    # A CUSUM sums standardised values over its window, each against its own reference window.
+    cusum_reach = [window_ms(w) + window_ms(config.cusum_reference) for w in config.cusum_windows]
     reach = max(
         [window_ms(w) for w in stat_windows + ratio_windows]
         + [4 * window_ms(w) for w in config.roc_windows]
+        + cusum_reach
         + [0]
     )
     tail = _Tail.build(acc, acc.ts_search(acc.now - reach, right=False))
     win = _Windows(acc, tail, stat_windows + ratio_windows)
     last_flat = tail.last
+    tail_layout = None
+    if config.cusum_windows:
+        # The batch CUSUM over the tails laid end to end: every row it reads is in the tail.
+        tail_layout = Layout.build(acc.ts_ms[tail.rows], tail.seg, config.lookback_ms())
 
     if config.seasonal:
         lag_rows, n_daily = _seasonal_lags(acc, config, step_ms)
@@ -710,7 +719,10 @@ def latest_matrix(
         levels[m] = level
         cur = level[last_flat]
         cols = {"value": cur}
-        cols.update(_level_stats(level, tail, win, config, cur))
+        cols.update(_level_stats(level, tail, win, stats_cfg, cur))
+        cols.update(trend_values(cols, config))
+        if tail_layout is not None:
+            cols.update(cusum_values(level, tail_layout, config, last_flat))
         for w in config.roc_windows:
             cols[f"roc_{w}"] = _rate_of_change(level, acc, tail, w)
         if config.seasonal:

@@ -42,10 +42,14 @@ def tail_reach_ms(config: FeatureConfig) -> int:
         + list(config.slope_windows)
         + list(config.z_windows)
         + list(config.ratio_windows)
+        + [w for pair in config.trend_pairs for w in pair]
     )
     reach = max([window_ms(w) for w in windows] + [0])
     roc = max([4 * window_ms(w) for w in config.roc_windows] + [0])
-    return max(reach, roc)
+    # a CUSUM standardises each sample of its window against the reference window before it
+    ref = window_ms(config.cusum_reference) if config.cusum_windows else 0
+    cusum = max([window_ms(w) + ref for w in config.cusum_windows] + [0])
+    return max(reach, roc, cusum)
 
 
 class RawWindow:

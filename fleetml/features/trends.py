@@ -1,0 +1,111 @@
+"""Slow-trend and change-point features: moving-average crossovers and one-sided CUSUMs.
+
+Some failures build over a day or more (a memory leak, a session that decays): the level moves
+by a fraction of its usual spread per hour, which a one-hour slope or a z-score of the current
+value barely sees. Two families, both off by default (:class:`FeatureConfig` ``trend_pairs`` and
+``cusum_windows``):
+
+* ``<metric>__trend_<fast>_<slow>``: ``(mean_fast - mean_slow) / std_slow``, the difference of a
+  fast and a slow moving average in units of the slow window's spread. Boxcar averages rather
+  than exponential ones: they are exact window sums, so the serving path
+  (:mod:`fleetml.features.latest`) equals the batch build without replaying the whole history.
+* ``<metric>__cusum_up_<w>`` and ``__cusum_down_<w>``: each sample's level is standardised
+  against the trailing ``cusum_reference`` window *at that sample*,
+  ``z_u = (level_u - mean_ref(u)) / std_ref(u)``; the feature is the one-sided CUSUM
+  ``max(0, max over s in (t - w, t] of sum_{u = s..t} (+-z_u - k))``, i.e. the classic
+  ``S_t = max(0, S_{t-1} + z_t - k)`` restarted at the window's start. Samples without a
+  standardised value (a flat reference window, a missing level) add nothing; NaN when the
+  window holds none.
+
+Every value at ``t`` uses samples at or before ``t`` only, and everything is one vectorised
+pass over the frame-wide time key (:mod:`fleetml.features.layout`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+
+from fleetml.features.config import FeatureConfig, window_ms
+from fleetml.features.layout import Layout
+from fleetml.features.windows import WindowStats
+
+
+def trend_names(config: FeatureConfig) -> list[str]:
+    """Per-metric feature names of the trend and CUSUM families, in column order."""
+    names = [f"trend_{fast}_{slow}" for fast, slow in config.trend_pairs]
+    for w in config.cusum_windows:
+        names += [f"cusum_up_{w}", f"cusum_down_{w}"]
+    return names
+
+
+def stats_config(config: FeatureConfig) -> FeatureConfig:
+    """``config`` with the mean and std windows the trend pairs read added (the window
+    statistics of both paths then compute them; columns not planned are never written)."""
+    if not config.trend_pairs:
+        return config
+    means = tuple(
+        dict.fromkeys(config.mean_windows + tuple(w for p in config.trend_pairs for w in p))
+    )
+    stds = tuple(dict.fromkeys(config.std_windows + tuple(s for _, s in config.trend_pairs)))
+    return replace(config, mean_windows=means, std_windows=stds)
+
+
+def trend_values(stats: dict[str, np.ndarray], config: FeatureConfig) -> dict[str, np.ndarray]:
+    """The ``trend_<fast>_<slow>`` columns from window statistics computed with
+    :func:`stats_config` (``mean_<w>`` and ``std_<w>`` entries)."""
+    out = {}
+    for fast, slow in config.trend_pairs:
+        std = stats[f"std_{slow}"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            # A flat slow window says nothing about how far the fast mean has moved.
+            out[f"trend_{fast}_{slow}"] = (
+                stats[f"mean_{fast}"] - stats[f"mean_{slow}"]
+            ) / np.where(std > 0, std, np.nan)
+    return out
+
+
+def cusum_values(
+    level: np.ndarray, layout: Layout, config: FeatureConfig, rows: np.ndarray | None = None
+) -> dict[str, np.ndarray]:
+    """``cusum_up_<w>`` and ``cusum_down_<w>`` of one metric's level at every row of
+    ``layout`` (or at ``rows``); see the module docstring."""
+    if not config.cusum_windows:
+        return {}
+    ref = config.cusum_reference
+    every = WindowStats(layout)  # z is needed at every sample of the window, not only at rows
+    stat = every.compute(level, mean_windows=(ref,), std_windows=(ref,), slope_windows=())
+    mean, std = stat[f"mean_{ref}"], stat[f"std_{ref}"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = (level - mean) / np.where(std > 0, std, np.nan)
+    has = ~np.isnan(z)
+    z0 = np.where(has, z, 0.0)
+    k = float(config.cusum_k)
+    step_up = np.where(has, z0 - k, 0.0)
+    step_down = np.where(has, -z0 - k, 0.0)
+    pre = every.prefix(up=step_up, down=step_down, n=has.astype(np.float64))
+    # Time-based rolling minimum on the frame-wide key: accounts never share a window.
+    key = pd.to_timedelta(layout.key_ms, unit="ms")
+
+    def target(values: np.ndarray) -> np.ndarray:
+        return values if rows is None else values[rows]
+
+    out = {}
+    for w in config.cusum_windows:
+        count = target(every.window_sum(pre["n"], w))
+        for name, sign_pre in (("up", pre["up"]), ("down", pre["down"])):
+            total = sign_pre[:-1]  # running sum to each row, restarted per account
+            before = np.r_[0.0, total[:-1]]
+            before[layout.starts] = 0.0  # the sum "before" an account's first row
+            lowest = (
+                pd.Series(before, index=key, copy=False)
+                .rolling(f"{window_ms(w)}ms")
+                .min()
+                .to_numpy()
+            )
+            value = total - np.minimum(lowest, total)
+            value = target(value)
+            out[f"cusum_{name}_{w}"] = np.where(count > 0, value, np.nan)
+    return out
