@@ -2,8 +2,10 @@
 
 Each series is 14 days of synthetic load (daily and weekly cycles, trend, noise). As
 ``fleetml forecast`` does, each series is forecast at its own sampling step and keeps its
-newest ``--max-points`` points (default the CLI's), inside the timed part. Work goes through
-:func:`fleetml.parallel.run_parallel`.
+newest ``--max-points`` points (default the CLI's), inside the timed part. As ``fleetml forecast``
+does without a champion, the global gradient-boosting member is fitted across all series first
+(in the main process, timed; ``--no-global-model`` skips it), then the per-series work goes
+through :func:`fleetml.parallel.run_parallel`.
 
     PYTHONPATH=. python bench/forecast_speed.py [--series 1000] [--n-jobs 2] [--method auto]
 
@@ -24,6 +26,7 @@ import pandas as pd
 from fleetml.models.forecast import (
     DEFAULT_MAX_POINTS,
     SeriesJob,
+    add_global_member,
     forecast_job,
     infer_step,
     recent,
@@ -58,9 +61,9 @@ def prepare(item) -> SeriesJob:
     return SeriesJob(key, "load", series, horizon, method, history_cut=cut)
 
 
-def prepare_and_forecast(item) -> dict:
+def timed_forecast(job: SeriesJob) -> dict:
     start = time.process_time()
-    result = forecast_job(prepare(item))
+    result = forecast_job(job)
     result["cpu_s"] = time.process_time() - start
     return result
 
@@ -73,13 +76,19 @@ def main(argv=None) -> int:
     parser.add_argument("--method", default="auto")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--max-points", type=int, default=DEFAULT_MAX_POINTS)
+    parser.add_argument(
+        "--global-model", action=argparse.BooleanOptionalAction, default=True, help="as the CLI"
+    )
     args = parser.parse_args(argv)
     series = make_series(args.series, args.freq)
     items = [
         (f"acc{i}", s, args.method, args.horizon, args.max_points) for i, s in enumerate(series)
     ]
     t0 = time.perf_counter()
-    results = run_parallel(prepare_and_forecast, items, n_jobs=args.n_jobs, use_env=False)
+    jobs = [prepare(item) for item in items]
+    report = add_global_member(jobs, n_jobs=args.n_jobs) if args.global_model else None
+    t_global = time.perf_counter() - t0
+    results = run_parallel(timed_forecast, jobs, n_jobs=args.n_jobs, use_env=False)
     elapsed = time.perf_counter() - t0
     ok = [r for r in results if r["error"] is None]
     n_points = len(ok[0]["forecast"]) if ok else 0
@@ -88,6 +97,7 @@ def main(argv=None) -> int:
         f"{n_points} steps with 80/95 % intervals, method {args.method}, "
         f"n_jobs={args.n_jobs} on {os.cpu_count()} cores"
     )
+    print(f"preparation and global model: {t_global:.1f} s ({report})")
     print("methods chosen:", dict(Counter(r["summary"]["method"] for r in ok).most_common()))
     cpu = sum(r["cpu_s"] for r in results)
     print(

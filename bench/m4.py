@@ -154,6 +154,7 @@ def main(argv=None) -> int:
         f"CLI answered: step {result['step']}, aggregated {result['aggregated']}, "
         f"{result['horizon_steps']} steps, methods {result['methods']}"
     )
+    print(f"global model: {result.get('global_model')}")
     worst = scores.nlargest(3, "fleetml_msis_95")[["series", "fleetml_msis_95"]]
     print(
         "largest MSIS95:",

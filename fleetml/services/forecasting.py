@@ -42,6 +42,8 @@ class ForecastRun:
     ``step`` is the forecast step, ``native_step`` the data's own sampling step; when they
     differ the history was aggregated and ``aggregation_reason`` says why. ``history_cut``
     counts the series whose oldest points were dropped to keep ``max_points``.
+    ``global_model`` says whether the global gradient-boosting member was fitted for the run
+    (``used``, ``series``, ``reason``); ``None`` when it was turned off or a champion chose.
     """
 
     table: pd.DataFrame
@@ -51,6 +53,7 @@ class ForecastRun:
     native_step: pd.Timedelta | None = None
     aggregation_reason: str | None = None
     max_points: int | None = None
+    global_model: dict | None = None
 
     @property
     def aggregated(self) -> bool:
@@ -184,6 +187,7 @@ def forecast_store(
     n_jobs: int | None = None,
     dask_address: str | None = None,
     progress: bool | None = None,
+    global_model: bool = True,
 ) -> ForecastRun:
     """Forecast stored history: per account, or the sum of ``group``.
 
@@ -194,8 +198,13 @@ def forecast_store(
     ``bundle`` (a trained ``fleetml-forecast`` champion) supplies the method per series; without
     it each series chooses its method by validation. ``progress``: a bar on stderr over the
     series, always (True), never (False) or when stderr is a terminal (None).
+
+    ``global_model``: without a champion, first fit one gradient-boosting model across all the
+    run's series (:func:`fleetml.models.forecasting.fleet.add_global_member`) and let each
+    series weigh its forecast beside its own methods on its validation origins.
     """
     from fleetml.models.forecast import DEFAULT_MAX_POINTS, forecast_job, long_forecast_frame
+    from fleetml.models.forecasting.fleet import add_global_member
     from fleetml.parallel import run_parallel
 
     max_points = DEFAULT_MAX_POINTS if max_points is None else int(max_points)
@@ -215,6 +224,9 @@ def forecast_store(
         method_for=method_for,
         step=step,
     )
+    global_report = None
+    if global_model and bundle is None:
+        global_report = add_global_member(jobs, n_jobs=2 if (n_jobs or 1) > 1 else 1)
     results = run_parallel(
         forecast_job,
         jobs,
@@ -232,6 +244,7 @@ def forecast_store(
         native_step=choice.native,
         aggregation_reason=choice.reason,
         max_points=max_points,
+        global_model=global_report,
     )
 
 

@@ -132,6 +132,13 @@ def _champion_bundle(settings):
 @click.option(
     "--no-champion", is_flag=True, help="Choose methods afresh even if a champion exists."
 )
+@click.option(
+    "--global-model/--no-global-model",
+    default=True,
+    show_default=True,
+    help="Without a champion, fit one gradient-boosting model across all series first and "
+    "weigh it in each series' combination on validation (docs/forecasting.md).",
+)
 @_DASK
 @_JOBS
 @PROGRESS_OPTION
@@ -146,6 +153,7 @@ def forecast(
     step,
     max_points,
     no_champion,
+    global_model,
     dask_address,
     n_jobs,
     progress,
@@ -178,6 +186,7 @@ def forecast(
             n_jobs=n_jobs or settings.n_jobs,
             dask_address=dask_address,
             progress=progress,
+            global_model=global_model,
         )
     except FleetmlError as exc:
         raise click.ClickException(str(exc)) from exc
@@ -212,6 +221,7 @@ def forecast(
             "history_cut": run.history_cut,
             "methods": dict(Counter(r["summary"]["method"] for r in results if r["summary"])),
             "champion_version": getattr(bundle, "registered_version", None),
+            "global_model": run.global_model,
         }
     )
 

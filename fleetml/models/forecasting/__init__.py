@@ -7,6 +7,8 @@
 - :mod:`~fleetml.models.forecasting.intervals`: conformal interval calibration;
 - :mod:`~fleetml.models.forecasting.selection`: :class:`LoadForecaster`, which chooses, weights
   and calibrates methods on rolling validation origins;
+- :mod:`~fleetml.models.forecasting.global_gbm`: one gradient-boosting model across a run's
+  series, a member of each series' combination;
 - :mod:`~fleetml.models.forecasting.fleet`: many series (jobs, the forecast step, the long table);
 - :mod:`~fleetml.models.forecasting.bundle`: :class:`ForecastBundle`, what MLflow registers.
 """
@@ -16,6 +18,7 @@ from fleetml.models.forecasting.fleet import (
     SeriesJob,
     StepChoice,
     account_series,
+    add_global_member,
     fleet_step,
     forecast_job,
     forecast_step,
@@ -68,6 +71,7 @@ __all__ = [
     "SeriesJob",
     "StepChoice",
     "account_series",
+    "add_global_member",
     "choose_forecast_step",
     "conformal_factor",
     "conformal_scales",

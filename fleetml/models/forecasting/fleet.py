@@ -148,6 +148,7 @@ class SeriesJob:
     interval_scales: dict | None = None
     history_cut: bool = False
     member_params: dict | None = None
+    global_member: dict | None = None
 
     @classmethod
     def from_choice(cls, key, metric, series, horizon, choice: dict | None) -> SeriesJob:
@@ -188,6 +189,7 @@ def forecast_job(job: SeriesJob) -> dict:
             combo_weights=job.weights,
             interval_scales=job.interval_scales,
             member_params=job.member_params,
+            global_member=job.global_member,
         ).fit(job.series)
         forecast = model.predict(job.horizon)
         return {
@@ -209,6 +211,66 @@ def forecast_job(job: SeriesJob) -> dict:
             "history_cut": job.history_cut,
             "error": f"{type(exc).__name__}: {exc}",
         }
+
+
+#: Fewest series validated by ``"auto"`` for :func:`add_global_member` to fit a global model.
+MIN_GLOBAL_SERIES = 5
+
+
+def add_global_member(
+    jobs: list[SeriesJob],
+    *,
+    min_series: int = MIN_GLOBAL_SERIES,
+    max_rows: int = 200_000,
+    random_state: int = 0,
+    n_jobs: int = 1,
+) -> dict:
+    """Fit the global gradient-boosting model across the ``"auto"`` jobs of a run and attach its
+    forecasts to each job (``job.global_member``), causal for each job's validation origins.
+
+    Jobs with a stored choice (a champion's method) are left alone. Does nothing when fewer
+    than ``min_series`` jobs can be validated, the jobs are not at one step, or the history is
+    too short for the model; ``n_jobs`` of 2 or more fits its two models side by side. Returns
+    what was done, for the run's report: ``used`` (bool),
+    ``series`` (jobs given a forecast) and ``reason`` when not used.
+    """
+    from fleetml.models.forecasting.global_gbm import global_member_forecasts
+
+    candidates, origins = [], []
+    for job in jobs:
+        if job.method != "auto":
+            continue
+        probe = LoadForecaster(levels=job.levels, validation_horizon=validation_horizon(job))
+        try:
+            found = probe.validation_origins(job.series)
+        except ValueError:
+            continue
+        if found:
+            candidates.append((job, probe))
+            origins.append(found)
+    if len(candidates) < max(1, int(min_series)):
+        return {"used": False, "series": 0, "reason": f"{len(candidates)} series to validate"}
+    steps = {probe.step_ for _, probe in candidates}
+    if len(steps) != 1:
+        return {"used": False, "series": 0, "reason": "the series are not at one step"}
+    periods = candidates[0][1].seasonal_periods_
+    try:
+        forecasts = global_member_forecasts(
+            [job.series.to_numpy(dtype="float64") for job, _ in candidates],
+            origins=origins,
+            horizon=max(job.horizon for job, _ in candidates),
+            period=periods[0] if periods else 1,
+            long_period=periods[1] if len(periods) > 1 else None,
+            validation_horizons=[validation_horizon(job) for job, _ in candidates],
+            max_rows=max_rows,
+            random_state=random_state,
+            n_jobs=n_jobs,
+        )
+    except ValueError as exc:
+        return {"used": False, "series": 0, "reason": str(exc)}
+    for (job, _), fc in zip(candidates, forecasts, strict=True):
+        job.global_member = fc
+    return {"used": True, "series": sum(fc is not None for fc in forecasts), "reason": None}
 
 
 def long_forecast_frame(results: list[dict], *, key_column: str = "account_id") -> pd.DataFrame:

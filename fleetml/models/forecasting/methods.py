@@ -501,6 +501,38 @@ class _Combo(_Fitted):
         return out
 
 
+class _Precomputed(_Fitted):
+    """A member whose forecast was made elsewhere (the global model across series): its mean
+    and standard deviation per step on the modelled scale, in ``extra``."""
+
+    def _fit(self):
+        return self
+
+    def _steps(self, horizon):
+        mean = self.extra["mean"]
+        if horizon > len(mean):
+            raise ValueError(f"{self.name} forecasts {len(mean)} steps, {horizon} were asked for")
+        return slice(0, horizon)
+
+    def forecast_z(self, horizon):
+        return np.asarray(self.extra["mean"][self._steps(horizon)], dtype="float64")
+
+    def std_z(self, horizon):
+        return np.asarray(self.extra["sd"][self._steps(horizon)], dtype="float64")
+
+
+def precomputed_member(name: str, mean, sd, *, log: bool, as_log: bool = False) -> _Fitted:
+    """A member from a forecast made elsewhere: ``mean`` and ``sd`` on y's scale, or on the
+    log scale when ``log``. With ``as_log`` a y-scale forecast that stays positive is moved to
+    the log scale (sd by the delta method), so a combination in logs can average its widths."""
+    mean, sd = np.asarray(mean, dtype="float64"), np.asarray(sd, dtype="float64")
+    if as_log and not log and np.all(mean > 0):
+        mean, sd, log = np.log(mean), sd / mean, True
+    member = _Precomputed(name=name, y=np.empty(0), period=1, log=log)
+    member.extra.update(mean=mean, sd=sd)
+    return member
+
+
 def _positive(*arrays) -> bool:
     return all(np.all(np.asarray(a) > 0) for a in arrays)
 
@@ -573,13 +605,20 @@ def _fit_combo(
     log_methods=None,
     warm=None,
     params=None,
+    external=None,
 ) -> _Fitted:
     """Fit the weighted members on ``y``; ``warm`` (name -> an earlier fit of that member) or
     ``params`` (name -> stored smoothing parameters) let ETS-based members reuse parameters
-    instead of estimating them again."""
+    instead of estimating them again; ``external`` (name -> a member made elsewhere, such as
+    the global model's forecast) supplies members that are not fitted here."""
     members = []
-    warm, params = warm or {}, params or {}
+    warm, params, external = warm or {}, params or {}, external or {}
     for name, w in weights.items():
+        if name in external:
+            member = external[name]
+            member.scale = scales.get(name, 1.0)
+            members.append((float(w), member))
+            continue
         member = _fit_method(
             name,
             y,

@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import ThreadpoolController
 
 from fleetml.evaluation.forecast import mase, smape
+from fleetml.models.forecasting.global_gbm import GLOBAL_MEMBER
 from fleetml.models.forecasting.intervals import conformal_scales
 from fleetml.models.forecasting.methods import (
     _METHOD_CLASSES,
@@ -30,6 +31,7 @@ from fleetml.models.forecasting.methods import (
     _fit_combo,
     _fit_method,
     member_params,
+    precomputed_member,
     uses_log,
 )
 from fleetml.models.forecasting.series import infer_step, seasonal_periods_for
@@ -109,6 +111,13 @@ class LoadForecaster(BaseEstimator):
         Method -> smoothing parameters of ETS-based members for a named method or ``"combo"``
         (what a trained champion stores, from :meth:`summary`), used as they are instead of
         being estimated; so a champion replays the model it chose.
+    global_member : dict or None, default=None
+        Forecasts of a model fitted across many series (see
+        :func:`fleetml.models.forecasting.global_gbm.global_member_forecasts`):
+        ``{"validation": {origin: GlobalForecast}, "final": GlobalForecast}``. With ``"auto"``
+        it is weighed beside the candidates as the member ``"gbm"`` when it has a forecast at
+        every validation origin; those must come from a model that saw nothing after the
+        earliest origin, or the weights would favour it unfairly.
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class LoadForecaster(BaseEstimator):
         min_cycles: int = 2,
         refit: str = "filter",
         member_params: dict | None = None,
+        global_member: dict | None = None,
     ):
         self.method = method
         self.candidates = candidates
@@ -149,6 +159,7 @@ class LoadForecaster(BaseEstimator):
         self.min_cycles = min_cycles
         self.refit = refit
         self.member_params = member_params
+        self.global_member = global_member
 
     # -- fitting --------------------------------------------------------------------------
 
@@ -190,6 +201,7 @@ class LoadForecaster(BaseEstimator):
         self.fallback_reason_ = None
         scales = dict(self.interval_scales or {})
         warm: dict = {}
+        external: dict = {}
 
         if not self._long_enough(len(values)):
             self.fallback_reason_ = (
@@ -199,6 +211,8 @@ class LoadForecaster(BaseEstimator):
             weights = {"snaive": 1.0}
         elif self.method == "auto":
             weights, scales, warm = self._choose(values)
+            if GLOBAL_MEMBER in weights:
+                external[GLOBAL_MEMBER] = self._global(self.global_member["final"])
         elif self.method == "combo":
             weights = dict(self.combo_weights or dict.fromkeys(self.candidates, 1.0))
         else:
@@ -222,6 +236,7 @@ class LoadForecaster(BaseEstimator):
             log_methods=self.log_methods,
             warm=warm if self.refit == "filter" else None,
             params=None if self.method == "auto" else self.member_params,
+            external=external,
         )
         self.results_ = self.model_.results
         return self
@@ -283,11 +298,45 @@ class LoadForecaster(BaseEstimator):
     def _origins(self, n: int) -> list[int]:
         """Validation origins (history lengths), oldest first: the last leaves one window, the
         others step back a window each, while enough history stays before them."""
-        h = self._val_h()
-        need = self.min_cycles * self.period_ if self.period_ >= 2 else 10
-        stride = max(1, int(h * self.origin_spacing))
-        origins = [n - h - stride * k for k in range(max(1, int(self.n_origins)))]
-        return sorted(o for o in origins if o >= need) or [n - h]
+        return rolling_origins(
+            n,
+            horizon=self._val_h(),
+            period=self.period_,
+            n_origins=self.n_origins,
+            origin_spacing=self.origin_spacing,
+            min_cycles=self.min_cycles,
+        )
+
+    def validation_origins(self, y) -> list[int]:
+        """The rolling origins (history lengths) ``"auto"`` would validate ``y`` at, without
+        fitting; empty when the series is too short to be validated. What a caller preparing a
+        ``global_member`` must forecast from."""
+        self._check_params()
+        values, index = self._validate_series(y)
+        self.step_ = infer_step(index) if index is not None and len(index) >= 2 else None
+        self.seasonal_periods_ = self._periods()
+        self.period_ = self.seasonal_periods_[0] if self.seasonal_periods_ else 1
+        if self.method != "auto" or not self._long_enough(len(values)):
+            return []
+        return self._origins(len(values))
+
+    def _global(self, forecast) -> object:
+        """The global model's forecast as a member of this series' combination."""
+        return precomputed_member(
+            GLOBAL_MEMBER, forecast.mean, forecast.sd, log=forecast.log, as_log=self.log_
+        )
+
+    def _global_at(self, origins) -> dict:
+        """The global member at each validation origin, or {} when one is missing."""
+        if not self.global_member:
+            return {}
+        found = self.global_member.get("validation", {})
+        if self.global_member.get("final") is None or any(o not in found for o in origins):
+            self.validation_scores_[GLOBAL_MEMBER] = {
+                "error": "the global model has no forecast at every validation origin"
+            }
+            return {}
+        return {o: self._global(found[o]) for o in origins}
 
     def _choose(self, values) -> tuple[dict, dict, dict]:
         """Combination weights and interval scales of the candidates, from rolling origins.
@@ -302,6 +351,9 @@ class LoadForecaster(BaseEstimator):
         scores: dict[str, list[tuple[float, float]]] = {n: [] for n in self.candidates}
         fitted: list[dict] = []  # per origin: name -> fitted member
         first: dict = {}  # name -> member fitted at the oldest origin
+        at_origin = self._global_at(origins)
+        if at_origin:
+            scores[GLOBAL_MEMBER] = []
         for origin in origins:
             train, actual = values[:origin], values[origin : origin + h]
             periods = tuple(p for p in self.seasonal_periods_ if len(train) >= self.min_cycles * p)
@@ -327,6 +379,12 @@ class LoadForecaster(BaseEstimator):
                     continue
                 members[name] = model
                 scores[name].append((smape(actual, fc), mase(actual, fc, train, self.period_)))
+            if at_origin:
+                model = members[GLOBAL_MEMBER] = at_origin[origin]
+                fc = model.point(h)
+                scores[GLOBAL_MEMBER].append(
+                    (smape(actual, fc), mase(actual, fc, train, self.period_))
+                )
             fitted.append((actual, members))
         for name, rows in scores.items():
             if name in self.validation_scores_ or not rows:
@@ -337,7 +395,8 @@ class LoadForecaster(BaseEstimator):
                 "mase": float(np.nanmean(arr[:, 1])) if np.isfinite(arr[:, 1]).any() else math.nan,
                 "origins": len(rows),
             }
-        ok = [n for n in self.candidates if "error" not in self.validation_scores_.get(n, {})]
+        names = list(self.candidates) + ([GLOBAL_MEMBER] if at_origin else [])
+        ok = [n for n in names if "error" not in self.validation_scores_.get(n, {})]
         relative = {n: self._relative_score(n) for n in ok if n in self.validation_scores_}
         relative = {n: r for n, r in relative.items() if math.isfinite(r)}
         if not relative:
@@ -423,6 +482,24 @@ class LoadForecaster(BaseEstimator):
             "fallback_reason": self.fallback_reason_,
             "validation": self.validation_scores_,
         }
+
+
+def rolling_origins(
+    n: int,
+    *,
+    horizon: int,
+    period: int,
+    n_origins: int = 3,
+    origin_spacing: float = 1.0,
+    min_cycles: int = 2,
+) -> list[int]:
+    """Rolling validation origins (history lengths) of a series of ``n`` points, oldest first:
+    the last leaves one window of ``horizon`` steps, the others step back ``origin_spacing``
+    windows each while ``min_cycles`` seasonal cycles stay before them."""
+    need = min_cycles * period if period >= 2 else 10
+    stride = max(1, int(horizon * origin_spacing))
+    origins = [n - horizon - stride * k for k in range(max(1, int(n_origins)))]
+    return sorted(o for o in origins if o >= need) or [n - horizon]
 
 
 def find_peaks(forecast: pd.DataFrame, *, top: int = 3, min_separation: int | None = None):
