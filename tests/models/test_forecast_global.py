@@ -76,6 +76,15 @@ def test_validation_forecasts_ignore_the_last_validation_window():
             )
 
 
+def test_series_with_zeros_are_modelled_on_their_own_scale():
+    series = _series()
+    values = [np.where(np.arange(len(s)) % 24 < 3, 0.0, s.to_numpy()) for s in series]
+    out = _run(values, _origins(series))
+    for fc in out:
+        assert fc["final"].log is False and np.all(np.isfinite(fc["final"].mean))
+        assert len(fc["final"].mean) == 48 and np.all(np.diff(fc["final"].sd) >= 0)
+
+
 def test_the_global_member_is_weighed_in_each_series_combination():
     series = _series()
     jobs = [SeriesJob(f"a{i}", "load", s, 48) for i, s in enumerate(series)]
