@@ -31,8 +31,9 @@ import warnings
 import numpy as np
 from scipy.special import log_ndtr, ndtri, ndtri_exp
 
-#: Smallest standard deviation of the averaged score (probit units): a perfectly regular account
-#: still needs a visible change before its likelihood moves.
+#: Smallest standard deviation of the averaged score (probit units) by default: a perfectly
+#: regular account still needs a visible change before its likelihood moves. The shipped
+#: configuration raises it (``likelihood_min_std``, see :class:`ScoreCalibrator`).
 MIN_LIKELIHOOD_STD = 1e-3
 #: ``L`` (``-log10`` of the tail probability) that scores 0.5: ``score = L / (L + SCORE_HALF)``.
 SCORE_HALF = 5.0
@@ -92,6 +93,11 @@ class ScoreCalibrator:
         Rows of the short average, and training rows per account that give its mean and spread.
     range_tolerance : float
         Padding of the level range check, as a fraction of the account's training range.
+    likelihood_min_std : float
+        Floor of each account's spread of the short average (probit units). A quiet account's
+        spread can be tiny, and then a moderate, lasting rise of its raw score (a slow change of
+        variance) scores like an outage; the floor keeps "how surprising" comparable across
+        accounts, which a threshold shared by all accounts needs.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class ScoreCalibrator:
         short_window: int = 10,
         likelihood_window: int = 4000,
         range_tolerance: float = 0.05,
+        likelihood_min_std: float = MIN_LIKELIHOOD_STD,
     ):
         if method not in METHODS:
             raise ValueError(f"calibration must be one of {METHODS}, got {method!r}")
@@ -109,6 +116,7 @@ class ScoreCalibrator:
         self.short_window = int(short_window)
         self.likelihood_window = int(likelihood_window)
         self.range_tolerance = range_tolerance
+        self.likelihood_min_std = float(likelihood_min_std)
 
     # ------------------------------------------------------------------ fitting
 
@@ -151,7 +159,7 @@ class ScoreCalibrator:
             mean[-1], std[-1] = np.median(mean[known]), np.median(std[known])
             std_row[-1] = np.median(std_row[known])
         self.mean_ = mean
-        self.std_ = np.maximum(std, MIN_LIKELIHOOD_STD)
+        self.std_ = np.maximum(std, getattr(self, "likelihood_min_std", MIN_LIKELIHOOD_STD))
         self.row_std_ = np.maximum(std_row, self.std_)
 
     def fit_range(self, levels_by_code: list[tuple[int, np.ndarray]], n_groups: int, k: int):

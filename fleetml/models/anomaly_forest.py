@@ -29,7 +29,12 @@ from fleetml.models.anomaly_calibration import (
 from fleetml.models.anomaly_calibration import (
     ScoreCalibrator,
 )
-from fleetml.models.anomaly_ensemble import SCORERS, CombinedScorer, DeviationScorer
+from fleetml.models.anomaly_ensemble import (
+    SCORERS,
+    CombinedScorer,
+    DeviationScorer,
+    FeatureTailScorer,
+)
 
 #: Robust z-scores are clipped to this magnitude so a single wild value cannot stretch the
 #: forest's random split ranges and hide every other anomaly.
@@ -211,6 +216,10 @@ class IsolationForestDetector(BaseEstimator):
         Rows in the short moving average of the likelihood calibration.
     likelihood_window : int, default=4000
         Most recent training rows of an account whose averaged scores give its mean and spread.
+    likelihood_min_std : float, default=1e-3
+        Floor of that spread (probit units): with a higher floor a quiet account needs a larger
+        change before it scores high (see
+        :class:`~fleetml.models.anomaly_calibration.ScoreCalibrator`).
     range_columns : list of int or str, or None, default=None
         Level features (indices or names) checked against the account's training range: a row
         whose value leaves ``[min - tol * range, max + tol * range]`` of that account's training
@@ -219,12 +228,14 @@ class IsolationForestDetector(BaseEstimator):
         ``None`` disables the check.
     range_tolerance : float, default=0.05
         ``tol`` above, as a fraction of the account's training range.
-    scorers : tuple of {"forest", "deviation"}, default=("forest", "deviation")
+    scorers : tuple of {"forest", "deviation", "tails"}, default=("forest", "deviation")
         Raw scorers combined by :class:`~fleetml.models.anomaly_ensemble.CombinedScorer`: the
-        isolation forest and the largest per-account robust z-score over the features (which
-        sees a large deviation in one feature that the forest dilutes among many); each is
-        calibrated through its own training CDF and the largest counts. ``("forest",)`` is the
-        forest alone.
+        isolation forest, the largest per-account robust z-score over the features (which
+        sees a large deviation in one feature that the forest dilutes among many), and the
+        largest per-feature tail score (each feature's ``|z|`` through its own training CDF:
+        :class:`~fleetml.models.anomaly_ensemble.FeatureTailScorer`); each is calibrated through
+        its own training CDF and the largest counts. ``("forest",)`` is the forest alone. The
+        shipped configuration (``AnomalyTrainConfig``) uses ``("forest", "tails")``.
     random_state : int, RandomState instance or None, default=None
         Seeds tree construction and the calibration sample.
 
@@ -270,6 +281,7 @@ class IsolationForestDetector(BaseEstimator):
         calibration: str = "likelihood",
         short_window: int = 10,
         likelihood_window: int = 4000,
+        likelihood_min_std: float = 1e-3,
         range_columns=None,
         range_tolerance: float = 0.05,
         scorers: tuple[str, ...] = ("forest", "deviation"),
@@ -285,6 +297,7 @@ class IsolationForestDetector(BaseEstimator):
         self.calibration = calibration
         self.short_window = short_window
         self.likelihood_window = likelihood_window
+        self.likelihood_min_std = likelihood_min_std
         self.range_columns = range_columns
         self.range_tolerance = range_tolerance
         self.scorers = scorers
@@ -355,6 +368,8 @@ class IsolationForestDetector(BaseEstimator):
             sample = Z
             if Z.shape[0] > self.n_calibration:
                 sample = Z[rng.choice(Z.shape[0], self.n_calibration, replace=False)]
+            if "tails" in scorers:
+                members.append(("tails", FeatureTailScorer(self.tail_quantile).fit(sample)))
             # ``packed_`` is what every scoring path calls (serving too): the combination
             self.packed_ = CombinedScorer(members, sample, self.tail_quantile)
 
@@ -366,6 +381,7 @@ class IsolationForestDetector(BaseEstimator):
             short_window=self.short_window,
             likelihood_window=self.likelihood_window,
             range_tolerance=self.range_tolerance,
+            likelihood_min_std=getattr(self, "likelihood_min_std", 1e-3),
         ).fit_cdf(self.packed_.score(Z))
         self._fit_range(X_all, groups_all)
         if self.calibration == "likelihood":
@@ -538,6 +554,7 @@ class IsolationForestDetector(BaseEstimator):
         # Bundles pickled before the calibrator was a step of its own kept its fitted state on
         # the detector: rebuild the calibrator from it so they still load and score.
         self.__dict__.update(state)
+        self.__dict__.setdefault("likelihood_min_std", 1e-3)  # pickled before the parameter
         if "calibrator_" not in state and "calibration_scores_" in state:
             cal = ScoreCalibrator(
                 method=state.get("calibration", "cdf"),
