@@ -78,3 +78,21 @@ def test_refit_filter_keeps_the_parameters_estimated_at_the_oldest_origin():
     assert len(filtered.predict(48)) == 48
     with pytest.raises(ValueError, match="refit"):
         LoadForecaster(refit="sometimes").fit(y)
+
+
+def test_mstl_with_stl_jumps_forecasts_what_the_full_smoother_does(monkeypatch):
+    """The trend and low-pass smoothers evaluated every few points (STL's jumps) leave a
+    15-minute series' MSTL forecast where evaluating them at every point puts it."""
+    from fleetml.models.forecasting import methods
+
+    rng = np.random.default_rng(4)
+    t = np.arange(96 * 14)
+    values = (
+        100 + 30 * np.sin(2 * np.pi * t / 96) + 10 * np.sin(2 * np.pi * t / 672)
+        + rng.normal(0, 3, len(t))
+    )  # fmt: skip
+    assert methods._stl_jump((96, 672)) == 14
+    fast = _fit_method("mstl_ets", values, period=96, periods=(96, 672), log=True).point(96)
+    monkeypatch.setattr(methods, "_stl_jump", lambda periods: 1)
+    full = _fit_method("mstl_ets", values, period=96, periods=(96, 672), log=True).point(96)
+    np.testing.assert_allclose(fast, full, rtol=1e-3)
