@@ -114,3 +114,24 @@ def test_likelihood_spread_floor_quiets_moderate_lasting_rises():
 def test_unknown_scorer_is_refused():
     with pytest.raises(ValueError, match="scorers"):
         IsolationForestDetector(scorers=("forest", "spectral")).fit(np.zeros((50, 2)))
+
+
+def test_small_and_large_batches_give_the_per_feature_probit_exactly():
+    rng = np.random.default_rng(6)
+    n = 4000
+    Z = np.column_stack(
+        [
+            rng.standard_t(3, n),
+            np.zeros(n),  # constant in training
+            np.where(rng.random(n) < 0.995, 0.0, rng.exponential(3.0, n)),  # zero-inflated
+            np.round(rng.normal(0, 2, n)),  # ties
+        ]
+    )
+    tails = FeatureTailScorer().fit(Z)
+    rows = np.vstack([np.round(rng.standard_t(3, (600, 4)) * 3, 1), np.zeros((3, 4))])
+    expected = np.max([c.probit(np.abs(rows[:, j])) for j, c in enumerate(tails.calibrators_)], 0)
+    np.testing.assert_allclose(tails.score(rows), expected, rtol=0, atol=1e-12)  # per feature
+    for i in range(0, 600, 50):  # the one-searchsorted path of small batches
+        np.testing.assert_allclose(
+            tails.score(rows[i : i + 50]), expected[i : i + 50], rtol=0, atol=1e-12
+        )
