@@ -18,11 +18,13 @@ time, so it is causal.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import ndtri_exp
+from scipy.special import ndtri, ndtri_exp
 
 from fleetml.models.anomaly_calibration import ScoreCalibrator
 
 SCORERS = ("forest", "deviation", "tails")
+#: Batches up to this many rows take the all-features-at-once path of the tail scorer.
+SMALL_BATCH_ROWS = 8
 #: Smallest exponential-tail scale of one feature's ``|z|`` (robust z units): beyond a feature's
 #: 99 % training quantile, every 5 robust standard deviations more make a row e times rarer at
 #: least. Without a floor a feature that was (almost) constant in training - a counter that is
@@ -71,60 +73,60 @@ class FeatureTailScorer:
         return self
 
     def _pack(self) -> None:
-        """All features' CDF grids in one increasing array (feature ``j`` offset by ``j * span``),
-        so one ``searchsorted`` interpolates every feature of every row at once."""
+        """All features' CDF grids in one array, for the vectorised paths of :meth:`score`."""
         cals = self.calibrators_
         self.probs_ = cals[0].probs_ if cals else np.linspace(0.0, self.tail_quantile, 201)
-        grids = np.array([c.scores_ for c in cals]).reshape(len(cals), self.probs_.size)
-        self.span_ = float(np.nanmax(grids)) + 1.0 if grids.size else 1.0
-        self.offset_ = np.arange(len(cals)) * self.span_
-        self.flat_ = (grids + self.offset_[:, None]).ravel()
+        self.grids_ = np.array([c.scores_ for c in cals]).reshape(len(cals), self.probs_.size)
         self.tail_start_ = np.array([c.tail_start_ for c in cals])
         self.tail_scale_ = np.array([c.tail_scale_ for c in cals])
 
     def score(self, Z: np.ndarray) -> np.ndarray:
         """Largest per-feature normal quantile of the training CDF (0 at or below the median).
 
-        Equal to the largest ``ScoreCalibrator.probit`` over the features, computed as one
-        ``log(1 - cdf)`` per feature (the exponential tail exactly, however far out) and one
-        normal quantile of the smallest.
+        The largest ``ScoreCalibrator.probit`` over the features. Small batches (on-demand
+        scoring of an account's latest rows) compute every feature at once instead - one
+        ``log(1 - cdf)`` per feature, one normal quantile of the rarest - with the same bits.
         """
-        if not hasattr(self, "flat_"):
-            self._pack()
         A = np.abs(np.asarray(Z, dtype=float))
         n, k = A.shape
         if k == 0:
             return np.zeros(n)
-        body = self._body_by_feature(A) if n > 256 else self._body_at_once(A)
+        if n > SMALL_BATCH_ROWS:  # one vectorised call per feature
+            out = np.zeros(n)
+            for j, cal in enumerate(self.calibrators_):
+                out = np.maximum(out, cal.probit(A[:, j]))
+            return out
+        if not hasattr(self, "grids_"):
+            self._pack()
+        body = self._body_at_once(A)
         log_sf = np.log1p(-np.clip(body, 0.5, 1.0 - 1e-12))
         tail = A > self.tail_start_
         excess = np.maximum(A - self.tail_start_, 0.0)
         log_tail = np.log1p(-self.tail_quantile) - excess / self.tail_scale_
         log_sf = np.where(tail, np.minimum(log_tail, np.log(0.5)), log_sf)
-        return np.maximum(-ndtri_exp(log_sf.min(axis=1)), 0.0)
-
-    def _body_by_feature(self, A: np.ndarray) -> np.ndarray:
-        """Empirical CDF of every feature, one ``np.interp`` per feature (large batches)."""
-        m = self.probs_.size
-        grids = self.flat_.reshape(-1, m) - self.offset_[:, None]
-        return np.column_stack(
-            [np.interp(A[:, j], grids[j], self.probs_, left=0.0) for j in range(A.shape[1])]
-        )
+        # the normal quantile of the rarest feature, computed the way ScoreCalibrator.probit does
+        # (ndtri in the body, ndtri_exp in the tail) so both give the same bits
+        rarest = np.argmin(log_sf, axis=1)[:, None]
+        in_tail = np.take_along_axis(tail, rarest, 1)[:, 0]
+        p_body = np.clip(np.take_along_axis(body, rarest, 1)[:, 0], 0.5, 1.0 - 1e-12)
+        q_tail = np.maximum(-ndtri_exp(np.take_along_axis(log_tail, rarest, 1)[:, 0]), 0.0)
+        return np.where(in_tail, q_tail, ndtri(p_body))
 
     def _body_at_once(self, A: np.ndarray) -> np.ndarray:
-        """Empirical CDF of every feature with one ``searchsorted`` (small batches: serving)."""
-        k = A.shape[1]
-        m = self.probs_.size
-        within = np.clip(A, 0.0, self.span_ - 1.0)  # |z| is clipped far below span - 1
-        pos = np.searchsorted(self.flat_, within + self.offset_, side="right") - 1
-        local = pos - np.arange(k) * m  # index in the feature's own grid; -1: below its minimum
-        lo = np.clip(local, 0, m - 1)
-        hi = np.clip(local + 1, 0, m - 1)
-        base = np.arange(k) * m
-        x0, x1 = self.flat_[base + lo], self.flat_[base + hi]
-        frac = np.where(x1 > x0, (within + self.offset_ - x0) / np.where(x1 > x0, x1 - x0, 1.0), 0)
-        body = self.probs_[lo] + frac * (self.probs_[hi] - self.probs_[lo])
-        return np.where(local < 0, 0.0, np.where(local >= m - 1, self.probs_[-1], body))
+        """Empirical CDF of every feature at once, computed exactly as ``np.interp`` does, so
+        both paths give the same bits (grids hold ties: a value one ulp below a run of equal grid
+        points must not jump to the run's end, which would move its calibrated score)."""
+        G, p = self.grids_, self.probs_
+        m = p.size
+        lo = (G[None, :, :] <= A[:, :, None]).sum(axis=2) - 1  # last grid point <= x; -1: below
+        j = np.clip(lo, 0, m - 2)
+        x0 = np.take_along_axis(G[None], j[..., None], 2)[..., 0]
+        x1 = np.take_along_axis(G[None], (j + 1)[..., None], 2)[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            slope = (p[j + 1] - p[j]) / (x1 - x0)
+            body = slope * (A - x0) + p[j]
+        body = np.where(A == x0, p[j], body)
+        return np.where(lo < 0, 0.0, np.where(lo >= m - 1, p[-1], body))
 
 
 class CombinedScorer:
