@@ -13,12 +13,13 @@ from fleetml.features.builder import (
     metric_of_feature,
     planned_columns,
 )
-from fleetml.features.config import DEFAULT_RATIOS, FeatureConfig
+from fleetml.features.config import DEFAULT_RATIOS, RISK_FEATURES, FeatureConfig
 from fleetml.features.history import history_columns, history_lookback_ms, history_matrix
 from fleetml.features.latest import FeatureState, LatestMatrix, latest_matrix
 
 __all__ = [
     "DEFAULT_RATIOS",
+    "RISK_FEATURES",
     "FeatureConfig",
     "FeatureState",
     "LatestMatrix",

@@ -86,12 +86,13 @@ def cusum_values(
     step_up = np.where(has, z0 - k, 0.0)
     step_down = np.where(has, -z0 - k, 0.0)
     pre = every.prefix(up=step_up, down=step_down, n=has.astype(np.float64))
-    # Time-based rolling minimum on the frame-wide key: accounts never share a window.
-    key = pd.to_timedelta(layout.key_ms, unit="ms")
 
     def target(values: np.ndarray) -> np.ndarray:
         return values if rows is None else values[rows]
 
+    # A few target rows (serving's last row per account): one segment minimum per row;
+    # otherwise a time-based rolling minimum on the frame-wide key (accounts never share it).
+    few = rows is not None and len(rows) * 64 <= layout.n
     out = {}
     for w in config.cusum_windows:
         count = target(every.window_sum(pre["n"], w))
@@ -99,13 +100,23 @@ def cusum_values(
             total = sign_pre[:-1]  # running sum to each row, restarted per account
             before = np.r_[0.0, total[:-1]]
             before[layout.starts] = 0.0  # the sum "before" an account's first row
-            lowest = (
-                pd.Series(before, index=key, copy=False)
-                .rolling(f"{window_ms(w)}ms")
-                .min()
-                .to_numpy()
-            )
-            value = total - np.minimum(lowest, total)
-            value = target(value)
+            lowest = _window_min(before, every, w, rows) if few else _rolling_min(before, layout, w)
+            value = target(total) - np.minimum(target(lowest) if not few else lowest, target(total))
             out[f"cusum_{name}_{w}"] = np.where(count > 0, value, np.nan)
     return out
+
+
+def _rolling_min(values: np.ndarray, layout: Layout, window: str) -> np.ndarray:
+    """Minimum of ``values`` over each row's window ``(t - w, t]``, at every row."""
+    key = pd.to_timedelta(layout.key_ms, unit="ms")
+    series = pd.Series(values, index=key, copy=False)
+    return series.rolling(f"{window_ms(window)}ms").min().to_numpy()
+
+
+def _window_min(values: np.ndarray, every: WindowStats, window: str, rows: np.ndarray):
+    """Minimum of ``values`` over the window ``(t - w, t]`` of each of ``rows`` only."""
+    prev = every.previous(window)[rows]  # row before the window, or n: the account's first row
+    lo = np.where(prev == every.layout.n, every.account_start[rows], prev + 1)
+    # Segments [lo, row + 1) interleaved with ignored ones; a sentinel keeps row + 1 in range.
+    bounds = np.column_stack([lo, rows + 1]).ravel()
+    return np.minimum.reduceat(np.r_[values, np.inf], bounds)[::2]

@@ -112,9 +112,9 @@ def test_changing_the_future_changes_no_earlier_value():
     pd.testing.assert_frame_equal(a.loc[early, cols], b.loc[early, cols])
     assert not a.loc[~early, cols].equals(b.loc[~early, cols])  # the test can fail
     # and the rows= path (training's) gives the same values as a full build
-    rows = np.flatnonzero(early)[::7]
-    part = build_features(frame, config=CONFIG, rows=rows)
-    np.testing.assert_allclose(part[cols].to_numpy(), a.loc[rows, cols].to_numpy(), atol=1e-9)
+    for rows in (np.flatnonzero(early)[::7], np.array([5, 400, 1000])):  # rolling / segment path
+        part = build_features(frame, config=CONFIG, rows=rows)
+        np.testing.assert_allclose(part[cols].to_numpy(), a.loc[rows, cols].to_numpy(), atol=1e-9)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -152,3 +152,32 @@ def test_the_live_window_keeps_what_the_new_features_read():
     assert tail_reach_ms(FeatureConfig(trend_pairs=(("6h", "72h"),))) == 72 * hour
     assert tail_reach_ms(FeatureConfig(cusum_windows=("24h", "72h"))) == (72 + 24) * hour
     assert tail_reach_ms(FeatureConfig()) == 24 * hour
+
+
+def test_risk_training_defaults_add_the_trend_cusum_and_peer_features():
+    from dataclasses import replace
+
+    from fleetml.features import RISK_FEATURES
+    from fleetml.training.risk import RiskTrainConfig, fit_risk
+    from tests.training.test_risk_training import risk_fleet
+
+    # the risk default is FeatureConfig's defaults plus the three option groups, nothing else
+    assert replace(RISK_FEATURES, trend_pairs=(), cusum_windows=(), group_windows=()) == (
+        FeatureConfig()
+    )
+    assert RISK_FEATURES.trend_pairs and RISK_FEATURES.cusum_windows and RISK_FEATURES.group_windows
+    frame, events = risk_fleet(n_accounts=4, days=4)
+    faults = events[events["kind"] == "crash"]
+    cfg = RiskTrainConfig(horizons=("3h",), refit=False, enforcement=False, max_iter=5)
+    groups = {"acc-0": "g", "acc-1": "g"}
+    fit = fit_risk(frame, faults=faults, groups=groups, config=cfg)
+    assert fit.model.feature_config == RISK_FEATURES
+    cols = fit.model.feature_columns
+    assert "mem_mb__trend_6h_72h" in cols
+    assert "mem_mb__cusum_up_24h" in cols
+    assert "fault_history__group_others_1h" in cols
+    # a settings file (or an explicit config) starts from FeatureConfig's own defaults
+    plain = fit_risk(
+        frame, faults=faults, config=replace(cfg, feature_config=FeatureConfig(seasonal=False))
+    )
+    assert not [c for c in plain.model.feature_columns if "__trend_" in c or "__cusum_" in c]
