@@ -54,15 +54,16 @@ class FeatureConfig:
         Slow-trend features for precursors that build over a day or more (memory leaks, session
         decay): for each ``(fast, slow)`` pair, ``<metric>__trend_<fast>_<slow>`` is
         ``(mean_fast - mean_slow) / std_slow``, a moving-average crossover in units of the slow
-        window's spread (:mod:`fleetml.features.trends`). Off by default (see ``docs/risk.md``
-        for what it did on the validation fleets).
+        window's spread (:mod:`fleetml.features.trends`). Off here; on in :data:`RISK_FEATURES`,
+        what risk training uses without a settings file (``docs/risk.md`` has the validation
+        figures).
     cusum_windows, cusum_reference, cusum_k
         One-sided CUSUMs over each window: every sample's level is standardised against the
         trailing ``cusum_reference`` window at that sample, ``k`` is subtracted (``+z - k`` for
         ``<metric>__cusum_up_<w>``, ``-z - k`` for ``cusum_down_<w>``) and the largest sum over a
         suffix of ``(t - w, t]`` (0 when none is positive) is the feature: a drift of a fraction
-        of a standard deviation sustained for hours adds up where one spike does not. Off by
-        default.
+        of a standard deviation sustained for hours adds up where one spike does not. Off here;
+        on in :data:`RISK_FEATURES`.
     fault_history, history_windows
         Event-history features (:mod:`fleetml.features.history`): hours since the account's
         last technical fault and enforcement event, its fault count over each history window and
@@ -71,7 +72,8 @@ class FeatureConfig:
         validation period of ``bench/risk_sim.py`` (24 h PR-AUC 0.28 -> 0.35 on validation).
     group_windows
         Faults of the other accounts of the account's group over each window
-        (``fault_history__group_others_<w>``; needs groups and events). Off by default.
+        (``fault_history__group_others_<w>``; needs groups and events). Off here; on in
+        :data:`RISK_FEATURES`.
     chunk_rows
         Per-account features are built over chunks of whole accounts of about this many rows
         (bounded temporary memory; the result does not depend on it).

@@ -15,9 +15,9 @@ Columns (prefix ``fault_history`` / ``enforcement_history``, so
 * ``fault_history__group_count_<w>``: faults of any account of the same group in ``(t - w, t]``
   (shortest history window; built only when groups are given);
 * ``fault_history__group_others_<w>``: faults of the *other* accounts of the group in
-  ``(t - w, t]`` for each of ``FeatureConfig.group_windows`` (off by default; built only when
-  groups are given): a master's fault moves its traffic onto its servants within minutes, so a
-  short window tells a servant its group has just lost capacity;
+  ``(t - w, t]`` for each of ``FeatureConfig.group_windows`` (on in ``RISK_FEATURES``; built
+  only when groups are given): a master's fault moves its traffic onto its servants within
+  minutes, so a short window tells a servant its group has just lost capacity;
 * ``enforcement_history__hours_since``: hours since the account's last restriction or ban
   (:data:`fleetml.vocab.ENFORCEMENT_LABELS`, the enforcement events training reads; a quality
   drop passed in is ignored, so serving may pass every enforcement kind), NaN when none within

@@ -2,8 +2,8 @@
 
 Some failures build over a day or more (a memory leak, a session that decays): the level moves
 by a fraction of its usual spread per hour, which a one-hour slope or a z-score of the current
-value barely sees. Two families, both off by default (:class:`FeatureConfig` ``trend_pairs`` and
-``cusum_windows``):
+value barely sees. Two families (``trend_pairs`` and ``cusum_windows``), off in
+:class:`FeatureConfig` and on in risk training's ``RISK_FEATURES``:
 
 * ``<metric>__trend_<fast>_<slow>``: ``(mean_fast - mean_slow) / std_slow``, the difference of a
   fast and a slow moving average in units of the slow window's spread. Boxcar averages rather
