@@ -13,7 +13,8 @@
 
 Models come from the product's own path: a simulated fleet is stored, ``fleetml train anomaly``
 and ``fleetml train risk`` train and promote the champions. The large fleet copies the
-simulated accounts' last day (and the slices around the seasonal lags) under new ids.
+simulated accounts' recent history (as far back as the live window reads: 96 h for the risk
+defaults since issue 11) and the slices around the seasonal lags under new ids.
 
     PYTHONPATH=. python bench/serving.py [--accounts 10000] [--duration 10]
 
@@ -151,7 +152,7 @@ def prepare_models(home: Path) -> dict:
         "--servants",
         "2",
         "--days",
-        "4",
+        "6",
         "--step",
         "5m",
         "--seed",
@@ -170,22 +171,26 @@ def prepare_models(home: Path) -> dict:
 
 
 def build_large_fleet(home: Path, n_accounts: int) -> int:
-    """Store ``n_accounts`` copies of the simulated accounts' last day and seasonal slices;
+    """Store ``n_accounts`` copies of the simulated accounts' recent history (as far back as the
+    live window reads) and seasonal slices;
     returns the new sample time (ms) that the timed tick will score."""
     import numpy as np
     import pandas as pd
 
     from fleetml.config import get_settings
-    from fleetml.features import FeatureConfig
+    from fleetml.features import RISK_FEATURES, FeatureConfig
     from fleetml.ingest.files import import_accounts_frame, import_metrics_frame
-    from fleetml.serving.window import seasonal_lags_ms
+    from fleetml.serving.window import seasonal_lags_ms, tail_reach_ms
     from fleetml.store.engine import get_engine
     from fleetml.store.metrics import read_metrics, time_range
 
     settings = get_settings(home)
     engine = get_engine(settings)
     end = time_range(engine)[1]
-    pieces = [read_metrics(engine, start=end - pd.Timedelta("24h"), end=end)]
+    # as much history as the live window keeps for the models trained above (risk training's
+    # default features read 96 h back: a 72 h trend, a CUSUM against the 24 h before it)
+    reach = max(tail_reach_ms(FeatureConfig()), tail_reach_ms(RISK_FEATURES), 24 * 3_600_000)
+    pieces = [read_metrics(engine, start=end - pd.Timedelta(milliseconds=reach), end=end)]
     for lag in seasonal_lags_ms(FeatureConfig()):
         at = end - pd.Timedelta(milliseconds=lag)
         pieces.append(
