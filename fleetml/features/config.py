@@ -54,9 +54,8 @@ class FeatureConfig:
         Slow-trend features for precursors that build over a day or more (memory leaks, session
         decay): for each ``(fast, slow)`` pair, ``<metric>__trend_<fast>_<slow>`` is
         ``(mean_fast - mean_slow) / std_slow``, a moving-average crossover in units of the slow
-        window's spread (:mod:`fleetml.features.trends`). Off here; on in :data:`RISK_FEATURES`,
-        what risk training uses without a settings file (``docs/risk.md`` has the validation
-        figures).
+        window's spread (:mod:`fleetml.features.trends`). Off by default; on in the
+        :data:`RISK_FEATURES` preset (``docs/risk.md`` has the validation figures).
     cusum_windows, cusum_reference, cusum_k
         One-sided CUSUMs over each window: every sample's level is standardised against the
         trailing ``cusum_reference`` window at that sample, ``k`` is subtracted (``+z - k`` for
@@ -167,12 +166,13 @@ class FeatureConfig:
         return cls(**data)
 
 
-#: What risk training builds when no ``--features`` file is given: the defaults plus the
-#: slow-trend, CUSUM and peers' fault features. Chosen on the simulator's validation fleets
-#: (seeds 7 and 8, never the reported ones) with ``bench/risk_features_val.py``: together they
-#: raised 24 h PR-AUC on both (0.230 -> 0.241, 0.200 -> 0.234), and 1 h and 6 h as well; no
-#: group alone did on both (docs/risk.md). Kept out of :class:`FeatureConfig`'s own defaults,
-#: which the anomaly model and settings files start from.
+#: The slow-trend preset for risk training: the defaults plus the slow-trend, CUSUM and peers'
+#: fault features (``examples/features/risk-trends.json`` as a ``--features`` file). On the
+#: simulator's validation fleets (seeds 7 and 8, ``bench/risk_features_val.py``) together they
+#: raised 24 h PR-AUC a little (0.230 -> 0.241, 0.200 -> 0.234; the best of seven settings tried).
+#: Not the default: a model trained with them makes the live window keep 96 h per account
+#: instead of 24 h, and a 10,000-account tick's worker then passed 7.8 GB before its first tick
+#: ended (1.8 GB peak with 24 h; the serving budget is 2 GB), too high a price for that gain.
 RISK_FEATURES = FeatureConfig(
     trend_pairs=(("1h", "24h"), ("6h", "72h")),
     cusum_windows=("24h", "72h"),

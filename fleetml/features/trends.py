@@ -3,7 +3,7 @@
 Some failures build over a day or more (a memory leak, a session that decays): the level moves
 by a fraction of its usual spread per hour, which a one-hour slope or a z-score of the current
 value barely sees. Two families (``trend_pairs`` and ``cusum_windows``), off in
-:class:`FeatureConfig` and on in risk training's ``RISK_FEATURES``:
+:class:`FeatureConfig` by default and on in the ``RISK_FEATURES`` preset (a ``--features`` file):
 
 * ``<metric>__trend_<fast>_<slow>``: ``(mean_fast - mean_slow) / std_slow``, the difference of a
   fast and a slow moving average in units of the slow window's spread. Boxcar averages rather

@@ -171,12 +171,12 @@ def fit_risk(
     Fault and enforcement events also feed the event-history features when the feature config
     asks for them (the model then wants them at scoring too).
     """
-    from fleetml.features import RISK_FEATURES, build_feature_matrix
+    from fleetml.features import FeatureConfig, build_feature_matrix
 
     config = config or RiskTrainConfig()
     if len(frame) == 0:
         raise ValueError("no stored samples in the selected range/accounts; import metrics first")
-    fconfig = config.feature_config or RISK_FEATURES
+    fconfig = config.feature_config or FeatureConfig()
     frame = _sorted(frame)
     ts_ms = pd.DatetimeIndex(frame["ts"]).as_unit("ms").asi8
     account_id = frame["account_id"].astype(str).to_numpy()

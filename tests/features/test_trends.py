@@ -154,30 +154,35 @@ def test_the_live_window_keeps_what_the_new_features_read():
     assert tail_reach_ms(FeatureConfig()) == 24 * hour
 
 
-def test_risk_training_defaults_add_the_trend_cusum_and_peer_features():
+def test_the_risk_trends_preset_is_a_settings_file_and_not_the_training_default():
+    """The 96 h features cost the live loop four times the window: risk training leaves them
+    off unless a settings file (examples/features/risk-trends.json) asks for them."""
     from dataclasses import replace
+    from pathlib import Path
 
     from fleetml.features import RISK_FEATURES
+    from fleetml.features.files import load_feature_config
     from fleetml.training.risk import RiskTrainConfig, fit_risk
     from tests.training.test_risk_training import risk_fleet
 
-    # the risk default is FeatureConfig's defaults plus the three option groups, nothing else
+    # the preset is FeatureConfig's defaults plus the three option groups, nothing else
     assert replace(RISK_FEATURES, trend_pairs=(), cusum_windows=(), group_windows=()) == (
         FeatureConfig()
     )
-    assert RISK_FEATURES.trend_pairs and RISK_FEATURES.cusum_windows and RISK_FEATURES.group_windows
+    example = Path(__file__).resolve().parents[2] / "examples" / "features" / "risk-trends.json"
+    assert load_feature_config(example) == RISK_FEATURES
     frame, events = risk_fleet(n_accounts=4, days=4)
     faults = events[events["kind"] == "crash"]
     cfg = RiskTrainConfig(horizons=("3h",), refit=False, enforcement=False, max_iter=5)
     groups = {"acc-0": "g", "acc-1": "g"}
-    fit = fit_risk(frame, faults=faults, groups=groups, config=cfg)
-    assert fit.model.feature_config == RISK_FEATURES
+    fit = fit_risk(
+        frame, faults=faults, groups=groups, config=replace(cfg, feature_config=RISK_FEATURES)
+    )
     cols = fit.model.feature_columns
     assert "mem_mb__trend_6h_72h" in cols
     assert "mem_mb__cusum_up_24h" in cols
     assert "fault_history__group_others_1h" in cols
-    # a settings file (or an explicit config) starts from FeatureConfig's own defaults
-    plain = fit_risk(
-        frame, faults=faults, config=replace(cfg, feature_config=FeatureConfig(seasonal=False))
-    )
+    # without a settings file risk training starts from FeatureConfig's own defaults
+    plain = fit_risk(frame, faults=faults, groups=groups, config=cfg)
+    assert plain.model.feature_config == FeatureConfig()
     assert not [c for c in plain.model.feature_columns if "__trend_" in c or "__cusum_" in c]
