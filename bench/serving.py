@@ -13,8 +13,8 @@
 
 Models come from the product's own path: a simulated fleet is stored, ``fleetml train anomaly``
 and ``fleetml train risk`` train and promote the champions. The large fleet copies the
-simulated accounts' recent history (as far back as the live window reads: 96 h for the risk
-defaults since issue 11) and the slices around the seasonal lags under new ids.
+simulated accounts' recent history (as far back as the live window reads for the trained
+models' features) and the slices around the seasonal lags under new ids.
 
     PYTHONPATH=. python bench/serving.py [--accounts 10000] [--duration 10]
 
@@ -178,7 +178,7 @@ def build_large_fleet(home: Path, n_accounts: int) -> int:
     import pandas as pd
 
     from fleetml.config import get_settings
-    from fleetml.features import RISK_FEATURES, FeatureConfig
+    from fleetml.features import FeatureConfig
     from fleetml.ingest.files import import_accounts_frame, import_metrics_frame
     from fleetml.serving.window import seasonal_lags_ms, tail_reach_ms
     from fleetml.store.engine import get_engine
@@ -187,9 +187,9 @@ def build_large_fleet(home: Path, n_accounts: int) -> int:
     settings = get_settings(home)
     engine = get_engine(settings)
     end = time_range(engine)[1]
-    # as much history as the live window keeps for the models trained above (risk training's
-    # default features read 96 h back: a 72 h trend, a CUSUM against the 24 h before it)
-    reach = max(tail_reach_ms(FeatureConfig()), tail_reach_ms(RISK_FEATURES), 24 * 3_600_000)
+    # as much history as the live window keeps for the models trained above (with the default
+    # features; a settings file such as examples/features/risk-trends.json reads further back)
+    reach = max(tail_reach_ms(FeatureConfig()), 24 * 3_600_000)
     pieces = [read_metrics(engine, start=end - pd.Timedelta(milliseconds=reach), end=end)]
     for lag in seasonal_lags_ms(FeatureConfig()):
         at = end - pd.Timedelta(milliseconds=lag)

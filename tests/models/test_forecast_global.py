@@ -3,8 +3,6 @@ and the CLI's native-step output keeps its shape with it."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +13,7 @@ from fleetml.models.forecasting.global_gbm import (
     global_member_forecasts,
 )
 from fleetml.models.forecasting.selection import LoadForecaster
+from tests.models.test_forecast_native_step import _forecast as run_forecast_cli
 
 
 def _series(n_series: int = 6, days: int = 18, seed: int = 0) -> list[pd.Series]:
@@ -137,15 +136,8 @@ def fleet_store(sqlite_settings):
 
 
 def _forecast(tmp_path, *extra):
-    from click.testing import CliRunner
-
-    from fleetml.cli import cli
-
-    out = tmp_path / "fc.csv"
-    args = ["forecast", "--metric", "load", "--out", str(out), "--n-jobs", "1", *extra]
-    result = CliRunner().invoke(cli, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1]), pd.read_csv(out)
+    summary, frame, _ = run_forecast_cli(tmp_path, *extra)
+    return summary, frame
 
 
 @pytest.mark.slow
