@@ -171,3 +171,20 @@ def _keep_in_range(ms: np.ndarray, present: np.ndarray, out: np.ndarray, ok: np.
     out[inside] = np.round(ms[inside]).astype("int64")
     ok |= inside
     return out, ok
+
+
+_STEP_UNITS = (("D", 86_400_000), ("h", 3_600_000), ("min", 60_000), ("s", 1_000))
+
+
+def format_step(step: Any) -> str:
+    """A sampling or forecast step the way ``--step`` and ``--horizon`` take it: ``10min``,
+    ``1h``, ``1D``, ``90s`` (the largest unit that divides it; ``pd.Timedelta`` reads it back).
+
+    ``str(pd.Timedelta)`` gives ``0 days 00:10:00``, which no option accepts back verbatim."""
+    ms = int(round(pd.Timedelta(step) / pd.Timedelta(milliseconds=1)))
+    if ms <= 0:
+        raise ValueError(f"a step must be positive, got {step!r}")
+    for unit, size in _STEP_UNITS:
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

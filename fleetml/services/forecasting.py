@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from fleetml.errors import InvalidInput, NotFound
+from fleetml.timestamps import format_step
 
 if TYPE_CHECKING:  # pragma: no cover
     from fleetml.config import Settings
@@ -345,7 +346,7 @@ def forecast_record(
         for t, y in zip(result.peaks["ts"], result.peaks["yhat"], strict=True)
     ]
     payload = {
-        "step": str(result.step),
+        "step": format_step(result.step),
         "step_seconds": result.step.total_seconds(),
         "points": points,
         "peaks": peaks,

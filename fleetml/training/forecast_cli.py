@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result, write_frame
+from fleetml.timestamps import format_step
 from fleetml.training.cli_output import echo_training_outcome
 from fleetml.training.progress import PROGRESS_OPTION, progress_enabled, run_with_progress
 from fleetml.training.summary import json_ready
@@ -192,7 +193,7 @@ def forecast(
         raise click.ClickException(str(exc)) from exc
     table, results, steps = run.table, run.results, run.horizon_steps
     note = run.aggregation_reason or ""
-    table = table.assign(step=str(run.step), aggregated=run.aggregated, note=note)
+    table = table.assign(step=format_step(run.step), aggregated=run.aggregated, note=note)
     path = write_frame(table, out)
     if run.aggregated:
         click.echo(f"note: {run.aggregation_reason}", err=True)
@@ -212,8 +213,8 @@ def forecast(
             "rows": len(table),
             "series": len(results) - len(failed),
             "failed": len(failed),
-            "step": str(run.step),
-            "native_step": str(run.native_step),
+            "step": format_step(run.step),
+            "native_step": format_step(run.native_step),
             "aggregated": run.aggregated,
             "aggregation_reason": run.aggregation_reason,
             "horizon_steps": steps,
@@ -463,8 +464,8 @@ def train_forecast(
     params = {
         "metrics": ",".join(metrics),
         "horizon": horizon,
-        "step": str(choice.step),
-        "native_step": str(choice.native),
+        "step": format_step(choice.step),
+        "native_step": format_step(choice.native),
         "max_points": max_points,
         "n_series": len(jobs),
         "from": start,
@@ -617,7 +618,7 @@ def backtest_forecast(
     parts = [p for p in parts if not p.empty]
     if not parts:
         raise click.ClickException(
-            f"no series is long enough for a {steps}-step backtest at a {step} step; "
+            f"no series is long enough for a {steps}-step backtest at a {format_step(step)} step; "
             "use a shorter --horizon or more history"
         )
     table = pd.concat(parts, ignore_index=True)
@@ -626,7 +627,7 @@ def backtest_forecast(
     key_col = table.columns[0]
     summary = summarize_backtest(table, by=(key_col, "metric", "origin"))
     click.echo(
-        f"backtest: {summary['n_forecasts']} forecasts of {steps} steps ({step}) over "
+        f"backtest: {summary['n_forecasts']} forecasts of {steps} steps ({format_step(step)}) over "
         f"{table[key_col].nunique()} series: sMAPE {summary['smape']:.2f}, "
         f"MASE {summary['mase']:.3f}, "
         f"coverage 80% {100 * summary.get('coverage_80', math.nan):.1f}, "
@@ -636,7 +637,7 @@ def backtest_forecast(
         {
             "out": str(path),
             "rows": len(table),
-            "step": str(step),
+            "step": format_step(step),
             "aggregated": choice.aggregated,
             "aggregation_reason": choice.reason,
             "horizon_steps": steps,

@@ -268,10 +268,10 @@ def test_forecast_command_per_account_and_group(stored_fleet, tmp_path):
         "note",
     ]
     # 5-minute samples, aggregated only because --step asked for it, and both outputs say so
-    assert res["step"] == "0 days 00:30:00" and res["horizon_steps"] == 24
-    assert res["native_step"] == "0 days 00:05:00" and res["aggregated"] is True
+    assert res["step"] == "30min" and res["horizon_steps"] == 24
+    assert res["native_step"] == "5min" and res["aggregated"] is True
     assert "30min" in res["aggregation_reason"]
-    assert table["aggregated"].all() and (table["step"] == "0 days 00:30:00").all()
+    assert table["aggregated"].all() and (table["step"] == "30min").all()
     assert len(table) == 3 * 24 * 2 and set(table["level"]) == {80, 95}
     assert (table["yhat_lower"] <= table["yhat"]).all() and (
         table["yhat"] <= table["yhat_upper"]

@@ -144,7 +144,7 @@ def _forecast(tmp_path, *extra):
 def test_cli_uses_the_global_model_and_keeps_48_hourly_points(fleet_store, tmp_path):
     res, table = _forecast(tmp_path, "--horizon", "48", "--no-champion")
     assert res["global_model"]["used"] is True and res["global_model"]["series"] == 6
-    assert res["step"] == "0 days 01:00:00" and res["horizon_steps"] == 48
+    assert res["step"] == "1h" and res["horizon_steps"] == 48
     for (account, level), part in table.groupby(["account_id", "level"]):
         ts = pd.to_datetime(part["ts"])
         assert len(part) == 48, (account, level)

@@ -52,7 +52,7 @@ def _forecast(tmp_path, *extra):
 
 def test_horizon_48_on_hourly_data_gives_48_hourly_points(hourly_store, tmp_path):
     res, table, _ = _forecast(tmp_path, "--horizon", "48", "--no-champion")
-    assert res["step"] == "0 days 01:00:00" and res["horizon_steps"] == 48
+    assert res["step"] == "1h" and res["horizon_steps"] == 48
     assert res["aggregated"] is False and res["aggregation_reason"] is None
     assert res["history_cut"] == 0
     for level in (80, 95):
@@ -61,12 +61,12 @@ def test_horizon_48_on_hourly_data_gives_48_hourly_points(hourly_store, tmp_path
         assert len(part) == 48
         assert (ts.diff().dropna() == pd.Timedelta("1h")).all()
         assert ts.iloc[0] == pd.Timestamp("2026-02-20", tz="UTC")  # one step past the last
-    assert (~table["aggregated"]).all() and (table["step"] == "0 days 01:00:00").all()
+    assert (~table["aggregated"]).all() and (table["step"] == "1h").all()
 
 
 def test_an_explicit_step_aggregates_and_says_so(hourly_store, tmp_path):
     res, table, result = _forecast(tmp_path, "--horizon", "48h", "--step", "2h", "--no-champion")
-    assert res["step"] == "0 days 02:00:00" and res["native_step"] == "0 days 01:00:00"
+    assert res["step"] == "2h" and res["native_step"] == "1h"
     assert res["horizon_steps"] == 24 and res["aggregated"] is True
     assert "2h" in res["aggregation_reason"]
     assert table["aggregated"].all() and table["note"].str.contains("aggregated").all()
@@ -89,7 +89,7 @@ def test_a_long_history_is_cut_not_coarsened(hourly_store, tmp_path):
     res, table, result = _forecast(
         tmp_path, "--horizon", "24", "--max-points", "100", "--no-champion"
     )
-    assert res["step"] == "0 days 01:00:00" and res["aggregated"] is False
+    assert res["step"] == "1h" and res["aggregated"] is False
     assert res["history_cut"] == 1 and res["max_points"] == 100
     assert len(table[table["level"] == 95]) == 24
     assert "newest 100 points" in result.stderr

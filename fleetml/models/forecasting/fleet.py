@@ -22,6 +22,7 @@ from fleetml.models.forecasting.series import (
     regular_step,
     to_regular_series,
 )
+from fleetml.timestamps import format_step
 
 
 def fleet_step(frame: pd.DataFrame, *, max_points: int | None = None) -> pd.Timedelta:
@@ -74,12 +75,14 @@ def forecast_step(frame: pd.DataFrame, step=None) -> StepChoice:
         raise ValueError(f"step {step!r} is not a duration like 1h, 30min or 1D") from exc
     if wanted < native:
         raise ValueError(
-            f"step {step} is finer than the data's sampling step ({native}); "
+            f"step {step} is finer than the data's sampling step ({format_step(native)}); "
             "ask for the sampling step or a coarser one"
         )
     if wanted == native:
         return StepChoice(native, native)
-    return StepChoice(wanted, native, f"aggregated to the requested step {step} from {native}")
+    return StepChoice(
+        wanted, native, f"aggregated to the requested step {step} from {format_step(native)}"
+    )
 
 
 def recent(series: pd.Series, max_points: int | None) -> tuple[pd.Series, bool]:
