@@ -202,7 +202,9 @@ class Observation:
       ``kind``, ``detail``);
     * ``demand``: messages per minute that arrived per group (indexed by group);
     * ``predictions``: the live loop's latest predictions (``account_id``, ``family``,
-      ``horizon``, ``score``, ``flag``, ``model_version``, ...; empty when no model serves);
+      ``horizon``, ``score``, ``flag``, ``model_version``, and for risk models with a
+      platform-enforcement part ``enforcement_risk`` and ``enforcement_flag``; empty when no
+      model serves);
     * ``forecasts``: per group, the forecast peak of demand (msgs/min) over the coming hours and
       when it comes: columns ``group``, ``peak``, ``peak_ts_ms`` (empty when none);
     * ``models``: the model versions in effect per family (for the decision record).
@@ -240,6 +242,17 @@ class Observation:
             return pd.Series(np.nan, index=self.fleet.account_ids)
         rows = p[(p["family"] == "risk") & (p["horizon"].astype(str) == horizon)]
         return rows.groupby("account_id")["score"].last().reindex(self.fleet.account_ids)
+
+    def enforcement_suspected(self) -> np.ndarray:
+        """Per account (fleet order), whether the risk model's platform-enforcement part flags
+        it at any horizon (``enforcement_flag``: its enforcement risk at or above the threshold
+        stored with the model). Absent (no enforcement part, no prediction): False."""
+        p = self.predictions
+        n = len(self.fleet.account_ids)
+        if p is None or p.empty or "enforcement_flag" not in p:
+            return np.zeros(n, dtype=bool)
+        rows = p[(p["family"] == "risk") & p["enforcement_flag"].fillna(False).astype(bool)]
+        return self.fleet.account_ids.isin(rows["account_id"].astype(str).unique())
 
 
 EVENT_COLUMNS = ("ts_ms", "account_id", "kind", "detail")

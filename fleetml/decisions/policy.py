@@ -14,6 +14,10 @@ simulated fleet with. Per tick, in this order:
    ``risk_on`` for ``trigger_ticks`` ticks, outside its cooldown, is failed over to the servant
    with the best readiness, inside the fleet-wide :class:`Envelope` and only when the servants'
    spare capacity can absorb the master's load; otherwise a recommendation is raised instead.
+   Not when the risk model's platform-enforcement part flags the number
+   (:meth:`Observation.enforcement_suspected`): the raised risk may be the run-up of a
+   restriction, and moving its traffic ahead of it would route around a platform limit. That
+   risk lowers no weight either; a ``review_enforcement`` recommendation asks a person.
 4. **Failback** once the master is healthy and its risk stayed below ``risk_off`` for
    ``clear_ticks`` ticks; the next pre-emptive failover of that master waits ``cooldown_s``,
    doubled after each failback that came within a cooldown (flapping).
@@ -345,6 +349,10 @@ class FleetmlPolicy:
                 [self.policy(g).risk_horizon == h for g in groups.tolist()], dtype=bool
             )
             risk = np.where(use, r, risk)
+        # the risk model's enforcement part expects a restriction or ban: raised failure risk may
+        # be that run-up, and moving traffic off the number ahead of it would route around a
+        # platform limit; such risk moves no traffic, a person is asked instead
+        suspect = obs.enforcement_suspected() & ~held
 
         # accounts that reported "degraded" and no harder fault since: partial health, until
         # the health probe passes again (or degraded_window_s at most)
@@ -410,7 +418,14 @@ class FleetmlPolicy:
                     and now >= s["cooldown_until"]
                 )
                 if not (reactive or sustained) or not in_rotation[i]:
+                    s.pop("suspect_noted", None)
                     continue
+                if suspect[i] and not reactive:
+                    if not s.get("suspect_noted"):
+                        s["suspect_noted"] = True
+                        self._suspected(a, g, r, pol, s["risk_run"], record, out)
+                    continue
+                s.pop("suspect_noted", None)
                 target, readiness = self._target(fleet, a, risk, health_ok, held, load)
                 inputs = {
                     "risk": _num(r),
@@ -522,7 +537,7 @@ class FleetmlPolicy:
         target, reasons = target_weights(
             fleet,
             health=health,
-            risk=risk,
+            risk=np.where(suspect, np.nan, risk),
             headroom=headroom,
             policies=self.policies,
             default=self.default,
@@ -556,6 +571,10 @@ class FleetmlPolicy:
             reasons[i].append("probation after recovery")
         for i in np.flatnonzero(fast):
             reasons[i].append("pre-balanced ahead of a forecast peak")
+        for i in np.flatnonzero(suspect & (risk > 0)):
+            reasons[i].append(
+                f"failure risk {risk[i]:.2f} not acted on: platform enforcement suspected"
+            )
         for i in np.flatnonzero(held):
             reasons[i] = ["held: platform enforcement (traffic kept on the number, not moved)"]
         self.last_weights = pd.DataFrame(
@@ -662,6 +681,49 @@ class FleetmlPolicy:
         Where it is only sample freshness, a probe that passes cannot clear a reported fault."""
         probe = np.asarray(obs.column("state", "probe"), dtype=float)
         return np.where(np.isnan(probe), True, probe > 0)
+
+    @staticmethod
+    def _suspected(a, group, r, pol, run, record, out) -> None:
+        """Sustained failure risk on a number the enforcement model flags: no pre-emptive
+        failover (it would move the traffic off the number ahead of a likely platform limit);
+        the decision is recorded as a recommendation and a person reviews the number."""
+        inputs = {
+            "risk": _num(r),
+            "risk_on": pol.risk_on,
+            "risk_run": run,
+            "horizon": pol.risk_horizon,
+            "enforcement_suspected": True,
+        }
+        record(
+            Decision(
+                kind=ActionKind.FAILOVER.value,
+                rule="enforcement_suspected",
+                account_id=a,
+                inputs=inputs,
+                reason=f"failure risk {r:.2f} >= {pol.risk_on:.2f} for {run} ticks, but the "
+                "risk model expects a platform restriction or ban: traffic is not moved to "
+                "other numbers ahead of a platform limit; a person reviews",
+                status="recommended",
+            ),
+            group,
+        )
+        out.recommendations.append(
+            Recommendation(
+                kind=RecommendationKind.REVIEW_ENFORCEMENT,
+                title=f"Review {a}: platform enforcement suspected",
+                dedup_key=f"enforcement_suspected:{a}",
+                group=group,
+                account_id=a,
+                evidence=inputs,
+                expected_impact={
+                    "summary": "fleetml did not fail this number over although its failure "
+                    "risk is high: the risk model also expects a restriction or ban. Check "
+                    "the number's quality and blocks; fail over by hand only for a technical "
+                    "fault."
+                },
+                confidence=float(min(max(r, 0.0), 1.0)),
+            )
+        )
 
     def _hold(self, a, kind, ts, group, record, out, inputs=None) -> None:
         s = self._state(a)

@@ -24,6 +24,7 @@ import logging
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from fleetml.decisions.contracts import (
@@ -48,6 +49,36 @@ UP_METRIC = "up"
 #: The prediction families and columns the policy reads.
 _FAMILIES = ["anomaly", "risk"]
 _PRED_COLUMNS = ("account_id", "family", "horizon", "score", "flag", "model_version")
+
+
+def _enforcement_risk(detail) -> np.ndarray:
+    """The ``enforcement_risk`` in each prediction's ``detail`` (a dict from this tick's scorer,
+    JSON text from the store), NaN where there is none."""
+    out = np.full(len(detail), np.nan)
+    for i, d in enumerate(detail):
+        if isinstance(d, str) and "enforcement_risk" in d:
+            try:
+                d = orjson.loads(d)
+            except orjson.JSONDecodeError:
+                continue
+        if isinstance(d, dict):
+            v = d.get("enforcement_risk")
+            if isinstance(v, int | float):
+                out[i] = float(v)
+    return out
+
+
+def _enforcement_thresholds(scorer) -> dict[str, float]:
+    """Per horizon, the alert threshold of the served risk model's platform-enforcement part
+    (chosen on validation with the model; empty when it has none or no risk model serves)."""
+    try:
+        bundle = getattr(scorer.models.get("risk"), "bundle", None)
+    except Exception:  # no model set on this scorer (a bare window in tests and replays)
+        return {}
+    parts = getattr(bundle, "enforcement", None) or {}
+    return {str(h): float(m.threshold) for h, m in parts.items()}
+
+
 #: Events are read with this overlap (late arrivals); the seen-set drops repeats.
 _EVENT_OVERLAP_MS = 10 * 60_000
 
@@ -216,9 +247,18 @@ class DecisionLoop:
         if self._preds is None:
             from fleetml.store.predictions import read_latest
 
-            self._preds = read_latest(self.engine, families=_FAMILIES)[list(_PRED_COLUMNS)]
+            stored = read_latest(self.engine, families=_FAMILIES)
+            self._preds = stored[list(_PRED_COLUMNS)].assign(
+                enforcement_risk=_enforcement_risk(stored["detail"].to_numpy(dtype=object))
+            )
         if fresh is not None and len(fresh):
-            new = fresh.loc[fresh["family"].isin(_FAMILIES), list(_PRED_COLUMNS)]
+            new = fresh.loc[fresh["family"].isin(_FAMILIES)]
+            detail = (
+                new["detail"].to_numpy(dtype=object)
+                if "detail" in new
+                else np.full(len(new), None, dtype=object)
+            )
+            new = new[list(_PRED_COLUMNS)].assign(enforcement_risk=_enforcement_risk(detail))
             both = pd.concat([self._preds, new], ignore_index=True) if len(self._preds) else new
             self._preds = both.drop_duplicates(
                 ["account_id", "family", "horizon"], keep="last"
@@ -242,6 +282,10 @@ class DecisionLoop:
         state["health_ok"] = health
         state["probe"] = probe
         preds = self._predictions(predictions)
+        thresholds = _enforcement_thresholds(scorer)
+        if len(preds):
+            cut = preds["horizon"].astype(str).map(thresholds).to_numpy(dtype=float)
+            preds = preds.assign(enforcement_flag=preds["enforcement_risk"].to_numpy() >= cut)
         try:
             forecasts = self._forecasts(now_ms)
         except Exception:  # a forecast store in an unexpected shape must not stop decisions

@@ -180,6 +180,51 @@ def test_enforcement_holds_the_account_and_never_moves_its_traffic(kind):
     assert later.failover == [] and later.weights["m0"] == 42.0
 
 
+def suspected(obs: Observation, *accounts: str) -> Observation:
+    """The same observation with the risk model's enforcement part flagging ``accounts``."""
+    p = obs.predictions
+    obs.predictions = p.assign(enforcement_flag=p["account_id"].isin(accounts).to_numpy())
+    return obs
+
+
+def test_risk_the_enforcement_model_flags_moves_no_traffic_and_asks_a_person():
+    fleet = make_fleet()
+    policy = auto(trigger_ticks=2, smoothing=0.0)
+    risk = {"m0": 0.9, "m1": 0.9}
+    first = policy.decide(suspected(observe(fleet, 0, risk=risk), "m0"))
+    second = policy.decide(suspected(observe(fleet, MIN, risk=risk), "m0"))
+    # the unflagged master is failed over on its sustained risk; the flagged one is not
+    assert first.failover == [] and second.failover == ["m1"]
+    held_back = [d for d in second.decisions if d.rule == "enforcement_suspected"]
+    assert [(d.account_id, d.status, d.kind) for d in held_back] == [
+        ("m0", "recommended", "failover")
+    ]
+    assert held_back[0].inputs["risk"] == pytest.approx(0.9)
+    recs = [r for r in second.recommendations if r.account_id == "m0"]
+    assert [(r.kind, r.dedup_key) for r in recs] == [
+        (RecommendationKind.REVIEW_ENFORCEMENT, "enforcement_suspected:m0")
+    ]
+    # its risk does not lower its weight either (that too would move its traffic away)
+    assert second.weights["m0"] == pytest.approx(100.0)
+    reasons = policy.last_weights.set_index("account_id")["reasons"]
+    assert any("enforcement suspected" in r for r in reasons["m0"])
+    # recorded once while it lasts, not on every tick
+    third = policy.decide(suspected(observe(fleet, 2 * MIN, risk=risk), "m0"))
+    assert not [d for d in third.decisions if d.rule == "enforcement_suspected"]
+    assert third.failover == []
+    # once the enforcement model no longer flags it, its sustained risk is acted on
+    assert policy.decide(observe(fleet, 3 * MIN, risk=risk)).failover == ["m0"]
+
+
+def test_a_technical_fault_on_a_number_suspected_of_enforcement_still_fails_over():
+    fleet = make_fleet()
+    policy = auto()
+    obs = observe(fleet, 0, events=[("m0", "crash")], health={"m0": False}, risk={"m0": 0.9})
+    actions = policy.decide(suspected(obs, "m0"))
+    assert actions.failover == ["m0"]
+    assert [d.rule for d in actions.decisions if d.kind == "failover"] == ["fault_reported"]
+
+
 def test_user_blocks_past_the_ratio_hold_the_account():
     fleet = make_fleet(1)
     policy = auto()

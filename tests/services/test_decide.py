@@ -262,3 +262,65 @@ def test_fail_after_ticks_is_a_validated_setting(tmp_path):
     assert Settings(home=tmp_path).decision_fail_after_ticks == 2
     with pytest.raises(ValidationError, match="decision_fail_after_ticks"):
         Settings(home=tmp_path, decision_fail_after_ticks=0)
+
+
+class _EnforcementModels:
+    """A model set whose risk champion has a platform-enforcement part at 24 h."""
+
+    def __init__(self, threshold):
+        self.threshold = threshold
+
+    def get(self, family):
+        from types import SimpleNamespace
+
+        if family != "risk" or self.threshold is None:
+            return None
+        part = SimpleNamespace(threshold=self.threshold)
+        return SimpleNamespace(bundle=SimpleNamespace(enforcement={"24h": part}))
+
+
+def _risk_rows(enforcement: dict[str, float]):
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "account_id": list(enforcement),
+            "family": "risk",
+            "horizon": "24h",
+            "score": 0.2,
+            "flag": False,
+            "data_until": T0,
+            "model_version": 3,
+            "fallback": False,
+            "detail": [{"enforcement_risk": v} for v in enforcement.values()],
+        }
+    )
+
+
+@pytest.mark.parametrize("source", ["store", "tick"])
+def test_the_enforcement_part_of_the_risk_model_reaches_the_policy(settings, engine, fleet, source):
+    """Stored predictions (detail as JSON) and this tick's (detail as dicts) both carry the
+    enforcement risk; the flag uses the threshold stored with the served risk model."""
+    from types import SimpleNamespace
+
+    from fleetml.services.decide import DecisionLoop
+    from fleetml.store.predictions import write_predictions
+
+    rows = _risk_rows({"m-g0": 0.8, "m-g1": 0.1})
+    fresh = None
+    if source == "store":
+        with engine.begin() as conn:
+            write_predictions(conn, rows, computed_at=T0)
+    else:
+        fresh = rows
+    loop = DecisionLoop(engine, settings_for(settings, "auto"))
+    scorer = SimpleNamespace(window=[], models=_EnforcementModels(0.5))
+    obs = loop.observe(T0 + MIN, scorer=scorer, models={}, predictions=fresh)
+    suspected = dict(zip(obs.fleet.ids.tolist(), obs.enforcement_suspected().tolist(), strict=True))
+    assert suspected["m-g0"] is True
+    assert not any(v for a, v in suspected.items() if a != "m-g0")
+    # a risk model without an enforcement part flags nothing
+    bare = SimpleNamespace(window=[], models=_EnforcementModels(None))
+    again = DecisionLoop(engine, settings_for(settings, "auto"))
+    plain = again.observe(T0 + MIN, scorer=bare, models={}, predictions=fresh)
+    assert not plain.enforcement_suspected().any()
