@@ -122,6 +122,7 @@ def main() -> None:
             enforcement=upto(data.enforcement),
             kinds=data.kinds,
             groups=data.groups,
+            masters=data.masters,
             # the enforcement head does not touch the fault heads compared here
             config=RiskTrainConfig(horizons=horizons, feature_config=fconfig, enforcement=False),
             data_end=cut,

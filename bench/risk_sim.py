@@ -3,6 +3,7 @@ gradient-boosting baseline trained on the same rows.
 
     PYTHONPATH=. python bench/risk_sim.py [--masters 10] [--servants 3] [--days 21] [--step 5m]
         [--seed 1] [--horizon 1h,6h,24h] [--holdout-days 5] [--budget 0.05] [--keep DIR]
+        [--features FILE]
 
 1. ``fleetml simulate ... --out DIR --into-home`` fills a fresh home.
 2. ``fleetml train risk --horizon ... --to CUT`` trains on everything before the held-out
@@ -126,6 +127,11 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=0.05, help="Share of held-out rows flagged.")
     ap.add_argument("--keep", default=None, help="Use this folder (home and files) and keep it.")
     ap.add_argument(
+        "--features",
+        default=None,
+        help="Feature settings file passed to `fleetml train risk --features` (default: none).",
+    )
+    ap.add_argument(
         "--reuse-version",
         default=None,
         help="With --keep: score this already trained version instead of training again.",
@@ -155,7 +161,10 @@ def main() -> None:
     if args.reuse_version:
         trained = {"version": args.reuse_version}
     else:
-        trained = _cli(home, "train", "risk", "--horizon", args.horizon, "--to", cut.isoformat())
+        extra = ["--features", str(Path(args.features).resolve())] if args.features else []
+        trained = _cli(
+            home, "train", "risk", "--horizon", args.horizon, "--to", cut.isoformat(), *extra
+        )
     train_s = time.perf_counter() - t1
     version = str(trained["version"])
     scores_file = work / "scores.parquet"

@@ -13,7 +13,13 @@ from fleetml.features.history import history_matrix
 from fleetml.features.layout import Layout, ts_to_ms
 from fleetml.features.peers import peer_z
 from fleetml.features.seasonal import SeasonalLags
-from fleetml.features.trends import cusum_values, stats_config, trend_names, trend_values
+from fleetml.features.trends import (
+    cusum_values,
+    peak_values,
+    stats_config,
+    trend_names,
+    trend_values,
+)
 from fleetml.features.windows import WindowStats, rate_of_change, window_ratios
 from fleetml.vocab import RESERVED_COLUMNS, default_metric_kind
 
@@ -126,6 +132,7 @@ def _account_block(
             )
         )
         cols.update(trend_values(cols, config))
+        cols.update(peak_values(level, stats, config, cols))
         cols.update(cusum_values(level, layout, config, rows))
         for w, pos in roc_pos.items():
             cols[f"roc_{w}"] = rate_of_change(level, layout, window_ms(w), pos, rows)
@@ -173,6 +180,7 @@ def build_features(
     config: FeatureConfig | None = None,
     rows: np.ndarray | pd.Series | None = None,
     events: pd.DataFrame | None = None,
+    masters: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Causal features for every row of a canonical wide metrics frame.
 
@@ -198,6 +206,9 @@ def build_features(
         Stored events (``ts``, ``account_id``, ``kind``). When given (and
         ``config.fault_history``), event-history columns are appended
         (:mod:`fleetml.features.history`); when ``None`` they are not built.
+    masters
+        Servant id -> its master's id (the registry's ``master_id``): with events and
+        ``config.master_windows``, the master's-state columns are appended too.
 
     Returns
     -------
@@ -217,7 +228,15 @@ def build_features(
                 raise ValueError(f"rows mask has {len(rows)} entries for a frame of {len(frame)}")
             rows = np.flatnonzero(rows)
         rows = rows.astype(np.int64)
-    return _build(frame, kinds=kinds, groups=groups, config=config, rows=rows, events=events)
+    return _build(
+        frame,
+        kinds=kinds,
+        groups=groups,
+        config=config,
+        rows=rows,
+        events=events,
+        masters=masters,
+    )
 
 
 def build_feature_matrix(
@@ -228,6 +247,7 @@ def build_feature_matrix(
     config: FeatureConfig | None = None,
     rows: np.ndarray | pd.Series | None = None,
     events: pd.DataFrame | None = None,
+    masters: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[str], np.ndarray]:
     """:func:`build_features` as ``(ids, columns, X)`` without copying the values into a frame:
     ``ids`` holds ``ts`` and ``account_id``, ``X`` is the float64 matrix (training on large
@@ -238,7 +258,14 @@ def build_feature_matrix(
             rows = np.flatnonzero(rows)
         rows = rows.astype(np.int64)
     return _build(
-        frame, kinds=kinds, groups=groups, config=config, rows=rows, as_matrix=True, events=events
+        frame,
+        kinds=kinds,
+        groups=groups,
+        config=config,
+        rows=rows,
+        as_matrix=True,
+        events=events,
+        masters=masters,
     )
 
 
@@ -252,6 +279,7 @@ def _build(
     rows=None,
     as_matrix=False,
     events=None,
+    masters=None,
 ):
     """:func:`build_features`, optionally evaluated at some rows (``rows``: input positions) or
     at each account's last row only."""
@@ -310,6 +338,7 @@ def _build(
             events,
             groups=groups,
             config=config,
+            masters=masters,
         )
         names = names + hist_cols
         out = np.hstack([out, hist]) if len(hist_cols) else out
@@ -393,6 +422,7 @@ def latest_features(
     groups: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
     events: pd.DataFrame | None = None,
+    masters: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Features of each account's last row only: the fast path for scoring "now".
 
@@ -410,7 +440,12 @@ def latest_features(
     if events is not None and config.fault_history:
         ts = pd.DatetimeIndex(out["ts"]).as_unit("ms").asi8
         cols, hist = history_matrix(
-            ts, out["account_id"].astype(str).to_numpy(), events, groups=groups, config=config
+            ts,
+            out["account_id"].astype(str).to_numpy(),
+            events,
+            groups=groups,
+            config=config,
+            masters=masters,
         )
         out = pd.concat([out, pd.DataFrame(hist, columns=cols, index=out.index)], axis=1)
     return out

@@ -63,6 +63,13 @@ class FeatureConfig:
         suffix of ``(t - w, t]`` (0 when none is positive) is the feature: a drift of a fraction
         of a standard deviation sustained for hours adds up where one spike does not. Off here;
         on in :data:`RISK_FEATURES`.
+    peak_windows, peak_reference
+        A cheap stand-in for the anomaly detector's recent maxima: ``<metric>__peak_z_<w>`` is
+        ``(max of the level over (t - w, t] - mean_ref) / std_ref`` and ``__trough_z_<w>`` the
+        same with the minimum, both against the trailing ``peak_reference`` window at ``t``
+        (how far the last hours strayed from the account's own baseline, in its units of
+        spread). The reference is taken at ``t``, not at each sample, so the features read no
+        further back than the reference window itself (the live window's 24 h). Off here.
     fault_history, history_windows
         Event-history features (:mod:`fleetml.features.history`): hours since the account's
         last technical fault and enforcement event, its fault count over each history window and
@@ -73,6 +80,14 @@ class FeatureConfig:
         Faults of the other accounts of the account's group over each window
         (``fault_history__group_others_<w>``; needs groups and events). Off here; on in
         :data:`RISK_FEATURES`.
+    master_windows
+        The master's state for its servants (needs ``masters``, account -> its master, from the
+        registry, and events): ``fault_history__master_hours_since`` and
+        ``enforcement_history__master_hours_since`` (hours since the account's master's last
+        fault and restriction or ban), ``fault_history__master_count_<w>`` (the master's faults)
+        and ``fault_history__servants_count_<w>`` (faults of the other servants of the
+        account's master, or of a master's own servants) for each window. NaN for the master's
+        own columns of an account without a master. Off here.
     chunk_rows
         Per-account features are built over chunks of whole accounts of about this many rows
         (bounded temporary memory; the result does not depend on it).
@@ -104,6 +119,9 @@ class FeatureConfig:
     fault_history: bool = True
     history_windows: tuple[str, ...] = ("24h", "7D")
     group_windows: tuple[str, ...] = ()
+    master_windows: tuple[str, ...] = ()
+    peak_windows: tuple[str, ...] = ()
+    peak_reference: str = "24h"
     n_jobs: int | None = 1
     dask_address: str | None = None
     parallel_min_rows: int = 2_000_000
@@ -117,6 +135,8 @@ class FeatureConfig:
         all_w |= set(self.z_windows)
         all_w |= set(self.roc_windows) | set(self.ratio_windows)
         all_w |= {w for pair in self.trend_pairs for w in pair}
+        if self.peak_windows:
+            all_w |= set(self.peak_windows) | {self.peak_reference}
         return tuple(sorted(all_w, key=window_ms))
 
     def lookback_ms(self) -> int:
@@ -128,7 +148,8 @@ class FeatureConfig:
             day = DAY_MS
             seasonal = max(self.seasonal_days * day, self.seasonal_weeks * 7 * day)
             seasonal += window_ms(self.seasonal_tolerance) if self.seasonal_tolerance else DAY_MS
-        history = max([window_ms(w) for w in self.history_windows + self.group_windows] or [0])
+        history_w = self.history_windows + self.group_windows + self.master_windows
+        history = max([window_ms(w) for w in history_w] or [0])
         cusum = 0
         if self.cusum_windows:
             # every sample of the CUSUM window is standardised against its own reference window
@@ -156,6 +177,8 @@ class FeatureConfig:
             "history_windows",
             "cusum_windows",
             "group_windows",
+            "master_windows",
+            "peak_windows",
         ):
             if key in data:
                 data[key] = tuple(data[key])

@@ -18,6 +18,14 @@ Columns (prefix ``fault_history`` / ``enforcement_history``, so
   ``(t - w, t]`` for each of ``FeatureConfig.group_windows`` (on in ``RISK_FEATURES``; built
   only when groups are given): a master's fault moves its traffic onto its servants within
   minutes, so a short window tells a servant its group has just lost capacity;
+* the master's state, for each of ``FeatureConfig.master_windows`` (built only when
+  ``masters``, account -> its master from the registry, is given): hours since the master's
+  last fault (``fault_history__master_hours_since``) and restriction or ban
+  (``enforcement_history__master_hours_since``), the master's faults
+  (``fault_history__master_count_<w>``; these three are NaN for an account without a master)
+  and the faults of the *other* servants of the account's master, or of a master's own
+  servants (``fault_history__servants_count_<w>``). A master that fails or is restricted moves
+  its traffic onto its servants, and a servant sees its master's state in no metric of its own;
 * ``enforcement_history__hours_since``: hours since the account's last restriction or ban
   (:data:`fleetml.vocab.ENFORCEMENT_LABELS`, the enforcement events training reads; a quality
   drop passed in is ignored, so serving may pass every enforcement kind), NaN when none within
@@ -46,7 +54,7 @@ _HOUR_MS = 3_600_000
 _STRIDE = np.int64(1) << 43
 
 
-def history_columns(config: FeatureConfig, *, groups: bool) -> list[str]:
+def history_columns(config: FeatureConfig, *, groups: bool, masters: bool = False) -> list[str]:
     """Column names :func:`history_matrix` returns for this config, in order."""
     if not config.fault_history:
         return []
@@ -57,6 +65,11 @@ def history_columns(config: FeatureConfig, *, groups: bool) -> list[str]:
     if groups:
         cols += [f"{FAULT_PREFIX}{_SEP}group_others_{w}" for w in config.group_windows]
     cols.append(f"{ENFORCEMENT_PREFIX}{_SEP}hours_since")
+    if masters and config.master_windows:
+        cols.append(f"{FAULT_PREFIX}{_SEP}master_hours_since")
+        cols += [f"{FAULT_PREFIX}{_SEP}master_count_{w}" for w in config.master_windows]
+        cols += [f"{FAULT_PREFIX}{_SEP}servants_count_{w}" for w in config.master_windows]
+        cols.append(f"{ENFORCEMENT_PREFIX}{_SEP}master_hours_since")
     return cols
 
 
@@ -64,7 +77,8 @@ def history_lookback_ms(config: FeatureConfig) -> int:
     """How far back the events must reach for these features (the longest history window)."""
     if not config.fault_history:
         return 0
-    return max([window_ms(w) for w in config.history_windows + config.group_windows] or [0])
+    windows = config.history_windows + config.group_windows + config.master_windows
+    return max([window_ms(w) for w in windows] or [0])
 
 
 def _events_ms(events: pd.DataFrame | None, kinds: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -124,6 +138,7 @@ def history_matrix(
     *,
     groups: Mapping[str, str] | None = None,
     config: FeatureConfig | None = None,
+    masters: Mapping[str, str] | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Event-history features at the given rows (any order), as ``(columns, values)``.
 
@@ -137,13 +152,17 @@ def history_matrix(
     groups
         Account id -> group; the group count is built only when given.
     config
-        :class:`FeatureConfig` (``fault_history``, ``history_windows``).
+        :class:`FeatureConfig` (``fault_history``, ``history_windows``, ``group_windows``,
+        ``master_windows``).
+    masters
+        Servant id -> its master's id (the registry's ``master_id``); the master's-state
+        columns are built only when given and ``config.master_windows`` is set.
 
     Serving scores "now" with the same function: pass the events of the last
     :func:`history_lookback_ms` before the newest row.
     """
     config = config or FeatureConfig()
-    cols = history_columns(config, groups=bool(groups))
+    cols = history_columns(config, groups=bool(groups), masters=bool(masters))
     ts_ms = np.asarray(ts_ms, dtype=np.int64)
     account_id = np.asarray(account_id).astype(str)
     out = np.empty((len(ts_ms), len(cols)))
@@ -153,7 +172,11 @@ def history_matrix(
     f_ts, f_acc = _events_ms(events, FAULT_KINDS)
     e_ts, e_acc = _events_ms(events, frozenset(ENFORCEMENT_LABELS))
     base = int(min([ts_ms.min(), *(a.min() for a in (f_ts, e_ts) if len(a))]))
-    keys = np.unique(np.concatenate([account_id, f_acc.astype(str), e_acc.astype(str)]))
+    master_of = _master_of(account_id, masters) if masters and config.master_windows else None
+    known = [account_id, f_acc.astype(str), e_acc.astype(str)]
+    if master_of is not None:
+        known.append(master_of)
+    keys = np.unique(np.concatenate(known))
     faults = _Timeline(f_ts, f_acc.astype(str), keys, base)
     code, rkey = faults.row_keys(ts_ms, account_id)
     j = 0
@@ -178,4 +201,52 @@ def history_matrix(
             j += 1
     enforcement = _Timeline(e_ts, e_acc.astype(str), keys, base)
     out[:, j] = enforcement.since_ms(code, rkey, cap) / _HOUR_MS
+    j += 1
+    if master_of is not None:
+        _master_state(
+            out[:, j:],
+            ts_ms=ts_ms,
+            account_id=account_id,
+            master_of=master_of,
+            faults=faults,
+            enforcement=enforcement,
+            fault_events=(f_ts, _master_of(f_acc.astype(str), masters), f_acc.astype(str)),
+            base=base,
+            cap=cap,
+            config=config,
+        )
     return cols, out
+
+
+def _master_of(account_id: np.ndarray, masters: Mapping[str, str]) -> np.ndarray:
+    """Each row's master id, or ``""`` for an account without one (a master itself)."""
+    acc = pd.Series(account_id, dtype=object)
+    master = acc.map(dict(masters)).fillna("").astype(str).to_numpy(dtype=str)
+    return np.where(master == account_id, "", master)
+
+
+def _master_state(
+    out, *, ts_ms, account_id, master_of, faults, enforcement, fault_events, base, cap, config
+) -> None:
+    """Fill the master's-state columns (see the module docstring) into ``out``;
+    ``fault_events`` is ``(ts, master of the event's account, account)`` of every fault."""
+    has = master_of != ""
+    m_code, m_rkey = faults.row_keys(ts_ms, master_of)
+    out[:, 0] = np.where(has, faults.since_ms(m_code, m_rkey, cap) / _HOUR_MS, np.nan)
+    # a master's family is itself and its servants: the faults of the family less the
+    # account's own (and, for a servant, its master's) are those of the other servants
+    family = np.where(has, master_of, account_id)
+    f_ts, ev_master, f_acc = fault_events
+    ev_family = np.where(ev_master != "", ev_master, f_acc)
+    fam_keys = np.unique(np.concatenate([family, ev_family]))
+    fam_line = _Timeline(f_ts, ev_family, fam_keys, base)
+    fam_code, fam_rkey = fam_line.row_keys(ts_ms, family)
+    code, rkey = faults.row_keys(ts_ms, account_id)
+    n = len(config.master_windows)
+    for i, w in enumerate(config.master_windows):
+        w_ms = window_ms(w)
+        master_count = faults.count(m_code, m_rkey, w_ms)
+        out[:, 1 + i] = np.where(has, master_count, np.nan)
+        others = fam_line.count(fam_code, fam_rkey, w_ms) - faults.count(code, rkey, w_ms)
+        out[:, 1 + n + i] = others - np.where(has, master_count, 0.0)
+    out[:, 1 + 2 * n] = np.where(has, enforcement.since_ms(m_code, m_rkey, cap) / _HOUR_MS, np.nan)

@@ -41,7 +41,8 @@ from fleetml.features.config import FeatureConfig
 from fleetml.features.config import window_ms as _window_ms
 from fleetml.features.counters import MINUTE_MS, counter_increase_between
 from fleetml.features.layout import DAY_MS, HOUR_MS, Layout, ts_to_ms
-from fleetml.features.trends import cusum_values, stats_config, trend_values
+from fleetml.features.trends import cusum_values, peak_values, stats_config, trend_values
+from fleetml.features.windows import WindowStats
 from fleetml.vocab import default_metric_kind
 
 #: Rows probed one by one before a backward search for a counter's previous sample falls back to
@@ -690,15 +691,18 @@ def latest_matrix(
         [window_ms(w) for w in stat_windows + ratio_windows]
         + [4 * window_ms(w) for w in config.roc_windows]
         + cusum_reach
+        + [window_ms(w) for w in config.peak_windows]
         + [0]
     )
     tail = _Tail.build(acc, acc.ts_search(acc.now - reach, right=False))
     win = _Windows(acc, tail, stat_windows + ratio_windows)
     last_flat = tail.last
-    tail_layout = None
-    if config.cusum_windows:
-        # The batch CUSUM over the tails laid end to end: every row it reads is in the tail.
+    tail_layout = tail_stats = None
+    if config.cusum_windows or config.peak_windows:
+        # The batch CUSUM and peaks over the tails laid end to end: every row they read is in
+        # the tail.
         tail_layout = Layout.build(acc.ts_ms[tail.rows], tail.seg, config.lookback_ms())
+        tail_stats = WindowStats(tail_layout, last_flat)
 
     if config.seasonal:
         lag_rows, n_daily = _seasonal_lags(acc, config, step_ms)
@@ -722,6 +726,7 @@ def latest_matrix(
         cols.update(_level_stats(level, tail, win, stats_cfg, cur))
         cols.update(trend_values(cols, config))
         if tail_layout is not None:
+            cols.update(peak_values(level, tail_stats, config, cols))
             cols.update(cusum_values(level, tail_layout, config, last_flat))
         for w in config.roc_windows:
             cols[f"roc_{w}"] = _rate_of_change(level, acc, tail, w)

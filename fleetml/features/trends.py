@@ -17,6 +17,14 @@ value barely sees. Two families (``trend_pairs`` and ``cusum_windows``), off in
   standardised value (a flat reference window, a missing level) add nothing; NaN when the
   window holds none.
 
+A third family (``peak_windows``) stands in for the anomaly detector's recent maxima as risk
+inputs: ``<metric>__peak_z_<w>`` is ``(max of the level over (t - w, t] - mean_ref(t)) /
+std_ref(t)`` and ``__trough_z_<w>`` the same with the minimum, against the trailing
+``peak_reference`` window at ``t``. The detector scores each sample against the account's own
+recent behaviour; the largest such excursion of the last hours is what its recent maximum
+summarises. Standardising against the reference at ``t`` (not at each sample, as the CUSUM
+does) keeps the features within the reference window: serving's live window need not grow.
+
 Every value at ``t`` uses samples at or before ``t`` only, and everything is one vectorised
 pass over the frame-wide time key (:mod:`fleetml.features.layout`).
 """
@@ -38,18 +46,22 @@ def trend_names(config: FeatureConfig) -> list[str]:
     names = [f"trend_{fast}_{slow}" for fast, slow in config.trend_pairs]
     for w in config.cusum_windows:
         names += [f"cusum_up_{w}", f"cusum_down_{w}"]
+    for w in config.peak_windows:
+        names += [f"peak_z_{w}", f"trough_z_{w}"]
     return names
 
 
 def stats_config(config: FeatureConfig) -> FeatureConfig:
-    """``config`` with the mean and std windows the trend pairs read added (the window
-    statistics of both paths then compute them; columns not planned are never written)."""
-    if not config.trend_pairs:
+    """``config`` with the mean and std windows the trend pairs and peak features read added
+    (the window statistics of both paths then compute them; columns not planned are never
+    written)."""
+    if not config.trend_pairs and not config.peak_windows:
         return config
+    ref = (config.peak_reference,) if config.peak_windows else ()
     means = tuple(
-        dict.fromkeys(config.mean_windows + tuple(w for p in config.trend_pairs for w in p))
+        dict.fromkeys(config.mean_windows + tuple(w for p in config.trend_pairs for w in p) + ref)
     )
-    stds = tuple(dict.fromkeys(config.std_windows + tuple(s for _, s in config.trend_pairs)))
+    stds = tuple(dict.fromkeys(config.std_windows + tuple(s for _, s in config.trend_pairs) + ref))
     return replace(config, mean_windows=means, std_windows=stds)
 
 
@@ -65,6 +77,52 @@ def trend_values(stats: dict[str, np.ndarray], config: FeatureConfig) -> dict[st
                 stats[f"mean_{fast}"] - stats[f"mean_{slow}"]
             ) / np.where(std > 0, std, np.nan)
     return out
+
+
+def peak_values(
+    level: np.ndarray, stats: WindowStats, config: FeatureConfig, cols: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """``peak_z_<w>`` and ``trough_z_<w>`` of one metric at the target rows of ``stats``, from
+    window statistics computed with :func:`stats_config` (``cols``: ``mean_<ref>`` and
+    ``std_<ref>`` at those rows); see the module docstring."""
+    if not config.peak_windows:
+        return {}
+    ref = config.peak_reference
+    mean, std = cols[f"mean_{ref}"], cols[f"std_{ref}"]
+    scale = np.where(std > 0, std, np.nan)  # a flat baseline: no unit to measure excursions in
+    layout, rows = stats.layout, stats.rows
+    few = rows is not None and len(rows) * 64 <= layout.n
+    out = {}
+    for w in config.peak_windows:
+        if few:
+            high, low = _window_extremes(level, stats, w)
+        else:
+            high, low = _rolling_extremes(level, layout, w)
+            high, low = stats.at(high), stats.at(low)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[f"peak_z_{w}"] = (high - mean) / scale
+            out[f"trough_z_{w}"] = (low - mean) / scale
+    return out
+
+
+def _rolling_extremes(values: np.ndarray, layout: Layout, window: str):
+    """Maximum and minimum of ``values`` (NaN skipped) over ``(t - w, t]`` at every row."""
+    key = pd.to_timedelta(layout.key_ms, unit="ms")
+    roll = pd.Series(values, index=key, copy=False).rolling(f"{window_ms(window)}ms")
+    return roll.max().to_numpy(), roll.min().to_numpy()
+
+
+def _window_extremes(values: np.ndarray, stats: WindowStats, window: str):
+    """Maximum and minimum of ``values`` (NaN skipped) over the window of each target row."""
+    rows = stats.rows
+    prev = stats.previous(window)  # row before the window, or n: the account's first row
+    lo = np.where(prev == stats.layout.n, stats.account_start[rows], prev + 1)
+    bounds = np.column_stack([lo, rows + 1]).ravel()
+    padded = np.r_[values, np.nan]  # a sentinel keeps row + 1 in range
+    with np.errstate(invalid="ignore"):
+        high = np.fmax.reduceat(padded, bounds)[::2]
+        low = np.fmin.reduceat(padded, bounds)[::2]
+    return high, low
 
 
 def cusum_values(

@@ -284,9 +284,15 @@ class RiskModel:
     feature_config: Any = None
     metric_kinds: dict[str, str] = field(default_factory=dict)
     account_groups: dict[str, str] = field(default_factory=dict)
+    account_masters: dict[str, str] = field(default_factory=dict)
     target_precision: float = 0.8
     enforcement: dict[str, HorizonModel] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def masters(self) -> dict[str, str] | None:
+        """Servant -> master as known at training (models pickled before the field: none)."""
+        return getattr(self, "account_masters", None) or None
 
     @property
     def uses_events(self) -> bool:
@@ -318,6 +324,7 @@ class RiskModel:
             config=self.feature_config,
             rows=rows,
             events=events if self.uses_events else None,
+            masters=self.masters,
         )
         return feats
 
@@ -387,6 +394,7 @@ class RiskModel:
             groups=self.account_groups or None,
             config=self.feature_config,
             events=events if self.uses_events else None,
+            masters=self.masters,
         )
         return self.to_long(self.risk_wide(feats))
 

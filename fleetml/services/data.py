@@ -7,7 +7,7 @@ fleet through :func:`load_fleet_data`, so they all see the same frame, kinds, gr
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -20,7 +20,7 @@ class FleetData:
 
     ``frame`` is the canonical wide metrics frame (``ts``, ``account_id``, one column per metric);
     ``kinds`` maps metric -> kind; ``groups`` account -> group; ``faults`` and ``enforcement`` are
-    event frames (``ts``, ``account_id``, ``kind``, ...).
+    event frames (``ts``, ``account_id``, ``kind``, ...); ``masters`` servant -> its master.
     """
 
     frame: pd.DataFrame
@@ -28,6 +28,7 @@ class FleetData:
     groups: dict[str, str]
     faults: pd.DataFrame
     enforcement: pd.DataFrame
+    masters: dict[str, str] = field(default_factory=dict)
 
     @property
     def events(self) -> pd.DataFrame:
@@ -44,6 +45,17 @@ def account_groups(engine) -> dict[str, str]:
         return {}
     known = acc.dropna(subset=["group"])
     return dict(zip(known["account_id"].astype(str), known["group"].astype(str), strict=True))
+
+
+def account_masters(engine) -> dict[str, str]:
+    """servant account_id -> its master's account_id, for every registered servant that has one."""
+    from fleetml.store.accounts import accounts_frame
+
+    acc = accounts_frame(engine)
+    if not len(acc) or "master_id" not in acc:
+        return {}
+    known = acc.dropna(subset=["master_id"])
+    return dict(zip(known["account_id"].astype(str), known["master_id"].astype(str), strict=True))
 
 
 def registry_version(engine) -> tuple[int, int]:
@@ -90,4 +102,5 @@ def load_fleet_data(
         groups=account_groups(engine),
         faults=faults,
         enforcement=enforcement,
+        masters=account_masters(engine),
     )

@@ -63,6 +63,7 @@ class LiveLoop:
         self.read_until: int | None = None  # upper bound (ms) of the last tail read
         self._configs = None
         self._group_cache: tuple | None = None
+        self._registry_cache: dict[str, tuple] = {}
         from fleetml.services.decide import DecisionLoop
 
         self.decisions = DecisionLoop(engine, settings)
@@ -128,7 +129,7 @@ class LiveLoop:
         """One scoring cycle as of ``now_ms`` (default: the wall clock); returns its summary:
         ``accounts``, ``scored``, ``stale``, ``alerts_opened``, ``alerts_resolved``,
         ``seconds`` and the model ``models`` versions used."""
-        from fleetml.services.data import account_groups
+        from fleetml.services.data import account_groups, account_masters
         from fleetml.store.audit import now_ms as wall_ms
         from fleetml.store.metrics import metric_kinds
         from fleetml.store.predictions import write_predictions
@@ -161,9 +162,12 @@ class LiveLoop:
         self.read_until = now
         self.scorer.trim(every=_TRIM_GROWTH)
         groups = self._groups(account_groups)
+        masters = self._registry("masters", account_masters)
         faults = self._faults(now) if self.models.get("risk").fallback else None
         events = self._history_events(now)
-        preds = self.scorer.score(counts, kinds=kinds, groups=groups, faults=faults, events=events)
+        preds = self.scorer.score(
+            counts, kinds=kinds, groups=groups, faults=faults, events=events, masters=masters
+        )
         stale_ms = int(self.settings.stale_after_s * 1000)
         known = self.scorer.window.newest >= 0
         n_stale = int(np.count_nonzero(known & (self.scorer.window.newest < now - stale_ms)))
@@ -210,6 +214,16 @@ class LiveLoop:
             "models": self.models.versions(),
             "degraded": self.models.degraded(),
         }
+
+    def _registry(self, name: str, read) -> dict[str, str]:
+        """A mapping read from the registry (``read(engine)``), re-read only when it changed."""
+        from fleetml.services.data import registry_version
+
+        version = registry_version(self.engine)
+        cached = self._registry_cache.get(name)
+        if cached is None or cached[0] != version:
+            cached = self._registry_cache[name] = (version, read(self.engine))
+        return cached[1]
 
     def _groups(self, read) -> dict[str, str]:
         """account -> group, re-read only when the registry changed."""

@@ -139,6 +139,7 @@ class LiveScorer:
         groups: dict[str, str],
         faults: pd.DataFrame | None = None,
         events: pd.DataFrame | None = None,
+        masters: dict[str, str] | None = None,
     ) -> pd.DataFrame:
         """Score the accounts with ``counts[code] > 0`` new samples; one row per (account,
         family, horizon) in :data:`PREDICTION_COLUMNS` (``ts`` of the newest sample scored as
@@ -146,7 +147,8 @@ class LiveScorer:
 
         ``events``: stored fault and enforcement events reaching back
         :meth:`history_lookback_ms` before the newest sample, for the models whose features
-        include event history (training built them from the same events)."""
+        include event history (training built them from the same events); ``masters``:
+        servant -> master from the registry, for the master's-state columns."""
         codes = np.flatnonzero(counts > 0)
         if not codes.size:
             return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
@@ -156,7 +158,7 @@ class LiveScorer:
         anomaly = self.models.get("anomaly")
         risk = self.models.get("risk")
         self._ensure(len(self.window.ids), getattr(anomaly, "context_rows", 0))
-        feats = self._features(codes, counts, kinds, groups, anomaly, risk, events)
+        feats = self._features(codes, counts, kinds, groups, anomaly, risk, events, masters)
         parts = []
         for family, model in (("anomaly", anomaly), ("risk", risk)):
             try:
@@ -182,7 +184,9 @@ class LiveScorer:
 
         return max([history_lookback_ms(c) for c in self.feature_configs()] or [0])
 
-    def _features(self, codes, counts, kinds, groups, anomaly, risk, events=None) -> dict:
+    def _features(
+        self, codes, counts, kinds, groups, anomaly, risk, events=None, masters=None
+    ) -> dict:
         """Feature rows per distinct feature config: ``[(config, (columns, values, row_code,
         row_ts, newest_mask))]`` with the scored rows of each account in time order."""
         from fleetml.features.builder import feature_columns
@@ -236,7 +240,12 @@ class LiveScorer:
             if events is not None and cfg.fault_history:
                 # the same event-history columns training built, at each scored row's time
                 hist_cols, hist = history_matrix(
-                    row_ts, ids[row_code].astype(str), events, groups=groups or None, config=cfg
+                    row_ts,
+                    ids[row_code].astype(str),
+                    events,
+                    groups=groups or None,
+                    config=cfg,
+                    masters=masters or None,
                 )
                 cols = list(cols) + hist_cols
                 values = np.hstack([values, hist]) if hist_cols else values

@@ -191,8 +191,9 @@ class OnDemandScorer:
 
     def _with_history(self, latest, config, account_id: str):
         """``latest`` plus the event-history columns (the account's stored fault and
-        enforcement events), when the feature config asks for them. The group's count needs
-        the whole group and is left out (NaN), as peer features are here."""
+        enforcement events, and its master's family's when the config asks for the master's
+        state), when the feature config asks for them. The group's count needs the whole
+        group and is left out (NaN), as peer features are here."""
         from types import SimpleNamespace
 
         from fleetml.features.history import history_lookback_ms, history_matrix
@@ -202,14 +203,23 @@ class OnDemandScorer:
         if reach <= 0:
             return latest
         until = int(np.max(latest.ts_ms))
+        masters, family = None, [account_id]
+        if config.master_windows:
+            from fleetml.services.data import account_masters
+
+            masters = account_masters(self.engine)
+            head = masters.get(account_id, account_id)
+            family = [head, *(a for a, m in masters.items() if m == head)]
         events = read_history_events(
             self.engine,
             pd.Timestamp(until - reach, unit="ms", tz="UTC"),
             pd.Timestamp(until, unit="ms", tz="UTC"),
-            accounts=[account_id],
+            accounts=sorted(set(family)),
         )
         ids = np.full(len(latest.ts_ms), account_id, dtype=object)
-        cols, hist = history_matrix(latest.ts_ms, ids, events, config=config)
+        cols, hist = history_matrix(
+            latest.ts_ms, ids, events, config=config, masters=masters or None
+        )
         return SimpleNamespace(
             columns=list(latest.columns) + cols,
             values=np.hstack([latest.values, hist]) if cols else latest.values,

@@ -43,6 +43,8 @@ def tail_reach_ms(config: FeatureConfig) -> int:
         + list(config.z_windows)
         + list(config.ratio_windows)
         + [w for pair in config.trend_pairs for w in pair]
+        + list(config.peak_windows)
+        + ([config.peak_reference] if config.peak_windows else [])
     )
     reach = max([window_ms(w) for w in windows] + [0])
     roc = max([4 * window_ms(w) for w in config.roc_windows] + [0])

@@ -114,6 +114,7 @@ def train_risk(
         kinds=data.kinds,
         groups=data.groups,
         config=config,
+        masters=data.masters,
     )
     fit_s = time.perf_counter() - t0
 

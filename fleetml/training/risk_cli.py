@@ -293,6 +293,7 @@ def backtest_risk(
             enforcement=data.enforcement,
             kinds=data.kinds,
             groups=data.groups,
+            masters=data.masters,
             config=config,
             folds=folds,
             initial=initial,

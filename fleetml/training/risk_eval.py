@@ -80,6 +80,7 @@ def backtest_risk(
     groups=None,
     config: RiskTrainConfig | None = None,
     folds: int = 3,
+    masters=None,
     initial: float = 0.5,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Walk-forward, strictly causal replay: the time after the first ``initial`` fraction is cut
@@ -110,6 +111,7 @@ def backtest_risk(
                 kinds=kinds,
                 groups=groups,
                 config=cfg,
+                masters=masters,
                 data_end=pd.Timestamp(start - 1, unit="ms", tz="UTC"),
             )
         except ValueError:

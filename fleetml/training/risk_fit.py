@@ -164,12 +164,14 @@ def fit_risk(
     groups: dict[str, str] | None = None,
     config: RiskTrainConfig | None = None,
     data_end=None,
+    masters: dict[str, str] | None = None,
 ) -> FitResult:
     """Train and evaluate a :class:`RiskModel` on a wide metrics frame and its events.
 
     Library entry point behind ``fleetml train risk`` and the benchmarks (no MLflow here).
     Fault and enforcement events also feed the event-history features when the feature config
-    asks for them (the model then wants them at scoring too).
+    asks for them (the model then wants them at scoring too); ``masters`` (servant -> master,
+    from the registry) feeds the master's-state columns and is stored with the model.
     """
     from fleetml.features import FeatureConfig, build_feature_matrix
 
@@ -225,7 +227,13 @@ def fit_risk(
         )
     events = _events(faults, enforcement) if fconfig.fault_history else None
     feats, columns, X = build_feature_matrix(
-        frame, kinds=kinds, groups=groups or None, config=fconfig, rows=rows, events=events
+        frame,
+        kinds=kinds,
+        groups=groups or None,
+        config=fconfig,
+        rows=rows,
+        events=events,
+        masters=masters or None,
     )
     sel = {name: mask[rows] for name, mask in (("val", use_val), ("test", use_test))}
 
@@ -235,6 +243,7 @@ def fit_risk(
         feature_config=fconfig,
         metric_kinds=dict(kinds or {}),
         account_groups=dict(groups or {}),
+        account_masters=dict(masters or {}),
         target_precision=config.target_precision,
     )
     notes, importances, counts, warnings = {}, {}, {}, []
