@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+#: Rows between anomaly refits in a backtest: ``fleetml backtest anomaly --refit-every`` and
+#: :func:`fleetml.training.anomaly.backtest_anomaly` share it, so a notebook replays what the CLI
+#: replays (``None`` to the library: fit once on the warm-up).
+DEFAULT_ANOMALY_REFIT_EVERY = 500
+
 
 @dataclass(frozen=True)
 class Segment:

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from fleetml.evaluation.backtest import walk_forward_segments
+from fleetml.evaluation.backtest import DEFAULT_ANOMALY_REFIT_EVERY, walk_forward_segments
 from fleetml.evaluation.events import alert_onsets, event_metrics, label_rows
 from fleetml.evaluation.pointwise import pointwise_metrics
 from fleetml.evaluation.risk import pr_curve
@@ -637,7 +637,7 @@ def backtest_series(
     *,
     warmup: float = 0.15,
     warmup_max: int | None = None,
-    refit_every: int | None = None,
+    refit_every: int | None = DEFAULT_ANOMALY_REFIT_EVERY,
     n_top_metrics: int = 3,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk-forward replay of ONE account's feature rows (in time order).
@@ -684,7 +684,7 @@ def backtest_anomaly(
     config: AnomalyTrainConfig | None = None,
     warmup: float = 0.15,
     warmup_max: int | None = None,
-    refit_every: int | None = None,
+    refit_every: int | None = DEFAULT_ANOMALY_REFIT_EVERY,
 ) -> pd.DataFrame:
     """Replay every account on its own, walk-forward and strictly causal; one row per sample.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_result, write_frame
+from fleetml.evaluation.backtest import DEFAULT_ANOMALY_REFIT_EVERY
 from fleetml.training.cli_output import echo_training_outcome
 from fleetml.training.progress import PROGRESS_OPTION, StageProgress, progress_enabled
 from fleetml.training.risk_cli import FEATURES_OPTION
@@ -180,7 +181,7 @@ def score_anomaly(start, end, accounts, version, out) -> None:
 @click.option(
     "--refit-every",
     type=click.IntRange(min=1),
-    default=500,
+    default=DEFAULT_ANOMALY_REFIT_EVERY,
     show_default=True,
     help="Refit on all data so far every N samples.",
 )

@@ -186,3 +186,15 @@ def test_backtest_cli_writes_scores_and_summary(stored_fleet, tmp_path):
     assert len(table) == len(frame) == summary["rows"]
     assert summary["scored_rows"] == table["anomaly_score"].notna().sum()
     assert summary["recall"] > 0  # the injected incidents are found
+
+
+def test_the_library_backtest_replays_what_the_cli_replays_by_default():
+    """A notebook calling backtest_anomaly gets the CLI's refit cadence unless it asks."""
+    import inspect
+
+    from fleetml.training.anomaly import backtest_series
+    from fleetml.training.anomaly_cli import backtest_anomaly as cli
+
+    option = next(p for p in cli.params if p.name == "refit_every")
+    for fn in (backtest_anomaly, backtest_series):
+        assert inspect.signature(fn).parameters["refit_every"].default == option.default == 500
