@@ -114,12 +114,16 @@ def test_only_admin_sees_the_policy_form(page, fleet):
     login(page, fleet, "ops")
     page.goto(f"{fleet.url}/ui/weights")
     page.locator("#weights-table tbody tr").first.wait_for()
+    page.wait_for_load_state("networkidle")  # the role is known: hidden is not "not yet drawn"
     assert page.locator("form button", has_text="save policy").is_hidden()
     page.click("header button")  # log out
     login(page, fleet, "admin")
     page.goto(f"{fleet.url}/ui/weights")
     page.locator("#weights-table tbody tr").first.wait_for()
-    assert page.locator("form button", has_text="save policy").is_visible()
+    # drawn once the session's role has loaded, which may come after the table (CI saw it late)
+    save = page.locator("form button", has_text="save policy")
+    save.wait_for(state="visible", timeout=UI_TIMEOUT_MS)
+    assert save.is_visible()
     assert page.problems == [], page.problems
 
 
