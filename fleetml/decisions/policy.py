@@ -614,13 +614,19 @@ class FleetmlPolicy:
             for a in sorted(set(accs[np.isin(kinds, list(SESSION_FAULTS))].tolist())):
                 if a not in obs.fleet.accounts.index or self._state(a)["held"] is not None:
                     continue
-                kind = kinds[accs == a][-1]
+                mine = (accs == a) & np.isin(kinds, list(SESSION_FAULTS))
+                kind = kinds[mine][-1]
                 record(
                     Decision(
                         kind=ActionKind.RESTART_SESSION.value,
                         rule="session_fault",
                         account_id=a,
-                        inputs={"event": str(kind)},
+                        # the event's time: a worker that restarts reads recent events again,
+                        # and the record keys this decision by it so the restart is not repeated
+                        inputs={
+                            "event": str(kind),
+                            "event_ts_ms": int(events["ts_ms"].to_numpy()[mine][-1]),
+                        },
                         reason=f"the runtime reported {kind}: restart the session",
                     ),
                     obs.fleet.group_of(a),
@@ -739,7 +745,7 @@ class FleetmlPolicy:
                     rule="enforcement",
                     account_id=a,
                     params={"signal": kind},
-                    inputs={"signal": kind, **(inputs or {})},
+                    inputs={"signal": kind, "event_ts_ms": int(ts), **(inputs or {})},
                     reason=f"platform signal {kind}: drained and paused, its traffic kept on "
                     "the number (never moved to other numbers); a person reviews",
                 ),

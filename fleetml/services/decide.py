@@ -51,6 +51,16 @@ _FAMILIES = ["anomaly", "risk"]
 _PRED_COLUMNS = ("account_id", "family", "horizon", "score", "flag", "model_version")
 
 
+def _dedup_key(now_ms: int, decision) -> str:
+    """What makes a decision "the same" in the record: its tick, kind, account and rule; for a
+    decision answering one event (a session restart, a hold), the event's time instead of the
+    tick's, so a restarted worker (or a one-shot ``fleetml tick``) that reads recent events
+    again records and publishes nothing twice."""
+    at = (decision.inputs or {}).get("event_ts_ms")
+    when = int(at) if isinstance(at, int | float) and not isinstance(at, bool) else int(now_ms)
+    return f"{when}:{decision.kind}:{decision.account_id or decision.group}:{decision.rule}"
+
+
 def _enforcement_risk(detail) -> np.ndarray:
     """The ``enforcement_risk`` in each prediction's ``detail`` (a dict from this tick's scorer,
     JSON text from the store), NaN where there is none."""
@@ -386,7 +396,7 @@ class DecisionLoop:
         from fleetml.store.weights import write_weights
 
         decisions = actions.decisions
-        keys = [f"{now_ms}:{d.kind}:{d.account_id or d.group}:{d.rule}" for d in decisions]
+        keys = [_dedup_key(now_ms, d) for d in decisions]
         with self.engine.begin() as conn:
             ids = write_decisions(conn, decisions, ts_ms=now_ms, dedup_keys=keys)
             rows = []

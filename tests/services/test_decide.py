@@ -324,3 +324,26 @@ def test_the_enforcement_part_of_the_risk_model_reaches_the_policy(settings, eng
     again = DecisionLoop(engine, settings_for(settings, "auto"))
     plain = again.observe(T0 + MIN, scorer=bare, models={}, predictions=fresh)
     assert not plain.enforcement_suspected().any()
+
+
+@pytest.mark.parametrize("kind", ["logout", "restricted"])
+def test_a_restarted_worker_does_not_answer_the_same_event_twice(settings, engine, fleet, kind):
+    """A new worker (or a one-shot ``fleetml tick``) reads the last minutes of events again:
+    the restart or hold it decides for an event already answered is neither recorded nor
+    published a second time; a later event of the same kind is answered again."""
+    from fleetml.services.tick import LiveLoop
+
+    action = {"logout": "restart_session", "restricted": "hold"}[kind]
+    now = T0 + 60 * MIN
+    event(engine, "m-g1-s1", kind, now - 30_000)
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now + MIN)  # restarted
+    acts = [a for a in table(engine, "actions") if a["kind"] == action]
+    assert [a["account_id"] for a in acts] == ["m-g1-s1"]
+    assert len([d for d in table(engine, "decisions") if d["kind"] == action]) == 1
+    if kind == "logout":  # a new logout later is a new event: answered again (the unacked
+        # restart action stays the one open instruction, see create_actions)
+        event(engine, "m-g1-s1", kind, now + 2 * MIN)
+        LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now + 3 * MIN)
+        again = [d for d in table(engine, "decisions") if d["kind"] == action]
+        assert [d["inputs"]["event_ts_ms"] for d in again] == [now - 30_000, now + 2 * MIN]
