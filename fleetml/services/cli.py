@@ -21,9 +21,15 @@ from fleetml.cli_support import TIMESTAMP, ctx_settings, open_engine, print_resu
 )
 def tick(now) -> None:
     """Run one scoring cycle now: read new samples, score every account with fresh data, store
-    the predictions, open and resolve alerts. Prints one JSON line last (accounts, scored,
-    stale, alerts_opened, alerts_resolved, seconds, models). The scheduler worker runs the same
-    cycle every FLEETML_SCORE_EVERY seconds."""
+    the predictions, open and resolve alerts, then decide (weights, actions, recommendations).
+    Prints one JSON line last (accounts, scored, stale, alerts_opened, alerts_resolved,
+    decisions, actions, seconds, models). The scheduler worker runs the same cycle every
+    FLEETML_SCORE_EVERY seconds.
+
+    Rules that need several ticks in a row (a probe failing FLEETML_DECISION_FAIL_AFTER_TICKS
+    ticks, risk sustained for a group's trigger_ticks) count them in the worker's memory; a
+    one-shot tick starts from none, so it does not fail over on them: run `fleetml worker` (or
+    `fleetml serve --worker`) for the live loop, and this command for replays and checks."""
     from fleetml.services.tick import LiveLoop
 
     settings = ctx_settings()
