@@ -46,11 +46,11 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from alerts import fleetml  # noqa: E402  (the CLI runner the alert benchmark uses)
+from risk_sim import rolling_features  # noqa: E402  (the same baseline features as risk_sim)
 
 STEP_MIN = 10
 COUNTERS = ("sent_total", "errors_total", "reconnects_total")
 HORIZONS = ("1h", "6h", "24h")
-ROLL_WINDOWS = ("1h", "6h", "24h")
 
 
 def generate(out: Path, *, seed: int, masters: int, servants: int, days: int) -> dict:
@@ -157,16 +157,6 @@ def labels(frame: pd.DataFrame, faults: pd.DataFrame, horizon: str) -> np.ndarra
         gap = onsets[np.minimum(nxt, len(onsets) - 1)] - t_all[rows]
         y[rows] = has & (gap <= h)
     return y
-
-
-def rolling_features(frame: pd.DataFrame, metrics: list[str]) -> np.ndarray:
-    """Per account, trailing mean and standard deviation of every metric over time windows."""
-    g = frame.set_index("ts").groupby("account_id", sort=False)[metrics]
-    cols = []
-    for w in ROLL_WINDOWS:
-        r = g.rolling(w, min_periods=1)
-        cols += [r.mean().to_numpy(), r.std().to_numpy()]
-    return np.hstack(cols)
 
 
 def evaluate(work: Path, scores: pd.DataFrame, cut: pd.Timestamp) -> dict:

@@ -65,3 +65,17 @@ def fit_risk(frame: pd.DataFrame, faults: pd.DataFrame):
 
     cfg = RiskTrainConfig(horizons=("1h", "6h"), feature_config=FeatureConfig(seasonal=False))
     return fit_risk(frame, faults=faults, config=cfg).model
+
+
+def crash_faults(frame: pd.DataFrame, seed: int, n: int = 24) -> pd.DataFrame:
+    """``n`` crashes at random sample times of ``frame`` (none in its last hour), spread over
+    the first three accounts: the event history the live-versus-batch risk tests serve."""
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    picks = sorted(np.random.default_rng(seed).choice(len(ts) - 12, size=n, replace=False))
+    return pd.DataFrame(
+        {
+            "ts": [ts[i] for i in picks],
+            "account_id": [f"acc-{k % 3}" for k in range(len(picks))],
+            "kind": "crash",
+        }
+    )

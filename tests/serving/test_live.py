@@ -12,7 +12,7 @@ from fleetml.serving.live import LiveScorer
 from fleetml.serving.models import ModelSet, ServedAnomaly
 from fleetml.serving.window import RawWindow, seasonal_lags_ms, tail_reach_ms
 
-from .conftest import fit_anomaly, fit_risk, small_fleet
+from .conftest import crash_faults, fit_anomaly, fit_risk, small_fleet
 
 
 class _Settings:
@@ -154,15 +154,7 @@ def test_risk_ticks_read_event_history_like_a_batch_score():
     frame = small_fleet(n_accounts=4, hours=30)
     ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
     start = int(len(ts) * 0.6)
-    rng = np.random.default_rng(3)
-    picks = sorted(rng.choice(len(ts) - 12, size=24, replace=False))
-    faults = pd.DataFrame(
-        {
-            "ts": [ts[i] for i in picks],
-            "account_id": [f"acc-{k % 3}" for k in range(len(picks))],
-            "kind": "crash",
-        }
-    )
+    faults = crash_faults(frame, seed=3)
     train = frame["ts"] < ts[start]
     bundle = fit_risk(frame[train], faults[faults["ts"] < ts[start]])
     assert bundle.uses_events

@@ -9,7 +9,7 @@ import pandas as pd
 from fleetml.features import FeatureConfig
 from fleetml.serving.live import LiveScorer
 
-from .conftest import small_fleet
+from .conftest import crash_faults, small_fleet
 from .test_live import model_set
 
 MASTERS = {"acc-1": "acc-0", "acc-2": "acc-0"}
@@ -22,15 +22,7 @@ def test_live_ticks_build_the_masters_state_and_peaks_like_a_batch_score():
     frame = small_fleet(n_accounts=4, hours=30)
     ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
     start = int(len(ts) * 0.6)
-    rng = np.random.default_rng(5)
-    picks = sorted(rng.choice(len(ts) - 12, size=24, replace=False))
-    faults = pd.DataFrame(
-        {
-            "ts": [ts[i] for i in picks],
-            "account_id": [f"acc-{k % 3}" for k in range(len(picks))],
-            "kind": "crash",
-        }
-    )
+    faults = crash_faults(frame, seed=5)
     train = frame["ts"] < ts[start]
     cfg = RiskTrainConfig(horizons=("1h", "6h"), feature_config=CONFIG)
     bundle = fit_risk(
