@@ -6,7 +6,11 @@
    scores into a score in [0, 1) comparable across accounts and versions, that ranks rows across
    its whole range;
 3. the alert rule (:mod:`fleetml.models.anomaly_rule`): threshold, minimum duration and
-   suppression turn calibrated scores into ``is_anomaly``.
+   suppression turn calibrated scores into ``is_anomaly``;
+4. habituation (:mod:`fleetml.models.anomaly_habituation`, optional): the reported
+   ``anomaly_score`` is the calibrated score, halved on rows that are no more anomalous than the
+   account has looked lately (a decaying maximum), so it ranks new incidents above lasting
+   plateaus. The rule keeps running on the calibrated score.
 
 :class:`AnomalyModel` bundles feature building, detector (with its fitted calibrator) and rule;
 it is what MLflow stores and what serving runs. This module keeps every public name importable
@@ -38,6 +42,7 @@ from fleetml.models.anomaly_forest import (
     PackedForest,
     metric_of,
 )
+from fleetml.models.anomaly_habituation import ScoreHabituation
 from fleetml.models.anomaly_rule import AlertRule, _runs
 
 __all__ = [
@@ -52,6 +57,7 @@ __all__ = [
     "PackedForest",
     "RobustZBaseline",
     "ScoreCalibrator",
+    "ScoreHabituation",
     "_runs",
     "metric_of",
     "rolling_mean_by_group",
@@ -76,6 +82,8 @@ class AnomalyModel:
     feature_config: Any = None
     n_top_metrics: int = 3
     info: dict[str, Any] = field(default_factory=dict)
+    #: None (and bundles pickled before the step): ``anomaly_score`` is the calibrated score
+    habituation: ScoreHabituation | None = None
 
     def build_features(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Features of ``frame`` exactly as in training (same builder, config and columns)."""
@@ -92,13 +100,22 @@ class AnomalyModel:
             feats[col] = np.nan
         return feats
 
-    def score_features(self, feats: pd.DataFrame) -> pd.DataFrame:
-        """Score a feature frame (``ts``, ``account_id``, features) sorted by account and ts."""
+    def score_features(self, feats: pd.DataFrame, *, habituate: bool = True) -> pd.DataFrame:
+        """Score a feature frame (``ts``, ``account_id``, features) sorted by account and ts.
+
+        With ``habituate=False`` ``anomaly_score`` is the calibrated score the rule runs on."""
         X = feats[self.feature_columns]  # named columns, as in training
         accounts = feats["account_id"].to_numpy(dtype=object)
-        scores = self.detector.anomaly_score(X, groups=accounts)
-        flags = self.rule.apply(scores, accounts)
+        calibrated = self.detector.anomaly_score(X, groups=accounts)
+        flags = self.rule.apply(calibrated, accounts)
+        scores = self.habituate(calibrated, accounts) if habituate else calibrated
         return self._result(feats, X, accounts, scores, flags)
+
+    def habituate(self, calibrated: np.ndarray, accounts) -> np.ndarray:
+        """The reported score of calibrated rows (grouped by account, in time order)."""
+        if self.habituation is None:
+            return calibrated
+        return self.habituation.apply_by_account(calibrated, accounts)
 
     def _result(self, feats, X, accounts, scores, flags) -> pd.DataFrame:
         top = np.full(len(feats), "", dtype=object)

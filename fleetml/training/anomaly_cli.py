@@ -25,6 +25,16 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from exc
 
 
+_HABITUATION = click.option(
+    "--habituation-half-life",
+    "habituation_half_life",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="Half-life in samples of each account's decaying maximum: the reported anomaly_score "
+    "halves on samples not above it (default 1000; 0 reports the calibrated score). Alerts "
+    "are unchanged: the rule runs on the calibrated score.",
+)
+
 @click.command("anomaly")
 @_FROM
 @_TO
@@ -46,6 +56,7 @@ def _fail(exc: Exception) -> None:
     help="Sanity limit: alert onsets per account-day on the held-out period.",
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@_HABITUATION
 @FEATURES_OPTION
 @PROGRESS_OPTION
 def train_anomaly(
@@ -56,6 +67,7 @@ def train_anomaly(
     threshold,
     max_alerts_per_account_day,
     seed,
+    habituation_half_life,
     feature_config,
     progress,
 ) -> None:
@@ -90,7 +102,11 @@ def train_anomaly(
     )
     if threshold is not None:
         config.threshold = threshold
+    if habituation_half_life is not None:
+        config.habituation_half_life = habituation_half_life
         config.tune_threshold = False
+    if habituation_half_life is not None:
+        config.habituation_half_life = habituation_half_life
     try:
         with StageProgress(STAGES, enabled=progress_enabled(progress), desc="train anomaly") as bar:
             result = run(
@@ -189,9 +205,20 @@ def score_anomaly(start, end, accounts, version, out) -> None:
     "--threshold", type=float, default=None, help="Alert threshold on the calibrated score."
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+@_HABITUATION
 @FEATURES_OPTION
 def backtest_anomaly(
-    start, end, accounts, out, warmup, warmup_max, refit_every, threshold, seed, feature_config
+    start,
+    end,
+    accounts,
+    out,
+    warmup,
+    warmup_max,
+    refit_every,
+    threshold,
+    seed,
+    habituation_half_life,
+    feature_config,
 ) -> None:
     """Walk-forward, strictly causal replay of every account on its own.
 
@@ -217,6 +244,8 @@ def backtest_anomaly(
     config = AnomalyTrainConfig(random_state=seed, feature_config=feature_config)
     if threshold is not None:
         config.threshold = threshold
+    if habituation_half_life is not None:
+        config.habituation_half_life = habituation_half_life
     t0 = time.perf_counter()
     try:
         data = load_data(engine, start=start, end=end, accounts=list(accounts) or None)

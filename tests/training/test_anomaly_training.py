@@ -198,3 +198,29 @@ def test_the_library_backtest_replays_what_the_cli_replays_by_default():
     option = next(p for p in cli.params if p.name == "refit_every")
     for fn in (backtest_anomaly, backtest_series):
         assert inspect.signature(fn).parameters["refit_every"].default == option.default == 500
+
+
+@pytest.mark.slow
+def test_backtest_cli_habituates_the_score_not_the_alerts(stored_fleet, tmp_path):
+    """--habituation-half-life 0 reports the calibrated score; the default halves rows that are
+    no more anomalous than the account's recent maximum, and alerts the same rows."""
+    from fleetml.models.anomaly import ScoreHabituation
+
+    invoke("backtest", "anomaly", "--out", str(tmp_path / "h.csv"), "--refit-every", "200")
+    invoke(
+        "backtest", "anomaly", "--out", str(tmp_path / "c.csv"), "--refit-every", "200",
+        "--habituation-half-life", "0",
+    )  # fmt: skip
+    hab, cal = pd.read_csv(tmp_path / "h.csv"), pd.read_csv(tmp_path / "c.csv")
+    assert (hab["is_anomaly"] == cal["is_anomaly"]).all() and cal["is_anomaly"].any()
+    want = ScoreHabituation(half_life=1000.0).apply_by_account(
+        cal["anomaly_score"].to_numpy(), cal["account_id"].to_numpy(dtype=object)
+    )
+    np.testing.assert_allclose(hab["anomaly_score"], want, rtol=1e-9, equal_nan=True)
+    assert (hab["anomaly_score"] < cal["anomaly_score"]).any()
+
+
+def test_the_habituation_setting_is_checked():
+    with pytest.raises(ValueError, match="factor"):
+        AnomalyTrainConfig(habituation_factor=1.5).habituation()
+    assert AnomalyTrainConfig(habituation_half_life=0).habituation() is None
