@@ -81,7 +81,7 @@ class LiveLoop:
     def _fill(self, now_ms: int) -> np.ndarray:
         """First tick (or after the feature configs or the clock changed): the window from the
         store, read in slices so a large fleet's first read never holds every row twice."""
-        from fleetml.store.predictions import flagged_runs
+        from fleetml.store.predictions import flagged_runs, habituation_maxima
 
         scorer = self.scorer
         # an hour before the window, so a counter's first sample in it has its previous one
@@ -99,6 +99,7 @@ class LiveLoop:
             contiguous=False,
         )
         scorer.restore_runs(flagged_runs(self.engine))
+        scorer.restore_habituation(habituation_maxima(self.engine))
         # The history before this process was scored by an earlier one (or never needs to be):
         # score each account's newest sample; the rule and run counters were restored above.
         return np.minimum(counts, 1)

@@ -8,7 +8,10 @@ account, what makes a tick's answer equal to scoring the whole history at once:
   scores of two forests are not comparable);
 * the alert rule's state: the run of consecutive scores over the threshold (minimum duration),
   whether the current episode was kept, and the samples since the last kept onset (suppression);
-* per risk horizon, the run of consecutive at-risk data points (the alerts' minimum duration).
+* per risk horizon, the run of consecutive at-risk data points (the alerts' minimum duration);
+* the habituation's decaying maximum of the account's calibrated scores (one float), when the
+  anomaly champion habituates its reported score; it is stored with each anomaly prediction
+  (``detail.habituation_max``) and restored after a restart.
 
 A tick scores every account with samples newer than its previous newest one: up to
 ``max_rows`` of its newest samples for anomaly (older ones of a long backlog only serve as
@@ -56,6 +59,7 @@ class LiveScorer:
         self.run = np.zeros(0, dtype=np.int64)
         self.since = np.zeros(0, dtype=np.int64)
         self.kept = np.zeros(0, dtype=bool)
+        self.hab_max = np.zeros(0)
         self.risk_run: dict[str, np.ndarray] = {}
         self.step_ms: int | None = None
         self._trimmed_at = 0
@@ -109,6 +113,7 @@ class LiveScorer:
         self.run = _grow(self.run, n, 0)
         self.since = _grow(self.since, n, _BIG)
         self.kept = _grow(self.kept, n, False)
+        self.hab_max = _grow(self.hab_max, n, 0.0)
         for h in self.risk_run:
             self.risk_run[h] = _grow(self.risk_run[h], n, 0)
 
@@ -129,6 +134,16 @@ class LiveScorer:
             arr = _grow(self.risk_run.get(h, np.zeros(0, np.int64)), len(self.window.ids), 0)
             arr[codes[sel]] = run[sel]
             self.risk_run[h] = arr
+
+    def restore_habituation(self, maxima: dict[str, float]) -> None:
+        """Seed each account's habituation maximum after a restart (``account_id -> M`` as
+        stored with its latest anomaly prediction)."""
+        if not maxima:
+            return
+        ids = pd.Series(list(maxima), dtype=object)
+        codes = self.window.codes_of(ids)
+        self._ensure(len(self.window.ids), self.ctx_raw.shape[1])
+        self.hab_max[codes] = np.nan_to_num(np.asarray(list(maxima.values()), dtype=float))
 
     # ------------------------------------------------------------------ a tick
     def score(
@@ -340,19 +355,30 @@ class LiveScorer:
         flags, onset_any = self._rule(model.rule, codes, n_new, acc_i, j, calibrated)
         last = newest
         top = model.top_metrics(X[last], ids[row_code[last]], flags[last])
+        reported, detail = calibrated, None
+        if model.habituation is not None:  # the rule above ran on the calibrated score
+            first = np.r_[True, acc_i[1:] != acc_i[:-1]]
+            reported, m = model.habituation.apply(
+                calibrated, first, start_max=self.hab_max[codes][acc_i]
+            )
+            self.hab_max[codes] = m[last]
+            detail = [
+                {"calibrated_score": round(float(c), 6), "habituation_max": float(x)}
+                for c, x in zip(calibrated[last].tolist(), m[last].tolist(), strict=True)
+            ]
         return pd.DataFrame(
             {
                 "account_id": ids[codes].astype(str),
                 "family": "anomaly",
                 "horizon": "",
-                "score": calibrated[last],
+                "score": reported[last],
                 "flag": flags[last] | onset_any,
                 "run": self.run[codes],
                 "data_until": row_ts[last],
                 "model_version": model.version,
                 "fallback": False,
                 "top_metrics": top,
-                "detail": None,
+                "detail": detail,
             }
         )
 

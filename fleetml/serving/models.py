@@ -53,6 +53,8 @@ class ServedAnomaly:
         self.version = version
         self.detector = bundle.detector
         self.rule = bundle.rule
+        #: the habituation of the reported score (None: it is the calibrated score)
+        self.habituation = getattr(bundle, "habituation", None)
         self.feature_columns = list(bundle.feature_columns)
         self.feature_config = bundle.feature_config or FeatureConfig()
         self.metric_kinds = dict(bundle.metric_kinds or {})

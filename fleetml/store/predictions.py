@@ -191,6 +191,27 @@ def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["account_id", "family", "horizon", "run", "flag"])
 
 
+def habituation_maxima(bind) -> dict[str, float]:
+    """Each account's habituation maximum as stored with its latest anomaly prediction
+    (``detail.habituation_max``; accounts without one are left out)."""
+    t = predictions_latest
+    query = sa.select(t.c.account_id, t.c.detail).where(
+        t.c.family == "anomaly", t.c.detail.is_not(None)
+    )
+    out: dict[str, float] = {}
+    with connect(bind) as conn:
+        for account, detail in conn.execute(query):
+            try:
+                if isinstance(detail, str | bytes):
+                    detail = orjson.loads(detail)
+                value = detail.get("habituation_max")
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if isinstance(value, int | float) and np.isfinite(value) and value >= 0:
+                out[str(account)] = float(value)
+    return out
+
+
 def read_history(
     bind,
     account_id: str,

@@ -88,7 +88,15 @@ def test_ticks_equal_a_batch_score_of_the_whole_history():
     bundle = fit_anomaly(
         frame[frame["ts"] < ts[start]], kinds, threshold=0.3, min_duration=2, suppression=6
     )
-    batch = bundle.predict(frame).set_index(["account_id", "ts"])
+    assert bundle.habituation is not None  # the shipped default: the reported score habituates
+    ordered = frame.sort_values(["account_id", "ts"], kind="stable").reset_index(drop=True)
+    batch = bundle.score_features(bundle.build_features(ordered), habituate=False)
+    # the live loop's habituation starts with its first tick: so does the reference's
+    batch = batch[batch["ts"] >= ts[start]].reset_index(drop=True)
+    batch["anomaly_score"] = bundle.habituate(
+        batch["anomaly_score"].to_numpy(), batch["account_id"]
+    )
+    batch = batch.set_index(["account_id", "ts"])
     scorer = LiveScorer(model_set(bundle), max_rows=10)
     scorer.window.counters = {"msgs_sent"}
     scorer.window.merge(frame[frame["ts"] < ts[start]])
@@ -111,6 +119,29 @@ def test_ticks_equal_a_batch_score_of_the_whole_history():
     flags = got.loc[warm, "flag"].to_numpy()
     assert (flags == ref["is_anomaly"].to_numpy()).all()
     assert flags.any()  # the incident on acc-1 is flagged: the comparison covers flags
+    calibrated = np.array([d["calibrated_score"] for d in got.loc[warm, "detail"]])
+    assert (got.loc[warm, "score"].to_numpy() < calibrated - 1e-6).any()  # some rows habituated
+    # restarted with the stored maxima, a new scorer reports what the old one would have
+    last = frame[frame["ts"] == ts[-1]].copy()
+    later = last.assign(ts=last["ts"] + pd.Timedelta("5min"))
+    stored = {a: d["habituation_max"] for a, d in got.xs(ts[-1], level="ts")["detail"].items()}
+    fresh = LiveScorer(model_set(bundle), max_rows=10)
+    fresh.window.counters = {"msgs_sent"}
+    fresh.window.merge(frame)
+    fresh.restore_habituation(stored)
+    again = fresh.score(fresh.window.merge(later), kinds=kinds, groups={})
+    before = scorer.score(scorer.window.merge(later), kinds=kinds, groups={})
+    key = ["account_id", "family"]
+    again, before = again.set_index(key).sort_index(), before.set_index(key).sort_index()
+    np.testing.assert_allclose(
+        again.loc[:, "detail"]
+        .map(lambda d: d["habituation_max"] if d else np.nan)
+        .to_numpy(dtype=float),
+        before.loc[:, "detail"]
+        .map(lambda d: d["habituation_max"] if d else np.nan)
+        .to_numpy(dtype=float),
+        rtol=1e-9,
+    )
 
 
 def test_a_new_champion_resets_the_calibration_context():

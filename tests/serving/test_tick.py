@@ -4,10 +4,12 @@ accounts; SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 import sqlalchemy as sa
 
 from fleetml.services.tick import LiveLoop
 from fleetml.serving.models import ModelSet, ServedAnomaly
+from fleetml.store.tables import predictions_latest
 
 from .conftest import fit_anomaly, small_fleet
 
@@ -116,3 +118,39 @@ def test_predictions_name_versions_and_fallbacks(engine, settings):
         ).all()
     by_family = {(f, v, bool(fb)) for f, v, fb in rows}
     assert by_family == {("anomaly", 1, False), ("risk", None, True)}
+
+
+def test_a_restarted_loop_keeps_each_accounts_habituation(engine, settings):
+    """The decaying maximum behind the reported anomaly score is stored with each prediction
+    and read back by a new worker, which then reports what the old one would have."""
+    from fleetml.store.predictions import habituation_maxima
+
+    frame = small_fleet(n_accounts=3, hours=20)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    bundle = fit_anomaly(frame[frame["ts"] <= ts[-13]])
+    store(engine, frame[frame["ts"] <= ts[-4]])
+    loop = LiveLoop(engine, settings, models=injected(settings, bundle))
+    for t in ts[-12:-3]:
+        loop.run(now_ms=ms(t))
+    maxima = habituation_maxima(engine)
+    assert set(maxima) == {"acc-0", "acc-1", "acc-2"}
+    live = loop.scorer
+    codes = live.window.codes_of(pd.Series(sorted(maxima), dtype=object))
+    assert [maxima[a] for a in sorted(maxima)] == live.hab_max[codes].tolist()
+
+    restarted = LiveLoop(engine, settings, models=injected(settings, bundle))
+    store(engine, frame[frame["ts"] > ts[-4]])
+    assert restarted.run(now_ms=ms(ts[-1]))["scored"] == 3  # each account's newest sample
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(predictions_latest.c.account_id, predictions_latest.c.detail).where(
+                predictions_latest.c.family == "anomaly"
+            )
+        ).all()
+    decay = 2.0 ** (-1.0 / bundle.habituation.half_life)
+    carried = 0
+    for account, detail in rows:
+        c, m = detail["calibrated_score"], detail["habituation_max"]
+        assert m == pytest.approx(max(c, decay * maxima[account]), rel=1e-6)
+        carried += decay * maxima[account] > c  # the stored maximum, not this row, sets it
+    assert carried  # the check is not vacuous
