@@ -341,6 +341,12 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 def _describe_anomaly(row: Mapping[str, Any]) -> dict:
     score = _number(row["score"])
+    # The rule pages on the calibrated score; a habituating model reports a lower score on rows
+    # that are no news (its prediction's detail keeps the calibrated one): the alert shows that
+    detail = row.get("detail")
+    calibrated = _number(detail.get("calibrated_score")) if isinstance(detail, Mapping) else None
+    if calibrated is not None:
+        score = calibrated
     top = [m for m in str(row["top_metrics"] or "").split(";") if m]
     summary = f"{row['account_id']}: anomalous behaviour"
     if score is not None:

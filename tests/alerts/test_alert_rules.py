@@ -23,6 +23,20 @@ def test_sub_hour_horizon_is_critical_and_unreadable_horizon_is_not():
     assert severity == {"a1": "critical", "a2": "warning"}
 
 
+def test_an_anomaly_alert_shows_the_score_its_rule_paged_on():
+    """A habituating model reports a lower score on rows that are no news; the alert names the
+    calibrated score kept in the prediction's detail (what crossed the threshold)."""
+    frame = predictions(
+        anomaly("a1", score=0.31, detail={"calibrated_score": 0.62, "habituation_max": 0.7}),
+        anomaly("a2", score=0.55),  # a model without habituation: no detail
+    )
+    cond = rules.tick_conditions(frame, open_alerts=NO_ALERTS, min_duration=2)
+    summary = dict(zip(cond["account_id"], cond["summary"], strict=True))
+    assert "(score 0.62)" in summary["a1"] and "(score 0.55)" in summary["a2"]
+    detail = dict(zip(cond["account_id"], cond["detail"], strict=True))
+    assert detail["a1"]["score"] == 0.62
+
+
 def test_quiet_accounts_produce_no_conditions():
     frame = predictions(anomaly("a1", flag=False), risk("a1", "1h", flag=False))
     assert rules.tick_conditions(frame, open_alerts=NO_ALERTS, min_duration=2).empty
