@@ -55,6 +55,8 @@ from fleetml.vocab import ENFORCEMENT_KINDS, ENFORCEMENT_LABELS, FAULT_KINDS
 _H = 3_600_000
 #: Technical faults a session restart can heal (the runtime re-pairs or reconnects).
 SESSION_FAULTS = frozenset({"logout", "disconnect"})
+#: The rule of a pre-emptive failover (on sustained risk): the ones the safety envelope counts.
+PREEMPTIVE_RULE = "risk_sustained"
 
 
 def horizon_ms(horizon: str) -> int:
@@ -149,14 +151,21 @@ class FleetmlPolicy:
             self._acc[account_id] = s
         return s
 
-    def apply_published(self, account_id: str, kind: str, ts_ms: int, params=None) -> None:
+    def apply_published(
+        self, account_id: str, kind: str, ts_ms: int, params=None, rule: str | None = None
+    ) -> None:
         """Record that an action was published to the runtime outside :meth:`decide`: an
         operator approved it (approve mode), or a restarted worker restores what its
         predecessor published. Failover, failback, hold and resume change the controller state;
-        other kinds need no state."""
+        other kinds need no state. ``rule`` is the rule of the decision behind the action: a
+        pre-emptive failover (``risk_sustained``) counts against the safety envelope's window
+        from ``ts_ms``, so a restart, or a storm of approvals, cannot reset the envelope."""
         s = self._state(str(account_id))
         if kind == ActionKind.FAILOVER.value:
-            s.update(failed_over=True, since=int(ts_ms), risk_run=0)
+            preemptive = rule == PREEMPTIVE_RULE
+            s.update(failed_over=True, since=int(ts_ms), risk_run=0, preemptive=preemptive)
+            if preemptive:
+                self._fleet_failovers.append(int(ts_ms))
         elif kind == ActionKind.FAILBACK.value:
             s.update(failed_over=False, preemptive=False, since=-1)
         elif kind == ActionKind.HOLD.value:
@@ -445,7 +454,7 @@ class FleetmlPolicy:
                         else "the health probe failed"
                     )
                 else:
-                    rule = "risk_sustained"
+                    rule = PREEMPTIVE_RULE
                     reason = (
                         f"failure risk {r:.2f} >= {pol.risk_on:.2f} for {s['risk_run']} ticks "
                         f"({pol.risk_horizon} horizon)"

@@ -322,6 +322,7 @@ class DecisionLoop:
         import sqlalchemy as sa
 
         from fleetml.store.tables import actions as t
+        from fleetml.store.tables import decisions as d
 
         kinds = [
             ActionKind.FAILOVER.value,
@@ -330,9 +331,19 @@ class DecisionLoop:
             ActionKind.RESUME.value,
         ]
         published = t.c.state.in_(["pending", "acknowledged"])
-        query = sa.select(
-            t.c.id, t.c.account_id, t.c.kind, t.c.params, t.c.created_at, t.c.approved_at
-        ).where(published, t.c.kind.in_(kinds))
+        query = (
+            sa.select(
+                t.c.id,
+                t.c.account_id,
+                t.c.kind,
+                t.c.params,
+                t.c.created_at,
+                t.c.approved_at,
+                d.c.rule,
+            )
+            .select_from(t.outerjoin(d, d.c.id == t.c.decision_id))
+            .where(published, t.c.kind.in_(kinds))
+        )
         if self._synced_ms is not None:
             query = query.where(
                 t.c.approved_at.is_not(None),
@@ -343,7 +354,9 @@ class DecisionLoop:
             rows = conn.execute(query.order_by(t.c.id)).all()
         for r in rows:
             params = r.params if isinstance(r.params, dict) else {}
-            self.policy.apply_published(r.account_id, r.kind, r.approved_at or r.created_at, params)
+            self.policy.apply_published(
+                r.account_id, r.kind, r.approved_at or r.created_at, params, rule=r.rule
+            )
         self._synced_ms = int(now_ms)
         return len(rows)
 

@@ -35,6 +35,7 @@ _HABITUATION = click.option(
     "are unchanged: the rule runs on the calibrated score.",
 )
 
+
 @click.command("anomaly")
 @_FROM
 @_TO

@@ -307,6 +307,31 @@ def test_the_envelope_caps_a_failover_storm():
     assert len(policy.decide(observe(fleet, 61 * MIN, risk=risky)).failover) == 2
 
 
+def test_the_envelope_survives_a_restart_and_counts_approved_failovers():
+    """A new policy that restores what was published (a restarted worker) keeps counting the
+    pre-emptive failovers of the window; a failover on a reported fault does not count."""
+    fleet = make_fleet(masters=10)
+    settings = PolicySettings(envelope=Envelope(max_failover_share=0.2, window_s=3600))
+    risky = {f"m{g}": 0.95 for g in range(10)}
+
+    def fresh():
+        return FleetmlPolicy(
+            default=GroupPolicy(mode=Mode.AUTO, trigger_ticks=1), settings=settings
+        )
+
+    restarted = fresh()
+    restarted.apply_published("m0", "failover", 0, {"to": "m0-s0"}, rule="risk_sustained")
+    restarted.apply_published("m1", "failover", 0, {"to": "m1-s0"}, rule="risk_sustained")
+    restarted.apply_published("m2", "failover", 0, {"to": "m2-s0"}, rule="fault_reported")
+    assert restarted.decide(observe(fleet, 30 * MIN, risk=risky)).failover == []
+    assert len(restarted.decide(observe(fleet, 61 * MIN, risk=risky)).failover) == 2
+    # without the rule (as before) the restored failovers are not counted: two more at once
+    forgetful = fresh()
+    for m in ("m0", "m1"):
+        forgetful.apply_published(m, "failover", 0, {"to": f"{m}-s0"})
+    assert len(forgetful.decide(observe(fleet, 30 * MIN, risk=risky)).failover) == 2
+
+
 def test_servants_that_cannot_absorb_the_load_turn_failover_into_a_recommendation():
     fleet = make_fleet(1)
     policy = auto(trigger_ticks=1)

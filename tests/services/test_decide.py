@@ -347,3 +347,43 @@ def test_a_restarted_worker_does_not_answer_the_same_event_twice(settings, engin
         LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now + 3 * MIN)
         again = [d for d in table(engine, "decisions") if d["kind"] == action]
         assert [d["inputs"]["event_ts_ms"] for d in again] == [now - 30_000, now + 2 * MIN]
+
+
+def test_a_restarted_worker_keeps_counting_the_envelopes_failovers(settings, engine, fleet):
+    """Pre-emptive failovers published before a restart count against the safety envelope's
+    window in the new worker (read with their decision's rule); a failover on a reported fault
+    does not."""
+    from fleetml.decisions.contracts import Decision
+    from fleetml.services.decide import DecisionLoop
+    from fleetml.store.actions import create_actions
+    from fleetml.store.decisions import write_decisions
+
+    now = T0 + 60 * MIN
+    made = [
+        Decision(kind="failover", rule="risk_sustained", account_id="m-g0", reason="risk"),
+        Decision(kind="failover", rule="fault_reported", account_id="m-g1", reason="crash"),
+    ]
+    with engine.begin() as conn:
+        ids = write_decisions(conn, made, ts_ms=now - 10 * MIN, dedup_keys=["a", "b"])
+        create_actions(
+            conn,
+            [
+                {
+                    "decision_id": i,
+                    "account_id": d.account_id,
+                    "group": d.account_id[2:],
+                    "kind": "failover",
+                    "params": {"to": f"{d.account_id}-s1"},
+                    "state": "pending",
+                    "dedup_key": f"k{i}",
+                }
+                for d, i in zip(made, ids, strict=True)
+            ],
+            now_ms=now - 10 * MIN,
+            ttl_ms=3_600_000,
+        )
+    loop = DecisionLoop(engine, settings_for(settings, "auto"))
+    assert loop.sync(now) == 2
+    assert loop.policy._fleet_failovers == [now - 10 * MIN]  # the pre-emptive one only
+    state = loop.policy.controller_state(loop.fleet())
+    assert not state.loc["m-g0", "in_rotation"] and not state.loc["m-g1", "in_rotation"]
