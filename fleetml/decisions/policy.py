@@ -152,14 +152,22 @@ class FleetmlPolicy:
         return s
 
     def apply_published(
-        self, account_id: str, kind: str, ts_ms: int, params=None, rule: str | None = None
+        self,
+        account_id: str,
+        kind: str,
+        ts_ms: int,
+        params=None,
+        rule: str | None = None,
+        group: str | None = None,
     ) -> None:
         """Record that an action was published to the runtime outside :meth:`decide`: an
         operator approved it (approve mode), or a restarted worker restores what its
         predecessor published. Failover, failback, hold and resume change the controller state;
         other kinds need no state. ``rule`` is the rule of the decision behind the action: a
         pre-emptive failover (``risk_sustained``) counts against the safety envelope's window
-        from ``ts_ms``, so a restart, or a storm of approvals, cannot reset the envelope."""
+        from ``ts_ms``, so a restart, or a storm of approvals, cannot reset the envelope. A
+        failback starts the account's cooldown (with its backoff against flapping) under its
+        ``group``'s policy, as one decided here does."""
         s = self._state(str(account_id))
         if kind == ActionKind.FAILOVER.value:
             preemptive = rule == PREEMPTIVE_RULE
@@ -167,12 +175,22 @@ class FleetmlPolicy:
             if preemptive:
                 self._fleet_failovers.append(int(ts_ms))
         elif kind == ActionKind.FAILBACK.value:
+            if s["failed_over"] and s["since"] >= 0:
+                self._start_cooldown(s, self.policy(str(group)) if group else self.default, ts_ms)
             s.update(failed_over=False, preemptive=False, since=-1)
         elif kind == ActionKind.HOLD.value:
             signal = (params or {}).get("signal") or "restricted"
             s["held"] = (str(signal), int(ts_ms))
         elif kind == ActionKind.RESUME.value:
             s["held"] = None
+
+    @staticmethod
+    def _start_cooldown(s: dict, pol: GroupPolicy, now: int) -> None:
+        """At a failback: no pre-emptive failover of the account before its cooldown ends; a
+        failback sooner than the cooldown after its failover doubles the next one (flapping)."""
+        flapped = now - s["since"] < pol.cooldown_s * 1000 * 2 ** s["backoff"]
+        s["backoff"] = min(s["backoff"] + 1, 6) if flapped else 0
+        s["cooldown_until"] = int(now + pol.cooldown_s * 1000 * 2 ** s["backoff"])
 
     def controller_state(self, fleet) -> pd.DataFrame:
         """The routing state this policy set, as :data:`STATE_COLUMNS` minus ``health_ok``:
@@ -524,9 +542,7 @@ class FleetmlPolicy:
                     g,
                     "failback",
                 )
-                flapped = now - s["since"] < pol.cooldown_s * 1000 * 2 ** s["backoff"]
-                s["backoff"] = min(s["backoff"] + 1, 6) if flapped else 0
-                s["cooldown_until"] = now + pol.cooldown_s * 1000 * 2 ** s["backoff"]
+                self._start_cooldown(s, pol, now)
                 s.update(failed_over=False, preemptive=False, since=-1, risk_run=0)
                 returned[i] = True
 

@@ -339,6 +339,7 @@ class DecisionLoop:
                 t.c.params,
                 t.c.created_at,
                 t.c.approved_at,
+                t.c.group,
                 d.c.rule,
             )
             .select_from(t.outerjoin(d, d.c.id == t.c.decision_id))
@@ -355,7 +356,12 @@ class DecisionLoop:
         for r in rows:
             params = r.params if isinstance(r.params, dict) else {}
             self.policy.apply_published(
-                r.account_id, r.kind, r.approved_at or r.created_at, params, rule=r.rule
+                r.account_id,
+                r.kind,
+                r.approved_at or r.created_at,
+                params,
+                rule=r.rule,
+                group=r.group,
             )
         self._synced_ms = int(now_ms)
         return len(rows)

@@ -153,6 +153,19 @@ def test_cooldown_backs_off_against_flapping():
     assert policy.decide(observe(fleet, t, risk={"m0": 0.9})).failover == ["m0"]
 
 
+def test_a_restored_failback_starts_the_cooldown_of_its_group():
+    """A restarted worker that reads a failover and its failback back from the published
+    actions keeps the account in its cooldown (doubled: it flapped), under the group's policy."""
+    fleet = make_fleet(1)
+    policy = auto(trigger_ticks=1, clear_ticks=1)  # the default: a 30-min cooldown, not g0's
+    policy.set_policies({"g0": GroupPolicy(mode=Mode.AUTO, trigger_ticks=1, cooldown_s=600)})
+    policy.apply_published("m0", "failover", 0, {"to": "m0-s0"}, rule="risk_sustained", group="g0")
+    policy.apply_published("m0", "failback", MIN, {}, rule="risk_receded", group="g0")
+    assert policy.controller_state(fleet).loc["m0", "in_rotation"]
+    assert policy.decide(observe(fleet, 12 * MIN, risk={"m0": 0.9})).failover == []
+    assert policy.decide(observe(fleet, 22 * MIN, risk={"m0": 0.9})).failover == ["m0"]
+
+
 def test_reported_fault_fails_over_at_once_even_without_a_model():
     fleet = make_fleet()
     policy = auto()
