@@ -503,8 +503,16 @@ def train_anomaly(
     step("evaluate")
     windows = fault_windows(data.events, before=config.label_before, after=config.label_after)
     windows = windows[windows["end"] >= cutoff] if len(windows) else windows
-    scored = model.score_features(feats)
+    # scored once, calibrated: the alert threshold applies to that score (the precision-recall
+    # curve below marks it); the reported (habituated) score is derived from it
+    calibrated = model.score_features(feats, habituate=False)
+    scored = calibrated.assign(
+        anomaly_score=model.habituate(
+            calibrated["anomaly_score"].to_numpy(), calibrated["account_id"].to_numpy(dtype=object)
+        )
+    )
     challenger_scored = scored[is_test].reset_index(drop=True)
+    challenger_calibrated = calibrated.loc[is_test, "anomaly_score"].reset_index(drop=True)
     metrics = evaluate_scores(challenger_scored, windows)
     baseline_scored = _baseline_scores(train, test, columns, config)
     baseline = evaluate_scores(baseline_scored, windows)
@@ -550,7 +558,8 @@ def train_anomaly(
         registry.log_dict(data_range, "data_range.json")
         if len(windows):  # the held-out precision-recall curve of the score (the dashboard's)
             labels = label_rows(challenger_scored, windows)
-            registry.log_dict(pr_curve(labels, challenger_scored["anomaly_score"]), "pr_curve.json")
+            # of the calibrated score, where the rule's threshold (marked on it) operates
+            registry.log_dict(pr_curve(labels, challenger_calibrated), "pr_curve.json")
         registry.log_dict(
             {
                 "challenger": metrics,
@@ -563,7 +572,13 @@ def train_anomaly(
             "evaluation.json",
         )
         if log_plots:
-            _log_plots(registry, model, train, challenger_scored, baseline_scored)
+            _log_plots(
+                registry,
+                model,
+                train,
+                challenger_scored.assign(anomaly_score=challenger_calibrated),
+                baseline_scored,
+            )
         info = registry.log_bundle(model)
         version = registry.register_version(
             MODEL_NAME,
