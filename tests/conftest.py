@@ -13,31 +13,12 @@ import pytest
 import sqlalchemy as sa
 
 from fleetml.config import Settings, reset_settings
+from fleetml.store.tables import metadata
 
 PG_ENV = "FLEETML_TEST_DATABASE_URL"
-_TABLES = (
-    "samples",
-    "events",
-    "audit_log",
-    "api_keys",
-    "metric_kinds",
-    "accounts",
-    "predictions_latest",
-    "prediction_history",
-    "forecasts",
-    "forecast_history",
-    "alerts",
-    "alert_history",
-    "alert_feedback",
-    "silences",
-    "notifications",
-    "job_runs",
-    "group_policies",
-    "decisions",
-    "actions",
-    "recommendations",
-    "weights",
-)
+#: Every table of the store (truncated between PostgreSQL tests): from the metadata, so a new
+#: table cannot carry one test's rows into the next.
+_TABLES = tuple(t.name for t in metadata.sorted_tables)
 
 
 @pytest.fixture(autouse=True)

@@ -59,6 +59,21 @@ SESSION_FAULTS = frozenset({"logout", "disconnect"})
 PREEMPTIVE_RULE = "risk_sustained"
 
 
+def _plain(value):
+    """A controller-state value as plain JSON (numpy scalars, tuples)."""
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
 def horizon_ms(horizon: str) -> int:
     """``"1h"`` -> 3,600,000; ``"30min"``/``"90s"``/``"1d"`` likewise."""
     return int(pd.Timedelta(horizon).total_seconds() * 1000)
@@ -183,6 +198,57 @@ class FleetmlPolicy:
             s["held"] = (str(signal), int(ts_ms))
         elif kind == ActionKind.RESUME.value:
             s["held"] = None
+
+    # ------------------------------------------------------------------ persistence
+    #: Bumped when the snapshot's layout changes; a snapshot of another version is not restored.
+    SNAPSHOT_VERSION = 1
+
+    def snapshot(self) -> dict:
+        """The controller state a restarted worker needs to continue where this one stopped,
+        as plain JSON: per account the run counters (failing probe, sustained risk, calm ticks),
+        failover, cooldown and backoff, holds and throttles; the safety envelope's window; the
+        smoothed weights and probation clocks; the last recorded weights. Failovers still
+        awaiting their outcome are not kept (their outcome is then never recorded)."""
+        sm = self.smoother
+        return {
+            "version": self.SNAPSHOT_VERSION,
+            "tick_ms": self._tick_ms,
+            "accounts": {a: {k: _plain(v) for k, v in st.items()} for a, st in self._acc.items()},
+            "fleet_failovers": [int(t) for t in self._fleet_failovers],
+            "recorded_weights": {a: float(w) for a, w in self._recorded_weights.items()},
+            "smoother": None
+            if sm.ids is None
+            else {
+                "ids": [str(a) for a in sm.ids],
+                "weights": [float(w) for w in sm.weights],
+                "probation_since": [int(t) for t in sm.probation_since],
+            },
+        }
+
+    def restore(self, snap: dict) -> bool:
+        """Continue from :meth:`snapshot`'s output; False (nothing changed) when it is of
+        another layout version."""
+        if not isinstance(snap, dict) or snap.get("version") != self.SNAPSHOT_VERSION:
+            return False
+        acc = {}
+        for a, st in (snap.get("accounts") or {}).items():
+            st = dict(st)
+            if isinstance(st.get("held"), list):
+                st["held"] = (str(st["held"][0]), int(st["held"][1]))
+            acc[str(a)] = st
+        self._acc = acc
+        tick = snap.get("tick_ms")
+        self._tick_ms = int(tick) if tick is not None else None
+        self._fleet_failovers = [int(t) for t in snap.get("fleet_failovers") or []]
+        self._recorded_weights = {
+            str(a): float(w) for a, w in (snap.get("recorded_weights") or {}).items()
+        }
+        sm = snap.get("smoother")
+        if sm:
+            self.smoother.ids = np.asarray(sm["ids"], dtype=object)
+            self.smoother.weights = np.asarray(sm["weights"], dtype=float)
+            self.smoother.probation_since = np.asarray(sm["probation_since"], dtype=np.int64)
+        return True
 
     @staticmethod
     def _start_cooldown(s: dict, pol: GroupPolicy, now: int) -> None:

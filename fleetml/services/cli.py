@@ -27,9 +27,11 @@ def tick(now) -> None:
     FLEETML_SCORE_EVERY seconds.
 
     Rules that need several ticks in a row (a probe failing FLEETML_DECISION_FAIL_AFTER_TICKS
-    ticks, risk sustained for a group's trigger_ticks) count them in the worker's memory; a
-    one-shot tick starts from none, so it does not fail over on them: run `fleetml worker` (or
-    `fleetml serve --worker`) for the live loop, and this command for replays and checks."""
+    ticks, risk sustained for a group's trigger_ticks) keep their counts, with cooldowns and
+    the safety envelope, in the store after every tick; a tick within 3 tick intervals (at
+    least 10 min) of the previous one continues them, a later one starts counting again. The
+    live loop is `fleetml worker` (or `fleetml serve --worker`); a cron of this command works
+    too, at the cost of starting a process per tick."""
     from fleetml.services.tick import LiveLoop
 
     settings = ctx_settings()

@@ -104,6 +104,12 @@ def policy_settings(settings) -> PolicySettings:
     )
 
 
+#: A saved controller state is restored only when its tick is at most this many ticks old...
+RESTORE_MAX_TICKS = 3
+#: ... or at most this old (a short tick interval must not make a restart's gap too long).
+RESTORE_MIN_AGE_MS = 10 * 60_000
+
+
 class DecisionLoop:
     """See the module docstring."""
 
@@ -378,11 +384,35 @@ class DecisionLoop:
         self.policy.set_policies(
             read_group_policies(self.engine, default_mode=self.settings.decision_mode)
         )
+        restored = self._synced_ms is None and self.restore(now_ms)
         synced = self.sync(now_ms)
         obs = self.observe(now_ms, scorer=scorer, models=models, predictions=predictions)
         self.last_observation = obs
         actions = self.policy.decide(obs)
-        return {**self.record(now_ms, actions, models=models), "actions_synced": synced}
+        return {
+            **self.record(now_ms, actions, models=models),
+            "actions_synced": synced,
+            "state_restored": bool(restored),
+        }
+
+    def restore(self, now_ms: int) -> bool:
+        """Continue from the controller state the previous tick saved, when it is recent (at most
+        :data:`RESTORE_MAX_TICKS` ticks, at least :data:`RESTORE_MIN_AGE_MS`, before ``now_ms``):
+        run counters, cooldowns, the envelope's window, smoothed weights. The actions published
+        since (operators' approvals) are then synced on top. An older state is not restored:
+        "ticks in a row" do not span an outage; the published actions alone are (the failed-over
+        masters, the holds, the envelope's pre-emptive failovers)."""
+        from fleetml.store.controller import load_controller_state
+
+        saved = load_controller_state(self.engine)
+        if saved is None:
+            return False
+        tick_ms, state = saved
+        max_age = max(RESTORE_MAX_TICKS * self.settings.score_every_s * 1000, RESTORE_MIN_AGE_MS)
+        if not (0 <= now_ms - tick_ms <= max_age) or not self.policy.restore(state):
+            return False
+        self._synced_ms = int(tick_ms)
+        return True
 
     def _published_weights(self) -> pd.DataFrame | None:
         """The weights to serve: fleetml's own in auto mode; elsewhere what the runtime would use
@@ -410,6 +440,7 @@ class DecisionLoop:
 
     def record(self, now_ms: int, actions, *, models: dict[str, Any]) -> dict[str, Any]:
         from fleetml.store.actions import create_actions, expire_actions
+        from fleetml.store.controller import save_controller_state
         from fleetml.store.decisions import set_outcome, write_decisions
         from fleetml.store.recommendations import expire_recommendations, upsert_recommendations
         from fleetml.store.weights import write_weights
@@ -456,6 +487,7 @@ class DecisionLoop:
                     judged += 1
             expired = expire_actions(conn, now_ms=now_ms)
             expire_recommendations(conn, now_ms=now_ms)
+            save_controller_state(conn, self.policy.snapshot(), tick_ms=now_ms, now_ms=now_ms)
         # decisions nobody will judge need not be remembered
         pending = {id(p["decision"]) for p in self.policy._pending}
         self._ids = {k: v for k, v in self._ids.items() if k in pending}

@@ -416,3 +416,15 @@ weights = sa.Table(
     sa.Column("ts_ms", sa.BigInteger, nullable=False),
     sa.Index("ix_weights_group", "group"),
 )
+
+#: The decision policy's controller state after the last tick (run counters, cooldowns, the
+#: safety envelope's window, smoothed weights), so a restarted worker or a one-shot tick
+#: continues where the previous one stopped. One row per decision loop (``key``).
+controller_state = sa.Table(
+    "controller_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("tick_ms", sa.BigInteger, nullable=False),
+    sa.Column("state", JSONType, nullable=False),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+)

@@ -252,6 +252,75 @@ def test_fail_after_ticks_lets_a_one_tick_blip_pass_without_a_failover(settings,
     assert [(d["account_id"], d["rule"]) for d in rec] == [("m-g1", "health_failed")]
 
 
+@pytest.mark.parametrize("gap_min", [5, 61])
+def test_ticks_in_a_row_count_across_restarts_but_not_across_an_outage(
+    settings, engine, fleet, gap_min
+):
+    """Each tick in a new process (a restart, a cron of one-shot ``fleetml tick``): the second
+    failing tick still fails the master over, because the controller state saved with the first
+    tick's decisions is restored; after an outage longer than a few ticks it is not, and the
+    count starts again."""
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.accounts import account_pks
+    from fleetml.store.metrics import ensure_metric_kinds, write_samples
+
+    pks = account_pks(engine)
+    with engine.begin() as conn:
+        ensure_metric_kinds(conn, ["up"], {"up": "gauge"})
+
+    def probe(now):
+        with engine.begin() as conn:
+            write_samples(
+                conn,
+                [
+                    (pks[a], now, json.dumps({"queue_depth": 1.0, "up": float(a != "m-g1")}))
+                    for a in fleet
+                ],
+            )
+
+    cfg = settings_for(settings, "auto").model_copy(update={"decision_fail_after_ticks": 2})
+    first = T0 + 61 * MIN
+    probe(first)
+    assert LiveLoop(engine, cfg).run(now_ms=first)["state_restored"] is False
+    assert [d for d in table(engine, "decisions") if d["kind"] == "failover"] == []
+    second = first + gap_min * MIN
+    probe(second)
+    summary = LiveLoop(engine, cfg).run(now_ms=second)
+    rec = [
+        (d["account_id"], d["rule"]) for d in table(engine, "decisions") if d["kind"] == "failover"
+    ]
+    if gap_min == 5:
+        assert summary["state_restored"] is True
+        assert rec == [("m-g1", "health_failed")]
+    else:
+        assert summary["state_restored"] is False and rec == []
+
+
+def test_the_controller_state_round_trips_through_the_store(settings, engine, fleet):
+    """What a tick saved is what the next process restores: cooldowns, holds, the envelope's
+    window, smoothed weights and probation clocks."""
+    from fleetml.services.decide import DecisionLoop
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.controller import load_controller_state
+
+    now = T0 + 60 * MIN
+    event(engine, "m-g0", "crash", now - 30_000)
+    event(engine, "m-g1", "restricted", now - 20_000)
+    loop = LiveLoop(engine, settings_for(settings, "auto"))
+    loop.run(now_ms=now)
+    before = loop.decisions.policy.snapshot()
+    assert before["accounts"]["m-g1"]["held"] == ["restricted", now - 20_000]
+    assert before["smoother"]["ids"]  # weights were smoothed and are kept
+    tick_ms, saved = load_controller_state(engine)
+    assert tick_ms == now and saved == json.loads(json.dumps(before))
+    fresh = DecisionLoop(engine, settings_for(settings, "auto"))
+    assert fresh.restore(now + MIN)
+    assert fresh.policy.snapshot() == saved
+    assert fresh.policy._acc["m-g1"]["held"] == ("restricted", now - 20_000)
+    state = fresh.policy.controller_state(fresh.fleet())
+    assert not state.loc["m-g0", "in_rotation"] and state.loc["m-g1", "paused"]
+
+
 def test_fail_after_ticks_is_a_validated_setting(tmp_path):
     from pydantic import ValidationError
 
