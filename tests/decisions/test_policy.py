@@ -166,6 +166,24 @@ def test_a_restored_failback_starts_the_cooldown_of_its_group():
     assert policy.decide(observe(fleet, 22 * MIN, risk={"m0": 0.9})).failover == ["m0"]
 
 
+def test_a_snapshot_continues_hysteresis_in_a_new_policy():
+    """Sustained risk counted by one policy and restored into another (a restart): the new one
+    fails over at the tick the old one would have; a snapshot of another layout is refused."""
+    import json
+
+    fleet = make_fleet()
+    old = auto(trigger_ticks=3)
+    for k in range(2):
+        assert old.decide(observe(fleet, k * MIN, risk={"m0": 0.9})).failover == []
+    snap = json.loads(json.dumps(old.snapshot()))  # through JSON, as the store keeps it
+    new = auto(trigger_ticks=3)
+    assert new.restore(snap)
+    assert new.decide(observe(fleet, 2 * MIN, risk={"m0": 0.9})).failover == ["m0"]
+    assert not auto().restore({**snap, "version": 0}) and not auto().restore(None)
+    cold = auto(trigger_ticks=3)  # without the snapshot: two more ticks to go
+    assert cold.decide(observe(fleet, 2 * MIN, risk={"m0": 0.9})).failover == []
+
+
 def test_reported_fault_fails_over_at_once_even_without_a_model():
     fleet = make_fleet()
     policy = auto()
