@@ -103,8 +103,6 @@ def train_anomaly(
     )
     if threshold is not None:
         config.threshold = threshold
-    if habituation_half_life is not None:
-        config.habituation_half_life = habituation_half_life
         config.tune_threshold = False
     if habituation_half_life is not None:
         config.habituation_half_life = habituation_half_life

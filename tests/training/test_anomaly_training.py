@@ -224,3 +224,37 @@ def test_the_habituation_setting_is_checked():
     with pytest.raises(ValueError, match="factor"):
         AnomalyTrainConfig(habituation_factor=1.5).habituation()
     assert AnomalyTrainConfig(habituation_half_life=0).habituation() is None
+
+
+@pytest.mark.parametrize(
+    ("args", "threshold", "tuned", "half_life"),
+    [
+        ([], 0.5, True, 1000.0),
+        (["--threshold", "0.7"], 0.7, False, 1000.0),
+        (["--habituation-half-life", "500"], 0.5, True, 500.0),
+        (["--threshold", "0.6", "--habituation-half-life", "0"], 0.6, False, 0.0),
+    ],
+)
+def test_train_cli_passes_threshold_and_habituation_apart(
+    monkeypatch, args, threshold, tuned, half_life
+):
+    """--threshold fixes the threshold (no tuning); --habituation-half-life only sets the
+    habituation and leaves the threshold to be tuned."""
+    import fleetml.training.anomaly as training
+
+    seen = {}
+
+    def fake(engine, settings, *, config, **kw):
+        seen["config"] = config
+        return {"model": "fleetml-anomaly", "threshold": 0.5, "rule": {"range_check": True}}
+
+    monkeypatch.setattr(training, "train_anomaly", fake)
+    monkeypatch.setattr("fleetml.training.anomaly_cli.echo_training_outcome", lambda *a: None)
+    result = CliRunner().invoke(cli, ["train", "anomaly", *args], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    cfg = seen["config"]
+    assert (cfg.threshold, cfg.tune_threshold, cfg.habituation_half_life) == (
+        threshold,
+        tuned,
+        half_life,
+    )
