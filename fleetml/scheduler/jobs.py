@@ -85,6 +85,13 @@ class ScoreJob:
         self._loop = None
         self._lock = threading.Lock()
 
+    def on_leadership(self) -> None:
+        """This process (again) holds the leader lock: the next run builds a new loop, which
+        restores the decision state the last leader saved instead of continuing from what this
+        process knew before it stood by (another leader may have failed masters over since)."""
+        with self._lock:
+            self._loop = None
+
     def __call__(self) -> dict:
         with self._lock:
             if self._loop is None:

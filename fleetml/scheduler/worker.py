@@ -221,6 +221,12 @@ class Worker:
         scheduler: BackgroundScheduler | None = None
         lost = False
         try:
+            for job in self.jobs.values():
+                # a job that keeps state between runs drops it: while this process stood by,
+                # another leader may have acted (its state is in the store, read back anew)
+                fresh_start = getattr(job, "on_leadership", None)
+                if callable(fresh_start):
+                    fresh_start()
             interrupted = interrupt_stale_runs(self.engine)
             if interrupted:
                 log.warning("marked %d run(s) of dead schedulers as interrupted", interrupted)

@@ -125,6 +125,7 @@ class DecisionLoop:
         self._seen: set[tuple] = set()
         self._ids: dict[int, int] = {}  # id(Decision) -> decisions.id, for outcomes
         self._synced_ms: int | None = None  # approvals seen up to here
+        self._saved_tick: int | None = None  # the tick of the controller state in the store
         self._forecast_cache: tuple[int, pd.DataFrame] | None = None
         self._preds: pd.DataFrame | None = None  # every account's latest prediction
         self.last_observation: Observation | None = None
@@ -397,7 +398,8 @@ class DecisionLoop:
 
     def restore(self, now_ms: int) -> bool:
         """Continue from the controller state the previous tick saved, when it is recent (at most
-        :data:`RESTORE_MAX_TICKS` ticks, at least :data:`RESTORE_MIN_AGE_MS`, before ``now_ms``):
+        :data:`RESTORE_MAX_TICKS` ticks, at least :data:`RESTORE_MIN_AGE_MS`, before ``now_ms``,
+        and strictly before it: a rerun of that tick starts afresh and saves nothing):
         run counters, cooldowns, the envelope's window, smoothed weights. The actions published
         since (operators' approvals) are then synced on top. An older state is not restored:
         "ticks in a row" do not span an outage; the published actions alone are (the failed-over
@@ -408,8 +410,10 @@ class DecisionLoop:
         if saved is None:
             return False
         tick_ms, state = saved
+        self._saved_tick = int(tick_ms)
         max_age = max(RESTORE_MAX_TICKS * self.settings.score_every_s * 1000, RESTORE_MIN_AGE_MS)
-        if not (0 <= now_ms - tick_ms <= max_age) or not self.policy.restore(state):
+        # a rerun of the saved tick (or a replay of an earlier one) must not count it again
+        if not (0 < now_ms - tick_ms <= max_age) or not self.policy.restore(state):
             return False
         self._synced_ms = int(tick_ms)
         return True
@@ -487,7 +491,10 @@ class DecisionLoop:
                     judged += 1
             expired = expire_actions(conn, now_ms=now_ms)
             expire_recommendations(conn, now_ms=now_ms)
-            save_controller_state(conn, self.policy.snapshot(), tick_ms=now_ms, now_ms=now_ms)
+            if self._saved_tick is None or now_ms > self._saved_tick:
+                # a replay of an earlier tick never overwrites the state of a later one
+                save_controller_state(conn, self.policy.snapshot(), tick_ms=now_ms, now_ms=now_ms)
+                self._saved_tick = int(now_ms)
         # decisions nobody will judge need not be remembered
         pending = {id(p["decision"]) for p in self.policy._pending}
         self._ids = {k: v for k, v in self._ids.items() if k in pending}

@@ -216,3 +216,29 @@ def test_no_sender_without_receivers(fast, sqlite_engine):
     assert _worker(fast, sqlite_engine, {"score": dict}).notifier is None
     with_hook = fast.model_copy(update={"alert_webhooks": ["http://127.0.0.1:9/hook"]})
     assert _worker(with_hook, sqlite_engine, {"score": dict}).notifier is not None
+
+
+def test_a_job_with_state_starts_fresh_each_time_its_worker_leads(fast, sqlite_engine):
+    """Jobs with ``on_leadership`` (the score tick's loop) drop their in-memory state each time
+    the worker takes the lock: another leader may have acted while it stood by."""
+    from fleetml.scheduler.jobs import ScoreJob
+
+    led = []
+
+    class Stateful:
+        def on_leadership(self):
+            led.append(time.monotonic())
+
+        def __call__(self):
+            return {"n": len(led)}
+
+    w = _worker(fast, sqlite_engine, {"score": Stateful()})
+    for _ in range(2):
+        w.start()
+        wait_for(lambda: w.is_active, 10, "the worker to lead")
+        w.stop(timeout=10)
+    assert len(led) == 2
+    job = ScoreJob(sqlite_engine, fast)
+    job._loop = object()  # as after a run
+    job.on_leadership()
+    assert job._loop is None

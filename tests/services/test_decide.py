@@ -296,6 +296,27 @@ def test_ticks_in_a_row_count_across_restarts_but_not_across_an_outage(
         assert summary["state_restored"] is False and rec == []
 
 
+def test_a_rerun_or_replay_neither_counts_a_tick_twice_nor_overwrites_a_later_state(
+    settings, engine, fleet
+):
+    """Re-running the saved tick (a retry) does not restore the state that already counted it;
+    a replay of an earlier tick leaves the saved state of the later one alone."""
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.controller import load_controller_state
+
+    cfg = settings_for(settings, "auto")
+    now = T0 + 60 * MIN
+    LiveLoop(engine, cfg).run(now_ms=now)
+    saved = load_controller_state(engine)
+    assert saved[0] == now
+    assert LiveLoop(engine, cfg).run(now_ms=now)["state_restored"] is False
+    assert load_controller_state(engine) == saved
+    assert LiveLoop(engine, cfg).run(now_ms=now - 30 * MIN)["state_restored"] is False
+    assert load_controller_state(engine) == saved
+    assert LiveLoop(engine, cfg).run(now_ms=now + MIN)["state_restored"] is True
+    assert load_controller_state(engine)[0] == now + MIN
+
+
 def test_the_controller_state_round_trips_through_the_store(settings, engine, fleet):
     """What a tick saved is what the next process restores: cooldowns, holds, the envelope's
     window, smoothed weights and probation clocks."""
