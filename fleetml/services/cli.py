@@ -30,8 +30,9 @@ def tick(now) -> None:
     ticks, risk sustained for a group's trigger_ticks) keep their counts, with cooldowns and
     the safety envelope, in the store after every tick; a tick within 3 tick intervals (at
     least 10 min) of the previous one continues them, a later one starts counting again. The
-    live loop is `fleetml worker` (or `fleetml serve --worker`); a cron of this command works
-    too, at the cost of starting a process per tick."""
+    live loop is `fleetml worker` (or `fleetml serve --worker`); a cron of this command
+    decides the same failovers, at the cost of a process per tick, but records no outcome for
+    pre-emptive failovers (the process that made one has exited before its horizon ends)."""
     from fleetml.services.tick import LiveLoop
 
     settings = ctx_settings()

@@ -716,6 +716,12 @@ def _investigate_anomaly(inputs: Inputs) -> list[Recommendation]:
     p["top_metrics"] = [
         list(d.get("top_metrics") or []) if isinstance(d, dict) else [] for d in p["detail"]
     ]
+    # the score the alert rule flagged on: a habituating model reports a lower one on a lasting
+    # anomaly (its later checks are no news), and the calibrated one is in the detail
+    calibrated = [d.get("calibrated_score") if isinstance(d, dict) else None for d in p["detail"]]
+    p["score"] = [
+        c if isinstance(c, int | float) else s for c, s in zip(calibrated, p["score"], strict=True)
+    ]
     p["group"] = p["account_id"].astype(str).map(inputs.groups)
     return generators.investigate_anomaly(p)
 

@@ -59,7 +59,9 @@ class LiveScorer:
         self.run = np.zeros(0, dtype=np.int64)
         self.since = np.zeros(0, dtype=np.int64)
         self.kept = np.zeros(0, dtype=bool)
-        self.hab_max = np.zeros(0)
+        self.hab_max = np.zeros(0)  # M after the account's last scored row
+        self.hab_prev = np.zeros(0)  # M before that row
+        self.hab_until = np.zeros(0, dtype=np.int64)  # that row's time (-1: none)
         self.risk_run: dict[str, np.ndarray] = {}
         self.step_ms: int | None = None
         self._trimmed_at = 0
@@ -114,6 +116,8 @@ class LiveScorer:
         self.since = _grow(self.since, n, _BIG)
         self.kept = _grow(self.kept, n, False)
         self.hab_max = _grow(self.hab_max, n, 0.0)
+        self.hab_prev = _grow(self.hab_prev, n, 0.0)
+        self.hab_until = _grow(self.hab_until, n, -1)
         for h in self.risk_run:
             self.risk_run[h] = _grow(self.risk_run[h], n, 0)
 
@@ -135,15 +139,17 @@ class LiveScorer:
             arr[codes[sel]] = run[sel]
             self.risk_run[h] = arr
 
-    def restore_habituation(self, maxima: dict[str, float]) -> None:
-        """Seed each account's habituation maximum after a restart (``account_id -> M`` as
-        stored with its latest anomaly prediction)."""
-        if not maxima:
+    def restore_habituation(self, maxima: pd.DataFrame) -> None:
+        """Seed each account's habituation state after a restart from its latest stored anomaly
+        prediction (``account_id``, ``max``: M after that row, ``prev``: M before it,
+        ``until``: its time in epoch ms), so re-scoring that row does not count it twice."""
+        if maxima is None or not len(maxima):
             return
-        ids = pd.Series(list(maxima), dtype=object)
-        codes = self.window.codes_of(ids)
+        codes = self.window.codes_of(maxima["account_id"])
         self._ensure(len(self.window.ids), self.ctx_raw.shape[1])
-        self.hab_max[codes] = np.nan_to_num(np.asarray(list(maxima.values()), dtype=float))
+        self.hab_max[codes] = np.nan_to_num(maxima["max"].to_numpy(dtype=float))
+        self.hab_prev[codes] = np.nan_to_num(maxima["prev"].to_numpy(dtype=float))
+        self.hab_until[codes] = maxima["until"].to_numpy(dtype=np.int64)
 
     # ------------------------------------------------------------------ a tick
     def score(
@@ -358,13 +364,25 @@ class LiveScorer:
         reported, detail = calibrated, None
         if model.habituation is not None:  # the rule above ran on the calibrated score
             first = np.r_[True, acc_i[1:] != acc_i[:-1]]
-            reported, m = model.habituation.apply(
-                calibrated, first, start_max=self.hab_max[codes][acc_i]
-            )
-            self.hab_max[codes] = m[last]
+            # an account's first row here may be the row its maximum already holds (re-scored
+            # after a restart): start from the maximum before that row, so it is not counted
+            # twice
+            again = row_ts[first] <= self.hab_until[codes]
+            start = np.where(again, self.hab_prev[codes], self.hab_max[codes])
+            reported, m = model.habituation.apply(calibrated, first, start_max=start[acc_i])
+            end = np.flatnonzero(last)
+            before = np.where(first[end], start, m[np.maximum(end - 1, 0)])
+            self.hab_prev[codes], self.hab_max[codes] = before, m[end]
+            self.hab_until[codes] = row_ts[end]
             detail = [
-                {"calibrated_score": round(float(c), 6), "habituation_max": float(x)}
-                for c, x in zip(calibrated[last].tolist(), m[last].tolist(), strict=True)
+                {
+                    "calibrated_score": round(float(c), 6),
+                    "habituation_max": float(x),
+                    "habituation_prev": float(p),
+                }
+                for c, x, p in zip(
+                    calibrated[end].tolist(), m[end].tolist(), before.tolist(), strict=True
+                )
             ]
         return pd.DataFrame(
             {

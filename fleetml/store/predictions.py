@@ -191,25 +191,33 @@ def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["account_id", "family", "horizon", "run", "flag"])
 
 
-def habituation_maxima(bind) -> dict[str, float]:
-    """Each account's habituation maximum as stored with its latest anomaly prediction
-    (``detail.habituation_max``; accounts without one are left out)."""
+def habituation_maxima(bind) -> pd.DataFrame:
+    """Each account's habituation state as stored with its latest anomaly prediction:
+    ``account_id``, ``max`` (``detail.habituation_max``), ``prev`` (``detail.habituation_prev``,
+    the maximum before that row; ``max`` when absent) and ``until`` (the row's ``data_until``).
+    Accounts without one are left out."""
     t = predictions_latest
-    query = sa.select(t.c.account_id, t.c.detail).where(
+    query = sa.select(t.c.account_id, t.c.data_until, t.c.detail).where(
         t.c.family == "anomaly", t.c.detail.is_not(None)
     )
-    out: dict[str, float] = {}
+    rows = []
     with connect(bind) as conn:
-        for account, detail in conn.execute(query):
+        for account, until, detail in conn.execute(query):
             try:
                 if isinstance(detail, str | bytes):
                     detail = orjson.loads(detail)
-                value = detail.get("habituation_max")
+                top, prev = detail.get("habituation_max"), detail.get("habituation_prev", None)
             except (orjson.JSONDecodeError, AttributeError):
                 continue
-            if isinstance(value, int | float) and np.isfinite(value) and value >= 0:
-                out[str(account)] = float(value)
-    return out
+            if not _non_negative(top):
+                continue
+            prev = prev if _non_negative(prev) else top
+            rows.append((str(account), float(top), float(prev), int(until)))
+    return pd.DataFrame(rows, columns=["account_id", "max", "prev", "until"])
+
+
+def _non_negative(value) -> bool:
+    return isinstance(value, int | float) and bool(np.isfinite(value)) and value >= 0
 
 
 def read_history(

@@ -458,11 +458,13 @@ def test_an_account_anomalous_for_three_checks_is_to_be_investigated(settings, e
                     "family": "anomaly",
                     "horizon": "",
                     "data_until": NOW_MS - (3 - k) * MINUTE_MS,
-                    "score": [0.9, 0.8],
+                    # a habituating model: m1's later checks report half the calibrated score
+                    "score": [0.9 if k == 0 else 0.45, 0.8],
                     "flag": [True, k == 2],  # m2: flagged once only
                     "model_version": 1,
                     "fallback": False,
                     "top_metrics": ["cpu_pct;mem_mb", ""],
+                    "detail": [{"calibrated_score": 0.9, "habituation_max": 0.9}, None],
                 }
             )
             write_predictions(conn, frame, computed_at=NOW_MS - (3 - k) * MINUTE_MS)
@@ -473,6 +475,7 @@ def test_an_account_anomalous_for_three_checks_is_to_be_investigated(settings, e
     assert rec["account_id"] == "m1" and rec["group"] == "eu"
     assert rec["evidence"]["run"] == 3
     assert rec["evidence"]["top_metrics"] == ["cpu_pct", "mem_mb"]
+    assert rec["evidence"]["score"] == 0.9  # the score its alert rule flagged on
 
 
 # ---- the run as a whole -------------------------------------------------------------------------

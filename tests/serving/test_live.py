@@ -124,7 +124,12 @@ def test_ticks_equal_a_batch_score_of_the_whole_history():
     # restarted with the stored maxima, a new scorer reports what the old one would have
     last = frame[frame["ts"] == ts[-1]].copy()
     later = last.assign(ts=last["ts"] + pd.Timedelta("5min"))
-    stored = {a: d["habituation_max"] for a, d in got.xs(ts[-1], level="ts")["detail"].items()}
+    stored = pd.DataFrame(
+        [
+            {"account_id": a, "max": d["habituation_max"], "prev": d["habituation_prev"]}
+            for a, d in got.xs(ts[-1], level="ts")["detail"].items()
+        ]
+    ).assign(until=ts[-1].value // 10**6)
     fresh = LiveScorer(model_set(bundle), max_rows=10)
     fresh.window.counters = {"msgs_sent"}
     fresh.window.merge(frame)

@@ -120,6 +120,14 @@ def test_predictions_name_versions_and_fallbacks(engine, settings):
     assert by_family == {("anomaly", 1, False), ("risk", None, True)}
 
 
+def latest_details(engine) -> dict:
+    """The detail of every account's latest anomaly prediction."""
+    t = predictions_latest
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(t.c.account_id, t.c.detail).where(t.c.family == "anomaly"))
+        return {a: d for a, d in rows}
+
+
 def test_a_restarted_loop_keeps_each_accounts_habituation(engine, settings):
     """The decaying maximum behind the reported anomaly score is stored with each prediction
     and read back by a new worker, which then reports what the old one would have."""
@@ -132,24 +140,34 @@ def test_a_restarted_loop_keeps_each_accounts_habituation(engine, settings):
     loop = LiveLoop(engine, settings, models=injected(settings, bundle))
     for t in ts[-12:-3]:
         loop.run(now_ms=ms(t))
-    maxima = habituation_maxima(engine)
-    assert set(maxima) == {"acc-0", "acc-1", "acc-2"}
+    stored = habituation_maxima(engine).set_index("account_id")
+    assert sorted(stored.index) == ["acc-0", "acc-1", "acc-2"]
+    assert (stored["until"] == ms(ts[-4])).all()
     live = loop.scorer
-    codes = live.window.codes_of(pd.Series(sorted(maxima), dtype=object))
-    assert [maxima[a] for a in sorted(maxima)] == live.hab_max[codes].tolist()
+    codes = live.window.codes_of(pd.Series(stored.index, dtype=object))
+    assert stored["max"].tolist() == live.hab_max[codes].tolist()
+    assert stored["prev"].tolist() == live.hab_prev[codes].tolist()
+    maxima = stored["max"].to_dict()
+    decay = 2.0 ** (-1.0 / bundle.habituation.half_life)
+
+    # a restart with no new sample re-scores each account's newest one (its calibrated score
+    # may differ: the new process has no short-window context); that row is judged against the
+    # maximum *before* it, which the old worker stored, not against one that already holds it
+    again = LiveLoop(engine, settings, models=injected(settings, bundle))
+    assert again.run(now_ms=ms(ts[-4]) + 1000)["scored"] == 3
+    for account, detail in latest_details(engine).items():
+        prev = stored.loc[account, "prev"]
+        c = detail["calibrated_score"]
+        assert detail["habituation_prev"] == pytest.approx(prev, rel=1e-9)
+        assert detail["habituation_max"] == pytest.approx(max(c, decay * prev), rel=1e-6)
+    assert (stored["prev"] != stored["max"]).all()  # the check tells the two apart
+    maxima = habituation_maxima(engine).set_index("account_id")["max"].to_dict()
 
     restarted = LiveLoop(engine, settings, models=injected(settings, bundle))
     store(engine, frame[frame["ts"] > ts[-4]])
     assert restarted.run(now_ms=ms(ts[-1]))["scored"] == 3  # each account's newest sample
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(predictions_latest.c.account_id, predictions_latest.c.detail).where(
-                predictions_latest.c.family == "anomaly"
-            )
-        ).all()
-    decay = 2.0 ** (-1.0 / bundle.habituation.half_life)
     carried = 0
-    for account, detail in rows:
+    for account, detail in latest_details(engine).items():
         c, m = detail["calibrated_score"], detail["habituation_max"]
         assert m == pytest.approx(max(c, decay * maxima[account]), rel=1e-6)
         carried += decay * maxima[account] > c  # the stored maximum, not this row, sets it
