@@ -59,6 +59,34 @@ SESSION_FAULTS = frozenset({"logout", "disconnect"})
 PREEMPTIVE_RULE = "risk_sustained"
 
 
+def _fresh_state() -> dict:
+    """An account's controller state before anything happened to it."""
+    return {
+        "risk_run": 0,
+        "clear_run": 0,
+        "failed_over": False,
+        "preemptive": False,
+        "since": -1,
+        "cooldown_until": -1,
+        "backoff": 0,
+        "held": None,  # (kind, since_ms) of an enforcement hold
+    }
+
+
+def _is_initial(state: dict) -> bool:
+    """Whether an account's state is as good as fresh: nothing counted but calm ticks, which
+    matter only once it is failed over (its failover resets them)."""
+    base = _fresh_state()
+    rest = {k: v for k, v in state.items() if k != "clear_run" and not (k == "fail_run" and v == 0)}
+    return not state.get("failed_over") and rest == {
+        k: v for k, v in base.items() if k != "clear_run"
+    }
+
+
+def _finite_or_none(values) -> list:
+    return [float(v) if np.isfinite(v) else None for v in np.asarray(values, dtype=float)]
+
+
 def _plain(value):
     """A controller-state value as plain JSON (numpy scalars, tuples)."""
     if isinstance(value, tuple | list):
@@ -153,16 +181,7 @@ class FleetmlPolicy:
     def _state(self, account_id: str) -> dict:
         s = self._acc.get(account_id)
         if s is None:
-            s = {
-                "risk_run": 0,
-                "clear_run": 0,
-                "failed_over": False,
-                "preemptive": False,
-                "since": -1,
-                "cooldown_until": -1,
-                "backoff": 0,
-                "held": None,  # (kind, since_ms) of an enforcement hold
-            }
+            s = _fresh_state()
             self._acc[account_id] = s
         return s
 
@@ -210,17 +229,25 @@ class FleetmlPolicy:
         smoothed weights and probation clocks; the last recorded weights. Failovers still
         awaiting their outcome are not kept (their outcome is then never recorded)."""
         sm = self.smoother
+        weights = self._recorded_weights
         return {
             "version": self.SNAPSHOT_VERSION,
             "tick_ms": self._tick_ms,
-            "accounts": {a: {k: _plain(v) for k, v in st.items()} for a, st in self._acc.items()},
+            # accounts in their initial state are left out (most of a quiet fleet)
+            "accounts": {
+                a: {k: _plain(v) for k, v in st.items()}
+                for a, st in self._acc.items()
+                if not _is_initial(st)
+            },
             "fleet_failovers": [int(t) for t in self._fleet_failovers],
-            "recorded_weights": {a: float(w) for a, w in self._recorded_weights.items()},
+            "recorded_weights": dict(
+                zip(weights, _finite_or_none(list(weights.values())), strict=True)
+            ),
             "smoother": None
             if sm.ids is None
             else {
                 "ids": [str(a) for a in sm.ids],
-                "weights": [float(w) for w in sm.weights],
+                "weights": _finite_or_none(sm.weights),
                 "probation_since": [int(t) for t in sm.probation_since],
             },
         }
@@ -241,12 +268,15 @@ class FleetmlPolicy:
         self._tick_ms = int(tick) if tick is not None else None
         self._fleet_failovers = [int(t) for t in snap.get("fleet_failovers") or []]
         self._recorded_weights = {
-            str(a): float(w) for a, w in (snap.get("recorded_weights") or {}).items()
+            str(a): np.nan if w is None else float(w)
+            for a, w in (snap.get("recorded_weights") or {}).items()
         }
         sm = snap.get("smoother")
         if sm:
             self.smoother.ids = np.asarray(sm["ids"], dtype=object)
-            self.smoother.weights = np.asarray(sm["weights"], dtype=float)
+            self.smoother.weights = np.asarray(
+                [np.nan if w is None else w for w in sm["weights"]], dtype=float
+            )
             self.smoother.probation_since = np.asarray(sm["probation_since"], dtype=np.int64)
         return True
 

@@ -180,6 +180,9 @@ def test_a_snapshot_continues_hysteresis_in_a_new_policy():
     assert new.restore(snap)
     assert new.decide(observe(fleet, 2 * MIN, risk={"m0": 0.9})).failover == ["m0"]
     assert not auto().restore({**snap, "version": 0}) and not auto().restore(None)
+    assert set(snap["accounts"]) == {"m0"}  # accounts in their initial state are left out
+    old.smoother.weights[0] = np.nan  # strict JSON (PostgreSQL's) has no NaN
+    json.dumps(old.snapshot(), allow_nan=False)
     cold = auto(trigger_ticks=3)  # without the snapshot: two more ticks to go
     assert cold.decide(observe(fleet, 2 * MIN, risk={"m0": 0.9})).failover == []
 
