@@ -11,8 +11,16 @@ class AnomalyOut(BaseModel):
     """The anomaly verdict on the account's newest scored sample."""
 
     score: float | None = Field(
-        description="Calibrated anomaly score in [0, 1], comparable across accounts and versions.",
+        description="Anomaly score in [0, 1], comparable across accounts and versions, for "
+        "ranking: the calibrated score, halved on samples no more anomalous than the account "
+        "has looked lately (habituation; a lasting oddity ranks below a new one).",
         examples=[0.12],
+    )
+    calibrated_score: float | None = Field(
+        default=None,
+        description="The calibrated score the alert rule compares with its threshold (equal to "
+        "score for a model without habituation, and when scored on demand).",
+        examples=[0.24],
     )
     is_anomaly: bool = Field(description="The alert rule fired (threshold, minimum duration).")
     top_metrics: list[str] = Field(

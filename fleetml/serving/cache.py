@@ -69,8 +69,12 @@ def build_predictions(
         models.setdefault(row.family, set()).add(version)
         score = None if row.score is None or pd.isna(row.score) else float(row.score)
         if row.family == "anomaly":
+            calibrated = detail.get("calibrated_score")
             entry["anomaly"] = {
                 "score": score,
+                "calibrated_score": float(calibrated)
+                if isinstance(calibrated, int | float)
+                else score,
                 "is_anomaly": bool(row.flag),
                 "top_metrics": list(detail.get("top_metrics", [])),
                 "model_version": version,

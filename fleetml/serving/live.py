@@ -376,7 +376,7 @@ class LiveScorer:
             self.hab_until[codes] = row_ts[end]
             detail = [
                 {
-                    "calibrated_score": round(float(c), 6),
+                    "calibrated_score": float(c),
                     "habituation_max": float(x),
                     "habituation_prev": float(p),
                 }

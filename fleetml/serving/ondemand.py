@@ -173,6 +173,7 @@ class OnDemandScorer:
             top = [m for m in str(row["top_metrics"]).split(";") if m]
             return {
                 "score": float(row["score"]),
+                "calibrated_score": float(row["score"]),
                 "is_anomaly": bool(row["flag"]),
                 "top_metrics": top,
                 "model_version": None,
@@ -182,8 +183,9 @@ class OnDemandScorer:
         score = model.calibrate(model.raw_scores(X, accounts), accounts, X)
         flag = bool(score[0] >= model.rule.threshold)
         top = model.top_metrics(X, accounts, np.array([flag]))[0]
-        return {
+        return {  # no earlier scores here: nothing to habituate to
             "score": float(score[0]),
+            "calibrated_score": float(score[0]),
             "is_anomaly": flag,
             "top_metrics": [m for m in top.split(";") if m],
             "model_version": model.version,

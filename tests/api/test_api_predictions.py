@@ -99,6 +99,20 @@ def test_one_account_and_unknown_account(ticked):
     assert missing.status_code == 404 and "nobody" in missing.json()["detail"]
 
 
+def test_the_anomaly_verdict_carries_the_score_its_rule_compares(ticked):
+    """The tick stored the calibrated score beside the habituated one: both are served, and the
+    habituated one is never above it."""
+    from fleetml.store.engine import get_engine
+    from fleetml.store.predictions import read_latest
+
+    api, _, _ = ticked
+    latest = read_latest(get_engine(api.settings), families=["anomaly"]).set_index("account_id")
+    for acc in ("acc-0", "acc-1", "acc-2", "acc-3"):
+        got = api.get(f"/v1/predictions/{acc}", as_="runtime").json()["anomaly"]
+        assert got["calibrated_score"] == latest.loc[acc, "detail"]["calibrated_score"]
+        assert got["score"] <= got["calibrated_score"] + 1e-12
+
+
 def test_a_new_tick_is_served_without_restart(ticked):
     api, frame, now = ticked
     from fleetml.ingest.files import import_metrics_frame
