@@ -56,6 +56,19 @@ def test_a_plateau_is_halved_and_a_new_high_keeps_its_score():
     assert two.tolist() == [0.9, 0.5]
 
 
+@pytest.mark.parametrize("value", [0.667, 0.9921, 0.123456789, 1e-6])
+def test_a_long_run_of_one_repeated_score_is_news_once(value):
+    """A level held outside the training range scores the same row after row: however long
+    the run, rounding never makes a repeat count as a new high (accounts of any length)."""
+    hab = ScoreHabituation(half_life=1000.0, factor=0.5)
+    n = 20_000
+    accounts = np.repeat(["a", "b", "c"], [n, 7, 3 * n])
+    got = hab.apply_by_account(np.full(accounts.size, value), accounts)
+    first = np.r_[True, accounts[1:] != accounts[:-1]]
+    assert (got[first] == value).all()
+    np.testing.assert_array_equal(got[~first], 0.5 * value)
+
+
 def test_the_memory_fades_with_the_half_life():
     hab = ScoreHabituation(half_life=10.0, factor=0.5)
     scores = np.r_[0.8, np.zeros(4), 0.5, np.zeros(34), 0.5]
