@@ -85,14 +85,19 @@ def parse_body(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as fast_error:
+        rejected = BatchRejected(
+            f"request body is not valid JSON: {fast_error}",
+            [ValidationItem(None, "body", str(fast_error))],
+            status_code=400,
+        )
+        if "depth limit" in str(fast_error):
+            # nested deeper than orjson's 1,024 levels: no sample is; json would go as deep as
+            # the process's recursion limit allows, so the answer would depend on it
+            raise rejected from None
         try:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError, RecursionError):
-            raise BatchRejected(
-                f"request body is not valid JSON: {fast_error}",
-                [ValidationItem(None, "body", str(fast_error))],
-                status_code=400,
-            ) from None
+            raise rejected from None
 
 
 class TimestampCache:

@@ -292,3 +292,19 @@ def test_metric_kinds_are_an_admin_setting(api):
     assert api.put("/v1/metric-kinds", json=body, as_="ops").status_code == 403
     assert api.put("/v1/metric-kinds", json=body, as_="admin").status_code == 200
     assert api.get("/v1/metric-kinds", as_="runtime").status_code == 200
+
+
+def test_deep_nesting_is_refused_whatever_the_recursion_limit(api):
+    """A library may raise the interpreter's recursion limit (hypothesis does, in tests); a
+    body nested deeper than orjson's limit is still refused with the same 400."""
+    import sys
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 20_000))
+    try:
+        body = b"[" * 2000 + b"]" * 2000
+        resp = api.post("/v1/metrics", content=body, headers={"Content-Type": "application/json"})
+    finally:
+        sys.setrecursionlimit(old)
+    _error(resp, 400)
+    assert "depth limit" in resp.json()["detail"]
