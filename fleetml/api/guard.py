@@ -13,6 +13,10 @@ A pure ASGI middleware (no per-request thread, no copy of small bodies), in this
    bytes for the only escapes that produce them (``\\u0000``, ``\\ud800``..``\\udfff``); only a
    hit is parsed to name the field, so ingest pays a byte scan, not a parse.
 
+5. **Nesting** (400): a body nested deeper than :data:`MAX_BODY_DEPTH` levels is refused,
+   whatever the interpreter's recursion limit (Python's ``json`` goes as deep as that allows,
+   and a library may raise it). Only a body with that many brackets at all is parsed to check.
+
 Path parameters are known only once a route matched: :func:`check_path_params` is an
 app-wide dependency applying the same rule to them.
 """
@@ -24,6 +28,7 @@ import re
 from email.message import Message
 from urllib.parse import parse_qsl
 
+import orjson
 from fastapi import Request
 
 from fleetml.errors import InvalidInput
@@ -32,6 +37,9 @@ from fleetml.vocab import json_problem, text_problem
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # A JSON escape that decodes to NUL or to a surrogate (a pair is legal: the slow path checks).
 _SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})")
+#: Deepest JSON nesting a request body may have (orjson's own limit, which the bulk ingest
+#: parser applies; no fleetml route needs more than a few levels).
+MAX_BODY_DEPTH = 1024
 
 
 def error_body(detail: str, errors: list[dict] | None = None) -> bytes:
@@ -127,6 +135,10 @@ class RequestGuard:
                     "header.content-type",
                 )
                 return
+            too_deep = _too_deep(body)
+            if too_deep is not None:
+                await _answer(send, 400, too_deep, "body")
+                return
             problem = _body_problem(body)
             if problem is not None:
                 await _answer(send, 422, *problem)
@@ -165,6 +177,19 @@ class RequestGuard:
 
 def _named(field: str, reason: str | None) -> tuple[str, str]:
     return f"{field}: {reason}", field
+
+
+def _too_deep(body: bytes) -> str | None:
+    """Why the body is nested too deep, or None (a byte count first: most bodies have far fewer
+    brackets than the limit and are never parsed here)."""
+    if body.count(b"[") + body.count(b"{") < MAX_BODY_DEPTH:
+        return None
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            return f"request body is nested deeper than {MAX_BODY_DEPTH} levels"
+    return None
 
 
 def _body_problem(body: bytes) -> tuple[str, str] | None:

@@ -294,17 +294,34 @@ def test_metric_kinds_are_an_admin_setting(api):
     assert api.get("/v1/metric-kinds", as_="runtime").status_code == 200
 
 
-def test_deep_nesting_is_refused_whatever_the_recursion_limit(api):
+@pytest.mark.parametrize("path", ["/v1/metrics", "/v1/accounts"])
+def test_deep_nesting_is_refused_whatever_the_recursion_limit(api, path):
     """A library may raise the interpreter's recursion limit (hypothesis does, in tests); a
-    body nested deeper than orjson's limit is still refused with the same 400."""
+    body nested deeper than 1,024 levels is still refused with the same 400."""
     import sys
 
     old = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old, 20_000))
     try:
         body = b"[" * 2000 + b"]" * 2000
-        resp = api.post("/v1/metrics", content=body, headers={"Content-Type": "application/json"})
+        resp = api.post(path, content=body, headers={"Content-Type": "application/json"})
     finally:
         sys.setrecursionlimit(old)
     _error(resp, 400)
-    assert "depth limit" in resp.json()["detail"]
+    assert "nested deeper than 1024 levels" in resp.json()["detail"]
+
+
+def test_the_bulk_parser_refuses_what_orjson_cannot_nest():
+    """Ingest's own parser (behind the guard) does not fall back to json for depth either."""
+    import sys
+
+    from fleetml.ingest.batch import BatchRejected, parse_body
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old, 20_000))
+    try:
+        with pytest.raises(BatchRejected, match="depth limit") as info:
+            parse_body(b"[" * 2000 + b"]" * 2000)
+    finally:
+        sys.setrecursionlimit(old)
+    assert info.value.status_code == 400
