@@ -70,7 +70,9 @@ class AnomalyModel:
     """Everything serving needs, in one picklable object: features, detector, rule, feature list.
 
     ``predict(frame)`` takes the canonical wide metrics frame (``ts``, ``account_id``, one column
-    per metric) and returns ``ts, account_id, anomaly_score, is_anomaly, top_metrics``. It is the
+    per metric) and returns ``ts, account_id, anomaly_score, calibrated_score, is_anomaly,
+    top_metrics`` (``calibrated_score``: what the rule thresholds; ``anomaly_score`` is it
+    habituated). It is the
     bundle logged to MLflow, so ``fleetml score``, the API and ``mlflow.pyfunc`` all run this code.
     """
 
@@ -109,7 +111,7 @@ class AnomalyModel:
         calibrated = self.detector.anomaly_score(X, groups=accounts)
         flags = self.rule.apply(calibrated, accounts)
         scores = self.habituate(calibrated, accounts) if habituate else calibrated
-        return self._result(feats, X, accounts, scores, flags)
+        return self._result(feats, X, accounts, scores, flags, calibrated)
 
     def habituate(self, calibrated: np.ndarray, accounts) -> np.ndarray:
         """The reported score of calibrated rows (grouped by account, in time order)."""
@@ -117,7 +119,7 @@ class AnomalyModel:
             return calibrated
         return self.habituation.apply_by_account(calibrated, accounts)
 
-    def _result(self, feats, X, accounts, scores, flags) -> pd.DataFrame:
+    def _result(self, feats, X, accounts, scores, flags, calibrated) -> pd.DataFrame:
         top = np.full(len(feats), "", dtype=object)
         if flags.any():
             rows = np.flatnonzero(flags)
@@ -130,6 +132,7 @@ class AnomalyModel:
                 "ts": feats["ts"].to_numpy(),
                 "account_id": feats["account_id"].astype(str).to_numpy(),
                 "anomaly_score": scores,
+                "calibrated_score": calibrated,
                 "is_anomaly": flags.astype(bool),
                 "top_metrics": top.astype(str),
             }

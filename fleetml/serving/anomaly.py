@@ -59,6 +59,7 @@ _RESULT_DTYPES = {
     "ts": "datetime64[ms, UTC]",
     "account_id": "str",
     "anomaly_score": "float64",
+    "calibrated_score": "float64",
     "is_anomaly": "bool",
     "top_metrics": "str",
 }

@@ -58,7 +58,14 @@ from fleetml.training.summary import json_ready  # noqa: F401 - re-exported for 
 EXPERIMENT = "fleetml-anomaly"
 #: Feature holding a metric's current level (``<metric>__value``): the range-checked features.
 LEVEL_SUFFIX = "__value"
-RESULT_COLUMNS = ["ts", "account_id", "anomaly_score", "is_anomaly", "top_metrics"]
+RESULT_COLUMNS = [
+    "ts",
+    "account_id",
+    "anomaly_score",
+    "calibrated_score",
+    "is_anomaly",
+    "top_metrics",
+]
 #: Stages of :func:`train_anomaly`, in order (what its ``progress`` callback is called with).
 STAGES = (
     "load data",
@@ -676,7 +683,8 @@ def backtest_series(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Walk-forward replay of ONE account's feature rows (in time order).
 
-    Returns ``(anomaly_score, is_anomaly, top_metrics)``; scores are NaN in the warm-up. Each block
+    Returns ``(anomaly_score, is_anomaly, top_metrics, calibrated_score)``; scores are NaN in the
+    warm-up. Each block
     of rows is scored - and its flagged rows explained - by a detector fitted on earlier rows only.
     """
     n = len(feats)
@@ -707,10 +715,11 @@ def backtest_series(
             top[seg.start + hot] = [";".join(x) for x in names]
     flags = config.rule().apply(scores, groups) if n else np.zeros(0, dtype=bool)
     top[~flags] = ""
+    calibrated = scores
     habituation = config.habituation()
     if habituation is not None and n:  # the rule above ran on the calibrated score
-        scores = habituation.apply_by_account(scores, groups)
-    return scores, flags, top
+        scores = habituation.apply_by_account(calibrated, groups)
+    return scores, flags, top, calibrated
 
 
 def backtest_anomaly(
@@ -740,7 +749,7 @@ def backtest_anomaly(
             sub.reset_index(drop=True), kinds=kinds, groups=None, config=config.feature_config
         )
         columns = feature_columns(feats)
-        scores, flags, top = backtest_series(
+        scores, flags, top, calibrated = backtest_series(
             feats, columns, config, warmup=warmup, warmup_max=warmup_max, refit_every=refit_every
         )
         parts.append(
@@ -749,6 +758,7 @@ def backtest_anomaly(
                     "ts": feats["ts"].to_numpy(),
                     "account_id": str(account),
                     "anomaly_score": scores,
+                    "calibrated_score": calibrated,
                     "is_anomaly": flags,
                     "top_metrics": top.astype(str),
                 }

@@ -96,7 +96,15 @@ def test_train_register_promote_load_champion_and_score(stored_fleet, tmp_path):
     out = tmp_path / "scores.csv"
     scored = invoke("score", "anomaly", "--out", str(out))
     table = pd.read_csv(out)
-    assert list(table.columns) == ["ts", "account_id", "anomaly_score", "is_anomaly", "top_metrics"]
+    assert list(table.columns) == [
+        "ts",
+        "account_id",
+        "anomaly_score",
+        "calibrated_score",
+        "is_anomaly",
+        "top_metrics",
+    ]
+    assert (table["anomaly_score"] <= table["calibrated_score"] + 1e-12).all()
     assert len(table) == len(frame) == scored["rows"]
     assert table["anomaly_score"].between(0, 1).all()
     flagged = table[table["is_anomaly"]]
