@@ -379,9 +379,14 @@ class LiveScorer:
                     "calibrated_score": float(c),
                     "habituation_max": float(x),
                     "habituation_prev": float(p),
+                    "habituation_until": int(t),
                 }
-                for c, x, p in zip(
-                    calibrated[end].tolist(), m[end].tolist(), before.tolist(), strict=True
+                for c, x, p, t in zip(
+                    calibrated[end].tolist(),
+                    m[end].tolist(),
+                    before.tolist(),
+                    row_ts[end].tolist(),
+                    strict=True,
                 )
             ]
         return pd.DataFrame(
@@ -447,9 +452,29 @@ class LiveScorer:
                 "model_version": None,
                 "fallback": True,
                 "top_metrics": out["top_metrics"].fillna("").to_numpy(),
-                "detail": None,
+                # the heuristic does not habituate: the model's state is kept as it was, so a
+                # restart while the model is degraded does not lose it
+                "detail": self._habituation_detail(codes),
             }
         )
+
+    def _habituation_detail(self, codes) -> list:
+        """Each account's habituation state as stored detail (None where it has none)."""
+        return [
+            None
+            if until < 0
+            else {
+                "habituation_max": float(m),
+                "habituation_prev": float(p),
+                "habituation_until": int(until),
+            }
+            for m, p, until in zip(
+                self.hab_max[codes].tolist(),
+                self.hab_prev[codes].tolist(),
+                self.hab_until[codes].tolist(),
+                strict=True,
+            )
+        ]
 
     # ------------------------------------------------------------------ risk
     def _risk(self, model, codes, feats) -> pd.DataFrame:

@@ -194,7 +194,8 @@ def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
 def habituation_maxima(bind) -> pd.DataFrame:
     """Each account's habituation state as stored with its latest anomaly prediction:
     ``account_id``, ``max`` (``detail.habituation_max``), ``prev`` (``detail.habituation_prev``,
-    the maximum before that row; ``max`` when absent) and ``until`` (the row's ``data_until``).
+    the maximum before that row; ``max`` when absent) and ``until`` (the time of the row the
+    maximum holds: ``detail.habituation_until``, else the prediction's ``data_until``).
     Accounts without one are left out."""
     t = predictions_latest
     query = sa.select(t.c.account_id, t.c.data_until, t.c.detail).where(
@@ -207,12 +208,15 @@ def habituation_maxima(bind) -> pd.DataFrame:
                 if isinstance(detail, str | bytes):
                     detail = orjson.loads(detail)
                 top, prev = detail.get("habituation_max"), detail.get("habituation_prev", None)
+                held = detail.get("habituation_until")
             except (orjson.JSONDecodeError, AttributeError):
                 continue
             if not _non_negative(top):
                 continue
             prev = prev if _non_negative(prev) else top
-            rows.append((str(account), float(top), float(prev), int(until)))
+            # the row the maximum holds (a fallback tick keeps the model's state unchanged)
+            until = int(held) if isinstance(held, int) else int(until)
+            rows.append((str(account), float(top), float(prev), until))
     return pd.DataFrame(rows, columns=["account_id", "max", "prev", "until"])
 
 

@@ -182,6 +182,31 @@ def test_a_model_that_raises_while_scoring_degrades_to_its_fallback(broken):
     assert broken in models.degraded()
 
 
+def test_a_fallback_tick_keeps_the_habituation_state_for_a_restart():
+    """While the anomaly model is degraded the heuristic answers; its rows carry the model's
+    habituation state unchanged (with the time of the row it holds), so a restart then still
+    restores it."""
+    frame = small_fleet(n_accounts=2, hours=20)
+    models = model_set(fit_anomaly(frame))
+    scorer = LiveScorer(models)
+    first = frame[frame["ts"] < frame["ts"].max()]
+    out = scorer.score(scorer.window.merge(first), kinds={}, groups={})
+    before = out[out["family"] == "anomaly"].set_index("account_id")["detail"]
+    models.get("anomaly").raw_scores = lambda *a, **k: (_ for _ in ()).throw(ValueError("x"))
+    last = frame[frame["ts"] == frame["ts"].max()]
+    out = scorer.score(scorer.window.merge(last), kinds={}, groups={})
+    part = out[out["family"] == "anomaly"].set_index("account_id")
+    assert part["fallback"].all()
+    for account, detail in part["detail"].items():
+        kept = before[account]
+        assert detail == {
+            "habituation_max": kept["habituation_max"],
+            "habituation_prev": kept["habituation_prev"],
+            "habituation_until": kept["habituation_until"],
+        }
+        assert detail["habituation_until"] < int(part.loc[account, "data_until"])
+
+
 def test_risk_ticks_read_event_history_like_a_batch_score():
     """A risk model trained with event-history features is served with them: each tick's
     feature row equals the batch build of the same row with the same stored events (no NaN
