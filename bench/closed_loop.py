@@ -49,6 +49,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -362,11 +363,49 @@ def _outcome(sim, snap, warm) -> dict:
         "failovers_needed": int(fo["needed"].sum()) if len(fo) else 0,
         "failovers_unneeded": int((~fo["needed"]).sum()) if len(fo) else 0,
         "enforcement_violations": int(t.violations - snap["violations"]),
+        # per failover: step, account, needed, and the fault of that account it answered (the
+        # latest that began before it, or within the needed-horizon after): kind, onset, end
         "failover_log": [
-            [int(r.step), str(sim.layout.account_ids[r.account]), bool(r.needed)]
-            for r in fo.itertuples()
+            [int(r.step), str(sim.layout.account_ids[r.account]), bool(r.needed), *fault]
+            for r, fault in zip(fo.itertuples(), _answered(sim, fo), strict=True)
         ],
     }
+
+
+def _answered(sim, fo) -> list[list]:
+    """For each failover of ``fo``: ``[kind, onset step, end step]`` of the fault (or
+    maintenance) of its account that began last before it or within the needed-horizon after
+    it; ``[None, None, None]`` when there is none."""
+    from fleetml.simulate.truth import fault_table
+
+    if not len(fo):
+        return []
+    faults = fault_table(sim)
+    m = sim.schedule.maintenance.rows()
+    spans = pd.concat(
+        [
+            faults[["account", "kind", "onset", "end"]],
+            pd.DataFrame(
+                {
+                    "account": m["account"],
+                    "kind": "maintenance",
+                    "onset": m["start"],
+                    "end": m["end"],
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    horizon = sim.config.steps(sim.config.failover_needed_horizon_min)
+    out = []
+    for r in fo.itertuples():
+        mine = spans[(spans["account"] == r.account) & (spans["onset"] <= r.step + horizon)]
+        if not len(mine):
+            out.append([None, None, None])
+            continue
+        last = mine.sort_values("onset").iloc[-1]
+        out.append([str(last["kind"]), int(last["onset"]), int(last["end"])])
+    return out
 
 
 def _decision_counts(engine) -> dict:

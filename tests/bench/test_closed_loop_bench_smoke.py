@@ -42,3 +42,12 @@ def test_closed_loop_bench_runs_on_a_tiny_fleet(tmp_path):
     assert auto["ticks"] == 29  # 0.1 day at one tick per 5-min step
     assert auto["tick_mean_s"] is not None  # fleetml ran through the tick
     assert result["per_seed"]["shadow"]["1"]["ticks"] == 29
+    # each failover names the fault it answered (kind, onset and end step), when there is one
+    for arm in ("reactive", "auto"):
+        for seed in ("1", "2"):
+            for step, account, needed, kind, onset, end in result["per_seed"][arm][seed][
+                "failover_log"
+            ]:
+                assert isinstance(account, str) and isinstance(needed, bool)
+                if kind is not None:
+                    assert onset <= step + 12 and (not needed or end > step)
