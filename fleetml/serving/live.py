@@ -367,8 +367,15 @@ class LiveScorer:
             # an account's first row here may be the row its maximum already holds (re-scored
             # after a restart): start from the maximum before that row, so it is not counted
             # twice
-            again = row_ts[first] <= self.hab_until[codes]
+            until = self.hab_until[codes]
+            again = row_ts[first] <= until
             start = np.where(again, self.hab_prev[codes], self.hab_max[codes])
+            # samples held between the maximum's row and this first one were never scored here
+            # (a backlog after a restart only serves as feature history): they still fade it,
+            # as they do in a batch score, which counts rows (a gap without samples does not)
+            skipped = self.window.count_between(codes, until, row_ts[first])
+            skipped = np.where((until >= 0) & ~again, skipped, 0)
+            start = start * 2.0 ** (-skipped / model.habituation.half_life)
             reported, m = model.habituation.apply(calibrated, first, start_max=start[acc_i])
             end = np.flatnonzero(last)
             before = np.where(first[end], start, m[np.maximum(end - 1, 0)])

@@ -285,6 +285,16 @@ class RawWindow:
         starts = np.repeat(lo - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
         return np.arange(int(lengths.sum()), dtype=np.int64) + starts
 
+    def count_between(self, codes, after_ms, before_ms) -> np.ndarray:
+        """Per account ``codes[i]``: held samples strictly after ``after_ms[i]`` and strictly
+        before ``before_ms[i]`` (0 where that range is empty)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        after = np.clip(np.asarray(after_ms, dtype=np.int64), -1, _TS_MASK - 1)
+        before = np.clip(np.asarray(before_ms, dtype=np.int64), 0, _TS_MASK)
+        lo = np.searchsorted(self.key, (codes << _TS_BITS) + np.maximum(after + 1, 0))
+        hi = np.searchsorted(self.key, (codes << _TS_BITS) + before)
+        return np.maximum(hi - lo, 0)
+
     def newest_rows(self, codes, counts) -> np.ndarray:
         """Positions of the ``counts[i]`` newest samples of account ``codes[i]`` (time order)."""
         codes = np.asarray(codes, dtype=np.int64)

@@ -64,6 +64,17 @@ def test_window_keeps_what_seasonal_and_window_features_read():
     )
 
 
+def test_count_between_counts_held_samples_strictly_inside_the_range():
+    frame = small_fleet(n_accounts=2, hours=2)
+    window = RawWindow()
+    window.merge(frame)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values().as_unit("ms").asi8
+    codes = window.codes_of(pd.Series(["acc-0", "acc-1"], dtype=object))
+    got = window.count_between(codes, [ts[2], -1], [ts[7], ts[3]])
+    assert got.tolist() == [4, 3]  # ts[3..6] of acc-0; ts[0..2] of acc-1
+    assert window.count_between(codes, [ts[5], ts[5]], [ts[5], ts[6]]).tolist() == [0, 0]
+
+
 def test_merge_updates_duplicates_and_counts_only_newer_samples():
     frame = small_fleet(n_accounts=2, hours=2)
     window = RawWindow()
