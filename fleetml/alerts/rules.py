@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from fleetml.serving.base import PREDICTION_COLUMNS as SCORED_COLUMNS
+from fleetml.serving.base import rule_score
 
 ANOMALY = "anomaly"
 FAILURE_RISK = "failure_risk"
@@ -340,13 +341,8 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 
 
 def _describe_anomaly(row: Mapping[str, Any]) -> dict:
-    score = _number(row["score"])
-    # The rule pages on the calibrated score; a habituating model reports a lower score on rows
-    # that are no news (its prediction's detail keeps the calibrated one): the alert shows that
-    detail = row.get("detail")
-    calibrated = _number(detail.get("calibrated_score")) if isinstance(detail, Mapping) else None
-    if calibrated is not None:
-        score = calibrated
+    # the score the rule paged on, not the lower one a habituating model reports
+    score = _number(rule_score(row["score"], row.get("detail")))
     top = [m for m in str(row["top_metrics"] or "").split(";") if m]
     summary = f"{row['account_id']}: anomalous behaviour"
     if score is not None:

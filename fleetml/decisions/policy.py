@@ -76,11 +76,12 @@ def _fresh_state() -> dict:
 def _is_initial(state: dict) -> bool:
     """Whether an account's state is as good as fresh: nothing counted but calm ticks, which
     matter only once it is failed over (its failover resets them)."""
-    base = _fresh_state()
     rest = {k: v for k, v in state.items() if k != "clear_run" and not (k == "fail_run" and v == 0)}
-    return not state.get("failed_over") and rest == {
-        k: v for k, v in base.items() if k != "clear_run"
-    }
+    return rest == _INITIAL  # failed_over included: a failed-over account is never initial
+
+
+#: A fresh state without its calm-tick count (what :func:`_is_initial` compares with).
+_INITIAL = {k: v for k, v in _fresh_state().items() if k != "clear_run"}
 
 
 def _finite_or_none(values) -> list:

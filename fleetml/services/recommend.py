@@ -66,6 +66,7 @@ from fleetml.decisions import recommendations as generators
 from fleetml.decisions.contracts import Fleet, GroupPolicy, Mode, Recommendation
 from fleetml.decisions.contracts import RecommendationKind as Kind
 from fleetml.services import clock
+from fleetml.serving.base import rule_score
 
 log = logging.getLogger("fleetml.recommend")
 
@@ -716,12 +717,8 @@ def _investigate_anomaly(inputs: Inputs) -> list[Recommendation]:
     p["top_metrics"] = [
         list(d.get("top_metrics") or []) if isinstance(d, dict) else [] for d in p["detail"]
     ]
-    # the score the alert rule flagged on: a habituating model reports a lower one on a lasting
-    # anomaly (its later checks are no news), and the calibrated one is in the detail
-    calibrated = [d.get("calibrated_score") if isinstance(d, dict) else None for d in p["detail"]]
-    p["score"] = [
-        c if isinstance(c, int | float) else s for c, s in zip(calibrated, p["score"], strict=True)
-    ]
+    # the score the alert rule flagged on, not the lower one a habituating model reports
+    p["score"] = [rule_score(s, d) for s, d in zip(p["score"], p["detail"], strict=True)]
     p["group"] = p["account_id"].astype(str).map(inputs.groups)
     return generators.investigate_anomaly(p)
 

@@ -14,9 +14,22 @@ these methods.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import pandas as pd
+
+
+def rule_score(score, detail):
+    """The anomaly score the alert rule compared with its threshold: the prediction's
+    ``detail.calibrated_score`` when it carries a finite one (a habituating model reports a lower
+    ``score`` on rows that are no news), else ``score``."""
+    calibrated = detail.get("calibrated_score") if isinstance(detail, Mapping) else None
+    if isinstance(calibrated, int | float) and math.isfinite(calibrated):
+        return float(calibrated)
+    return score
+
 
 #: Columns every family returns, in this order (families may add more after them).
 RESULT_COLUMNS = ["ts", "account_id", "family", "horizon", "score", "flag"]

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import orjson
 import pandas as pd
 
+from fleetml.serving.base import rule_score
 from fleetml.store.predictions import latest_version, read_latest
 
 
@@ -69,12 +70,9 @@ def build_predictions(
         models.setdefault(row.family, set()).add(version)
         score = None if row.score is None or pd.isna(row.score) else float(row.score)
         if row.family == "anomaly":
-            calibrated = detail.get("calibrated_score")
             entry["anomaly"] = {
                 "score": score,
-                "calibrated_score": float(calibrated)
-                if isinstance(calibrated, int | float)
-                else score,
+                "calibrated_score": rule_score(score, detail),
                 "is_anomaly": bool(row.flag),
                 "top_metrics": list(detail.get("top_metrics", [])),
                 "model_version": version,
