@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -57,6 +58,30 @@ _H = 3_600_000
 SESSION_FAULTS = frozenset({"logout", "disconnect"})
 #: The rule of a pre-emptive failover (on sustained risk): the ones the safety envelope counts.
 PREEMPTIVE_RULE = "risk_sustained"
+#: Failover rules that react to a fault that already happened: always needed.
+REACTIVE_RULES = frozenset({"fault_reported", "health_failed"})
+#: The failover rules whose decisions are judged later (:func:`failover_outcome`).
+TRACKED_RULES = REACTIVE_RULES | {PREEMPTIVE_RULE}
+
+
+def failover_outcome(
+    rule: str, *, until_ms: int, fault_ms: int | None, now_ms: int
+) -> dict[str, Any] | None:
+    """The verdict on a failover decision, or None while it is still open. A failover answering
+    a fault (:data:`REACTIVE_RULES`) was needed; a pre-emptive one was needed when a technical
+    fault of its account followed before its horizon ended (``fault_ms``: the first one from the
+    decision to ``until_ms``) and unneeded once the horizon ended without one. The live policy
+    judges the failovers it made as events arrive; the tick judges, from the store, those that
+    no running policy tracks (made before a restart, or by a one-shot ``fleetml tick``)."""
+    needed = rule in REACTIVE_RULES or fault_ms is not None
+    if not needed and now_ms <= until_ms:
+        return None
+    return {
+        "needed": bool(needed),
+        "fault_at_ms": None if fault_ms is None else int(fault_ms),
+        "judged_at_ms": int(now_ms),
+        "horizon_end_ms": int(until_ms),
+    }
 
 
 def _fresh_state() -> dict:
@@ -228,7 +253,8 @@ class FleetmlPolicy:
         as plain JSON: per account the run counters (failing probe, sustained risk, calm ticks),
         failover, cooldown and backoff, holds and throttles; the safety envelope's window; the
         smoothed weights and probation clocks; the last recorded weights. Failovers still
-        awaiting their outcome are not kept (their outcome is then never recorded)."""
+        awaiting their outcome are not kept: they are in the decision record, and the tick
+        judges the ones no running policy tracks from the store (:func:`failover_outcome`)."""
         sm = self.smoother
         weights = self._recorded_weights
         return {
@@ -1031,28 +1057,22 @@ class FleetmlPolicy:
             return
         for a, t in zip(accs[is_fault].tolist(), ts[is_fault].tolist(), strict=True):
             for p in self._pending:
-                if p["account_id"] == a and p["at"] <= t <= p["until"] and "needed" not in p:
-                    p["needed"] = True
-                    p["fault_at"] = int(t)
+                if p["account_id"] == a and p["at"] <= t <= p["until"]:
+                    p["fault_at"] = min(int(t), p.get("fault_at", int(t)))
 
     def _expire_tracking(self, now: int) -> None:
         keep = []
         for p in self._pending:
-            if p["rule"] in ("fault_reported", "health_failed"):
-                p["needed"] = True  # reacting to a fault that happened
-            if "needed" in p or now > p["until"]:
-                needed = bool(p.get("needed", False))
-                outcome = {
-                    "needed": needed,
-                    "fault_at_ms": p.get("fault_at"),
-                    "judged_at_ms": now,
-                    "horizon_end_ms": p["until"],
-                }
-                self._judged.append({"decision": p["decision"], "outcome": outcome, **p})
-                g = self.stats.setdefault(p["group"], {"needed": 0, "unneeded": 0})
-                g["needed" if needed else "unneeded"] += 1
-            else:
+            outcome = failover_outcome(
+                p["rule"], until_ms=p["until"], fault_ms=p.get("fault_at"), now_ms=now
+            )
+            if outcome is None:
                 keep.append(p)
+                continue
+            needed = outcome["needed"]
+            self._judged.append({"decision": p["decision"], "outcome": outcome, **p})
+            g = self.stats.setdefault(p["group"], {"needed": 0, "unneeded": 0})
+            g["needed" if needed else "unneeded"] += 1
         self._pending = keep
 
     def outcomes(self) -> list[dict]:

@@ -31,8 +31,8 @@ def tick(now) -> None:
     the safety envelope, in the store after every tick; a tick within 3 tick intervals (at
     least 10 min) of the previous one continues them, a later one starts counting again. The
     live loop is `fleetml worker` (or `fleetml serve --worker`); a cron of this command
-    decides the same failovers, at the cost of a process per tick, but records no outcome for
-    pre-emptive failovers (the process that made one has exited before its horizon ends)."""
+    decides the same failovers, at the cost of a process per tick, and judges the outcome of
+    earlier ticks' failovers from the stored fault events."""
     from fleetml.services.tick import LiveLoop
 
     settings = ctx_settings()

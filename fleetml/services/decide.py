@@ -43,6 +43,9 @@ from fleetml.vocab import ENFORCEMENT_KINDS, ENFORCEMENT_LABELS
 log = logging.getLogger("fleetml.decide")
 
 _ACTION_KINDS = frozenset(k.value for k in ActionKind)
+#: How far back a tick looks for failovers still awaiting their outcome that no running policy
+#: tracks (a worker down for longer leaves the ones before unjudged).
+OUTCOME_LOOKBACK_MS = 7 * 24 * 3_600_000
 #: A gauge the runtime may push with its samples: 1 while its health probe of the account passes,
 #: 0 while it fails (Prometheus' ``up`` convention).
 UP_METRIC = "up"
@@ -442,6 +445,52 @@ class DecisionLoop:
         ]
         return w
 
+    def _settle_untracked(self, conn, now_ms: int) -> int:
+        """Judge, from the store, the failovers no policy in this process tracks: those made
+        before a restart, or by an earlier one-shot ``fleetml tick``, within the last
+        :data:`OUTCOME_LOOKBACK_MS`. Their verdict is the live policy's
+        (:func:`~fleetml.decisions.policy.failover_outcome`), on the stored fault events."""
+        from fleetml.decisions.policy import TRACKED_RULES, failover_outcome
+        from fleetml.store.decisions import open_failovers, set_outcome
+        from fleetml.store.events import first_events
+        from fleetml.vocab import FAULT_KINDS
+
+        tracked = set(self._ids.values())
+        rows = [
+            r
+            for r in open_failovers(
+                conn, since_ms=now_ms - OUTCOME_LOOKBACK_MS, rules=TRACKED_RULES
+            )
+            if int(r["id"]) not in tracked and r["account_id"] is not None
+        ]
+        if not rows:
+            return 0
+        ends = [int(r["ts_ms"]) + self._horizon_ms(r) for r in rows]
+        faults = first_events(
+            conn,
+            [(str(r["account_id"]), int(r["ts_ms"]), e) for r, e in zip(rows, ends, strict=True)],
+            FAULT_KINDS,
+        )
+        judged = 0
+        for r, end, fault in zip(rows, ends, faults, strict=True):
+            outcome = failover_outcome(str(r["rule"]), until_ms=end, fault_ms=fault, now_ms=now_ms)
+            if outcome is not None and set_outcome(
+                conn, decision_id=int(r["id"]), outcome=outcome, at_ms=now_ms, only_open=True
+            ):
+                judged += 1
+        return judged
+
+    def _horizon_ms(self, row: dict) -> int:
+        """The horizon a stored failover decision was made on (its ``inputs.horizon``), else its
+        group's current one."""
+        from fleetml.decisions.policy import horizon_ms
+
+        horizon = (row.get("inputs") or {}).get("horizon")
+        try:
+            return horizon_ms(str(horizon))
+        except (TypeError, ValueError):
+            return horizon_ms(self.policy.policy(str(row.get("group"))).risk_horizon)
+
     def record(self, now_ms: int, actions, *, models: dict[str, Any]) -> dict[str, Any]:
         from fleetml.store.actions import create_actions, expire_actions
         from fleetml.store.controller import save_controller_state
@@ -489,6 +538,7 @@ class DecisionLoop:
                 if db_id is not None:
                     set_outcome(conn, decision_id=db_id, outcome=o["outcome"], at_ms=now_ms)
                     judged += 1
+            judged += self._settle_untracked(conn, now_ms)
             expired = expire_actions(conn, now_ms=now_ms)
             expire_recommendations(conn, now_ms=now_ms)
             if self._saved_tick is None or now_ms > self._saved_tick:

@@ -65,6 +65,7 @@ from fleetml.config import Settings
 from fleetml.decisions import recommendations as generators
 from fleetml.decisions.contracts import Fleet, GroupPolicy, Mode, Recommendation
 from fleetml.decisions.contracts import RecommendationKind as Kind
+from fleetml.decisions.policy import REACTIVE_RULES
 from fleetml.services import clock
 from fleetml.serving.base import rule_score
 
@@ -72,8 +73,6 @@ log = logging.getLogger("fleetml.recommend")
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
-#: Failover rules that react to a fault that already happened (see the module docstring).
-REACTIVE_RULES = frozenset({"fault_reported", "health_failed"})
 #: Modes whose decisions the autonomy ladder measures.
 LADDER_MODES = (Mode.SHADOW.value, Mode.APPROVE.value)
 LATENCY_METRIC = "delivery_latency_p95_ms"

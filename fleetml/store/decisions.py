@@ -117,17 +117,42 @@ def write_decisions(
 
 
 def set_outcome(
-    conn: sa.Connection, *, decision_id: int, outcome: Mapping[str, Any], at_ms: int
+    conn: sa.Connection,
+    *,
+    decision_id: int,
+    outcome: Mapping[str, Any],
+    at_ms: int,
+    only_open: bool = False,
 ) -> bool:
-    """Record how a decision turned out (the outcome tracker's verdict); False if unknown."""
+    """Record how a decision turned out (the outcome tracker's verdict); False if unknown (or,
+    with ``only_open``, already judged)."""
     if not 0 < decision_id <= MAX_ID:
         return False
-    result = conn.execute(
-        decision_table.update()
-        .where(decision_table.c.id == decision_id)
-        .values(outcome=json_safe(dict(outcome)), outcome_at=int(at_ms))
-    )
+    query = decision_table.update().where(decision_table.c.id == decision_id)
+    if only_open:
+        query = query.where(decision_table.c.outcome_at.is_(None))
+    result = conn.execute(query.values(outcome=json_safe(dict(outcome)), outcome_at=int(at_ms)))
     return result.rowcount == 1
+
+
+def open_failovers(
+    conn: sa.Connection, *, since_ms: int, rules: Iterable[str], limit: int = 10_000
+) -> list[dict[str, Any]]:
+    """Failover decisions made from ``since_ms`` by one of ``rules`` that have no outcome yet,
+    oldest first: ``id``, ``ts_ms``, ``rule``, ``account_id``, ``group``, ``inputs``."""
+    t = decision_table
+    query = (
+        sa.select(t.c.id, t.c.ts_ms, t.c.rule, t.c.account_id, t.c.group, t.c.inputs)
+        .where(
+            t.c.kind == "failover",
+            t.c.ts_ms >= int(since_ms),
+            t.c.rule.in_(sorted(rules)),
+            t.c.outcome_at.is_(None),
+        )
+        .order_by(t.c.ts_ms, t.c.id)
+        .limit(limit)
+    )
+    return [dict(r) for r in conn.execute(query).mappings()]
 
 
 def set_status(conn: sa.Connection, *, action_ids: Iterable[int], status: str) -> None:

@@ -97,3 +97,31 @@ def read_events(
         }
     )
     return frame
+
+
+def first_events(
+    conn: sa.Connection,
+    windows: Sequence[tuple[str, int, int]],
+    kinds: Iterable[str],
+) -> list[int | None]:
+    """For each ``(account_id, start_ms, end_ms)`` window, the time of the account's first event
+    of one of ``kinds`` within it (both ends included), or None."""
+    if not windows:
+        return []
+    pk_map = account_pks(conn, sorted({w[0] for w in windows}))
+    pks = sorted(set(pk_map.values()))
+    found: dict[int, list[int]] = {}
+    for start in range(0, len(pks), 500):
+        query = sa.select(events.c.account_pk, events.c.ts).where(
+            events.c.account_pk.in_(pks[start : start + 500]),
+            events.c.kind.in_(sorted(set(kinds))),
+            events.c.ts >= min(w[1] for w in windows),
+            events.c.ts <= max(w[2] for w in windows),
+        )
+        for pk, ts in conn.execute(query).all():
+            found.setdefault(int(pk), []).append(int(ts))
+    out: list[int | None] = []
+    for account, start, end in windows:
+        times = [t for t in found.get(pk_map.get(account, -1), ()) if start <= t <= end]
+        out.append(min(times) if times else None)
+    return out

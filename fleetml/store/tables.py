@@ -337,6 +337,7 @@ decisions = sa.Table(
     sa.Index("ix_decisions_ts", "ts_ms"),
     sa.Index("ix_decisions_group_ts", "group", "ts_ms"),
     sa.Index("ix_decisions_action", "action_id"),
+    sa.Index("ix_decisions_kind_ts", "kind", "ts_ms"),
 )
 
 #: Actions for the runtime. auto mode publishes them ``pending``; approve mode starts them

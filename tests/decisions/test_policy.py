@@ -612,3 +612,18 @@ def test_an_empty_fleet_decides_nothing_in_every_mode(mode):
     policy = FleetmlPolicy(default=GroupPolicy(mode=mode))
     actions = policy.decide(observe(fleet, 0))
     assert actions.failover == [] and actions.failback == [] and actions.decisions == []
+
+
+def test_failover_outcome_verdicts():
+    from fleetml.decisions.policy import failover_outcome
+
+    # a failover on a reported fault or a failed probe was needed, at once
+    for rule in ("fault_reported", "health_failed"):
+        assert failover_outcome(rule, until_ms=100, fault_ms=None, now_ms=10)["needed"] is True
+    # a pre-emptive one waits for its horizon ...
+    assert failover_outcome("risk_sustained", until_ms=100, fault_ms=None, now_ms=100) is None
+    # ... is needed as soon as a fault follows, unneeded once the horizon ended without one
+    hit = failover_outcome("risk_sustained", until_ms=100, fault_ms=40, now_ms=50)
+    assert hit == {"needed": True, "fault_at_ms": 40, "judged_at_ms": 50, "horizon_end_ms": 100}
+    miss = failover_outcome("risk_sustained", until_ms=100, fault_ms=None, now_ms=101)
+    assert miss["needed"] is False and miss["fault_at_ms"] is None

@@ -477,3 +477,89 @@ def test_a_restarted_worker_keeps_counting_the_envelopes_failovers(settings, eng
     assert loop.policy._fleet_failovers == [now - 10 * MIN]  # the pre-emptive one only
     state = loop.policy.controller_state(loop.fleet())
     assert not state.loc["m-g0", "in_rotation"] and not state.loc["m-g1", "in_rotation"]
+
+
+def test_failovers_made_before_a_restart_still_get_their_outcome(settings, engine, fleet):
+    """A failover whose policy is gone (a restart, a one-shot tick) is judged from the store by
+    the next tick: needed when a technical fault of its account followed within its horizon,
+    unneeded once the horizon ended without one, still open before that; a verdict is never
+    written twice."""
+    from fleetml.decisions.contracts import Decision
+    from fleetml.services.tick import LiveLoop
+    from fleetml.store.decisions import write_decisions
+
+    now = T0 + 60 * MIN
+    made = [  # (decision, made this long before the tick)
+        (
+            Decision(
+                kind="failover",
+                rule="risk_sustained",
+                account_id="m-g0",
+                inputs={"horizon": "30min"},
+            ),
+            50 * MIN,
+        ),  # horizon over, no fault: unneeded
+        (
+            Decision(
+                kind="failover",
+                rule="risk_sustained",
+                account_id="m-g1",
+                inputs={"horizon": "30min"},
+            ),
+            50 * MIN,
+        ),  # a crash 20 min later: needed
+        (
+            Decision(
+                kind="failover",
+                rule="risk_sustained",
+                account_id="m-g0-s1",
+                inputs={"horizon": "6h"},
+            ),
+            50 * MIN,
+        ),  # horizon still running: open
+        (
+            Decision(
+                kind="failover",
+                rule="health_failed",
+                account_id="m-g1-s1",
+                inputs={"horizon": "6h"},
+            ),
+            50 * MIN,
+        ),  # reacting to a fault: needed
+        (
+            Decision(
+                kind="failover",
+                rule="envelope",
+                account_id="m-g1-s2",
+                inputs={"horizon": "30min"},
+                status="recommended",
+            ),
+            50 * MIN,
+        ),  # not tracked
+    ]
+    with engine.begin() as conn:
+        ids = [
+            write_decisions(conn, [d], ts_ms=now - ago, dedup_keys=[f"old{i}"])[0]
+            for i, (d, ago) in enumerate(made)
+        ]
+    event(engine, "m-g1", "crash", now - 30 * MIN)
+    event(engine, "m-g0", "crash", now - 10 * MIN)  # after m-g0's horizon: does not count
+    summary = LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
+    rows = {d["id"]: d for d in table(engine, "decisions")}
+    verdict = {i: (rows[i]["outcome"] or {}).get("needed") for i in ids}
+    assert verdict == {ids[0]: False, ids[1]: True, ids[2]: None, ids[3]: True, ids[4]: None}
+    assert rows[ids[1]]["outcome"]["fault_at_ms"] == now - 30 * MIN
+    assert rows[ids[0]]["outcome"]["horizon_end_ms"] == now - 20 * MIN
+    assert summary["outcomes"] >= 3
+    first = {i: rows[i]["outcome_at"] for i in ids}
+    # the next tick (another process again) judges the open one when its fault comes, and
+    # leaves the verdicts already written alone
+    event(engine, "m-g0-s1", "disconnect", now + 2 * MIN)
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now + 5 * MIN)
+    rows = {d["id"]: d for d in table(engine, "decisions")}
+    assert rows[ids[2]]["outcome"]["needed"] is True
+    assert rows[ids[2]]["outcome"]["fault_at_ms"] == now + 2 * MIN
+    assert {i: rows[i]["outcome_at"] for i in (ids[0], ids[1], ids[3])} == {
+        i: first[i] for i in (ids[0], ids[1], ids[3])
+    }
+    assert rows[ids[4]]["outcome"] is None
