@@ -252,7 +252,8 @@ class FleetmlPolicy:
         """The controller state a restarted worker needs to continue where this one stopped,
         as plain JSON: per account the run counters (failing probe, sustained risk, calm ticks),
         failover, cooldown and backoff, holds and throttles; the safety envelope's window; the
-        smoothed weights and probation clocks; the last recorded weights. Failovers still
+        smoothed weights and probation clocks; the last recorded weights; the latest tick's queue
+        depths (for the next tick's queue growth). Failovers still
         awaiting their outcome are not kept: they are in the decision record, and the tick
         judges the ones no running policy tracks from the store (:func:`failover_outcome`)."""
         sm = self.smoother
@@ -270,6 +271,15 @@ class FleetmlPolicy:
             "recorded_weights": dict(
                 zip(weights, _finite_or_none(list(weights.values())), strict=True)
             ),
+            # the latest tick's queues: the next tick's offered load counts their growth
+            "queue": None
+            if self._queue_seen is None
+            else {
+                "ts_ms": int(self._queue_seen[0]),
+                "depth": {
+                    str(a): float(v) for a, v in self._queue_seen[1].items() if np.isfinite(v)
+                },
+            },
             "smoother": None
             if sm.ids is None
             else {
@@ -298,6 +308,13 @@ class FleetmlPolicy:
             str(a): np.nan if w is None else float(w)
             for a, w in (snap.get("recorded_weights") or {}).items()
         }
+        queue = snap.get("queue")
+        if queue:
+            self._queue_before = None
+            self._queue_seen = (
+                int(queue["ts_ms"]),
+                pd.Series(queue["depth"], dtype=float),
+            )
         sm = snap.get("smoother")
         if sm:
             self.smoother.ids = np.asarray(sm["ids"], dtype=object)

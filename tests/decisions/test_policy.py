@@ -509,11 +509,20 @@ def test_a_debounced_probe_moves_no_backlog_on_a_one_tick_blip():
     assert [d.rule for d in still.decisions if d.kind == "failover"] == ["health_failed"]
 
 
-def test_a_throttled_master_is_judged_by_the_load_routed_to_it_not_its_sends():
+@pytest.mark.parametrize("restart", [False, True])
+def test_a_throttled_master_is_judged_by_the_load_routed_to_it_not_its_sends(restart):
+    """Also across a restart (or a cron of one-shot ticks): the previous tick's queues are part
+    of the snapshot, so the queue's growth still counts."""
+    import json
+
     fleet = make_fleet(1)
     policy = auto()
     sent = {"m0": 20.0, "m0-s0": 40.0, "m0-s1": 40.0}
     policy.decide(observe(fleet, 0, sent=sent))
+    if restart:
+        snap = json.loads(json.dumps(policy.snapshot(), allow_nan=False))
+        policy = auto()
+        assert policy.restore(snap)
     obs = observe(fleet, 5 * MIN, events=[("m0", "degraded")], health={"m0": False}, sent=sent)
     obs.metrics.loc["m0", "queue_depth"] = 400.0  # 80/min more arrive than it can send
     actions = policy.decide(obs)
