@@ -291,37 +291,45 @@ class FleetmlPolicy:
 
     def restore(self, snap: dict) -> bool:
         """Continue from :meth:`snapshot`'s output; False (nothing changed) when it is of
-        another layout version."""
+        another layout version or malformed (it is all read before anything is replaced)."""
         if not isinstance(snap, dict) or snap.get("version") != self.SNAPSHOT_VERSION:
             return False
-        acc = {}
-        for a, st in (snap.get("accounts") or {}).items():
-            st = dict(st)
-            if isinstance(st.get("held"), list):
-                st["held"] = (str(st["held"][0]), int(st["held"][1]))
-            acc[str(a)] = st
+        try:
+            acc = {}
+            for a, st in (snap.get("accounts") or {}).items():
+                st = dict(st)
+                if isinstance(st.get("held"), list):
+                    st["held"] = (str(st["held"][0]), int(st["held"][1]))
+                acc[str(a)] = st
+            tick = snap.get("tick_ms")
+            failovers = [int(t) for t in snap.get("fleet_failovers") or []]
+            recorded = {
+                str(a): np.nan if w is None else float(w)
+                for a, w in (snap.get("recorded_weights") or {}).items()
+            }
+            queue = snap.get("queue")
+            seen = (int(queue["ts_ms"]), pd.Series(queue["depth"], dtype=float)) if queue else None
+            sm = snap.get("smoother")
+            smoother = (
+                (
+                    np.asarray(sm["ids"], dtype=object),
+                    np.asarray([np.nan if w is None else w for w in sm["weights"]], dtype=float),
+                    np.asarray(sm["probation_since"], dtype=np.int64),
+                )
+                if sm
+                else None
+            )
+            tick = int(tick) if tick is not None else None
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            return False
         self._acc = acc
-        tick = snap.get("tick_ms")
-        self._tick_ms = int(tick) if tick is not None else None
-        self._fleet_failovers = [int(t) for t in snap.get("fleet_failovers") or []]
-        self._recorded_weights = {
-            str(a): np.nan if w is None else float(w)
-            for a, w in (snap.get("recorded_weights") or {}).items()
-        }
-        queue = snap.get("queue")
-        if queue:
-            self._queue_before = None
-            self._queue_seen = (
-                int(queue["ts_ms"]),
-                pd.Series(queue["depth"], dtype=float),
-            )
-        sm = snap.get("smoother")
-        if sm:
-            self.smoother.ids = np.asarray(sm["ids"], dtype=object)
-            self.smoother.weights = np.asarray(
-                [np.nan if w is None else w for w in sm["weights"]], dtype=float
-            )
-            self.smoother.probation_since = np.asarray(sm["probation_since"], dtype=np.int64)
+        self._tick_ms = tick
+        self._fleet_failovers = failovers
+        self._recorded_weights = recorded
+        if seen is not None:
+            self._queue_before, self._queue_seen = None, seen
+        if smoother is not None:
+            self.smoother.ids, self.smoother.weights, self.smoother.probation_since = smoother
         return True
 
     @staticmethod

@@ -459,16 +459,24 @@ class DecisionLoop:
         rows = [
             r
             for r in open_failovers(
-                conn, since_ms=now_ms - OUTCOME_LOOKBACK_MS, rules=TRACKED_RULES
+                conn,
+                since_ms=now_ms - OUTCOME_LOOKBACK_MS,
+                until_ms=now_ms,
+                rules=TRACKED_RULES,
             )
-            if int(r["id"]) not in tracked and r["account_id"] is not None
+            if int(r["id"]) not in tracked
         ]
         if not rows:
             return 0
         ends = [int(r["ts_ms"]) + self._horizon_ms(r) for r in rows]
+        # as the live policy, see only the faults up to this tick (a replay with --now must not
+        # judge by what happened after it)
         faults = first_events(
             conn,
-            [(str(r["account_id"]), int(r["ts_ms"]), e) for r, e in zip(rows, ends, strict=True)],
+            [
+                (str(r["account_id"]), int(r["ts_ms"]), min(e, now_ms))
+                for r, e in zip(rows, ends, strict=True)
+            ],
             FAULT_KINDS,
         )
         judged = 0
@@ -535,8 +543,11 @@ class DecisionLoop:
             judged = 0
             for o in self.policy.outcomes():
                 db_id = self._ids.pop(id(o["decision"]), None)
-                if db_id is not None:
-                    set_outcome(conn, decision_id=db_id, outcome=o["outcome"], at_ms=now_ms)
+                # only_open: another process (a one-shot tick beside this worker) may have
+                # judged it from the store already; the first verdict stands
+                if db_id is not None and set_outcome(
+                    conn, decision_id=db_id, outcome=o["outcome"], at_ms=now_ms, only_open=True
+                ):
                     judged += 1
             judged += self._settle_untracked(conn, now_ms)
             expired = expire_actions(conn, now_ms=now_ms)

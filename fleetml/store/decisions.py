@@ -136,17 +136,25 @@ def set_outcome(
 
 
 def open_failovers(
-    conn: sa.Connection, *, since_ms: int, rules: Iterable[str], limit: int = 10_000
+    conn: sa.Connection,
+    *,
+    since_ms: int,
+    until_ms: int,
+    rules: Iterable[str],
+    limit: int = 10_000,
 ) -> list[dict[str, Any]]:
-    """Failover decisions made from ``since_ms`` by one of ``rules`` that have no outcome yet,
-    oldest first: ``id``, ``ts_ms``, ``rule``, ``account_id``, ``group``, ``inputs``."""
+    """Failover decisions of an account made from ``since_ms`` to ``until_ms`` by one of
+    ``rules`` that have no outcome yet, oldest first: ``id``, ``ts_ms``, ``rule``,
+    ``account_id``, ``group``, ``inputs``."""
     t = decision_table
     query = (
         sa.select(t.c.id, t.c.ts_ms, t.c.rule, t.c.account_id, t.c.group, t.c.inputs)
         .where(
             t.c.kind == "failover",
             t.c.ts_ms >= int(since_ms),
+            t.c.ts_ms <= int(until_ms),
             t.c.rule.in_(sorted(rules)),
+            t.c.account_id.is_not(None),
             t.c.outcome_at.is_(None),
         )
         .order_by(t.c.ts_ms, t.c.id)

@@ -636,3 +636,16 @@ def test_failover_outcome_verdicts():
     assert hit == {"needed": True, "fault_at_ms": 40, "judged_at_ms": 50, "horizon_end_ms": 100}
     miss = failover_outcome("risk_sustained", until_ms=100, fault_ms=None, now_ms=101)
     assert miss["needed"] is False and miss["fault_at_ms"] is None
+
+
+def test_a_malformed_snapshot_changes_nothing():
+    import json
+
+    fleet = make_fleet()
+    policy = auto(trigger_ticks=3)
+    policy.decide(observe(fleet, 0, risk={"m0": 0.9}))
+    before = json.dumps(policy.snapshot())
+    snap = json.loads(before)
+    bad = {**snap, "accounts": {}, "queue": {"depth": {}}}  # no ts_ms
+    assert not policy.restore(bad)
+    assert json.dumps(policy.snapshot()) == before

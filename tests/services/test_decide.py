@@ -563,3 +563,65 @@ def test_failovers_made_before_a_restart_still_get_their_outcome(settings, engin
         i: first[i] for i in (ids[0], ids[1], ids[3])
     }
     assert rows[ids[4]]["outcome"] is None
+
+
+def _stored_failover(engine, account, ts, key, horizon="30min", rule="risk_sustained"):
+    from fleetml.decisions.contracts import Decision
+    from fleetml.store.decisions import write_decisions
+
+    d = Decision(kind="failover", rule=rule, account_id=account, inputs={"horizon": horizon})
+    with engine.begin() as conn:
+        return d, write_decisions(conn, [d], ts_ms=ts, dedup_keys=[key])[0]
+
+
+def test_a_replayed_tick_judges_only_by_what_it_could_have_seen(settings, engine, fleet):
+    """``fleetml tick --now TS``: a failover made after TS is not judged, and a fault after TS
+    does not make an earlier failover needed."""
+    from fleetml.services.tick import LiveLoop
+
+    now = T0 + 60 * MIN
+    _, before = _stored_failover(engine, "m-g0", now - 50 * MIN, "before", horizon="6h")
+    _, after = _stored_failover(engine, "m-g1", now + 30 * MIN, "after", rule="health_failed")
+    event(engine, "m-g0", "crash", now + 60 * MIN)
+    LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
+    rows = {d["id"]: d for d in table(engine, "decisions")}
+    assert rows[before]["outcome"] is None and rows[after]["outcome"] is None
+
+
+def test_a_worker_and_a_one_shot_tick_judge_a_failover_once(settings, engine, fleet):
+    """A worker judges the failovers it tracks itself, not from the store; a one-shot tick
+    beside it judges them from the store, and the first verdict written stands."""
+    from fleetml.services.tick import LiveLoop
+
+    now = T0 + 60 * MIN
+    cfg = settings_for(settings, "auto")
+    worker = LiveLoop(engine, cfg)
+    worker.run(now_ms=now)
+    # the worker tracks a pre-emptive failover until well past the horizon the record shows
+    decision, db_id = _stored_failover(engine, "m-g0", now - 50 * MIN, "tracked")
+    worker.decisions._ids[id(decision)] = db_id
+    worker.decisions.policy._pending.append(
+        {
+            "decision": decision,
+            "account_id": "m-g0",
+            "group": "g0",
+            "at": now - 50 * MIN,
+            "until": now + 6 * 60 * MIN,
+            "score": 0.9,
+            "rule": "risk_sustained",
+            "mode": "auto",
+        }
+    )
+    worker.run(now_ms=now + MIN)
+    assert {d["id"]: d for d in table(engine, "decisions")}[db_id]["outcome"] is None
+    # a one-shot tick (no tracking of its own) judges it first from the store: its recorded
+    # horizon is over, no fault within it
+    event(engine, "m-g0", "disconnect", now + 90_000)
+    LiveLoop(engine, cfg).run(now_ms=now + 2 * MIN)
+    first = {d["id"]: d for d in table(engine, "decisions")}[db_id]
+    assert first["outcome"]["needed"] is False and first["outcome_at"] == now + 2 * MIN
+    # the worker then judges the fault within its own window as needed, and does not overwrite
+    worker.run(now_ms=now + 3 * MIN)
+    assert worker.decisions.policy._pending == []
+    last = {d["id"]: d for d in table(engine, "decisions")}[db_id]
+    assert (last["outcome"], last["outcome_at"]) == (first["outcome"], first["outcome_at"])
