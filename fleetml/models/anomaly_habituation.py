@@ -9,11 +9,15 @@ the account habituates: the tenth hour of the same oddity is not news.
 
 :class:`ScoreHabituation` does the same with one number per account, a *decaying maximum* of its
 calibrated scores, ``M_t = max(c_t, M_{t-1} * 2**(-1 / half_life))``. A row keeps its calibrated
-score ``c_t`` only when it is strictly above ``M_{t-1}`` - the most anomalous the account has
-looked lately, fading with a half-life of ``half_life`` rows - and reports ``factor * c_t``
-otherwise. So the first rows of an episode, and any row worse than what came before, rank at full
-height; a plateau ranks at half height until it has been forgotten. The order of rows *within* a
-series is unchanged where it matters (a new high always outranks what preceded it).
+score ``c_t`` only when it is above ``M_{t-1}`` - the most anomalous the account has looked
+lately, fading with a half-life of ``half_life`` rows - by more than ``margin`` (5 %: ``c_t >
+1.05 M_{t-1}``); a row above ``M_{t-1}`` by less reports ``near_factor * c_t`` (0.55), any other
+row ``factor * c_t`` (0.5). So the first rows of an episode, and any row clearly worse than what
+came before, rank at full height; a plateau ranks at half height until it has been forgotten; a
+slow ramp, whose every row is only a little above the last, ranks just above the plateau (without
+the margin each of its rows was a "new high" at full height, and charged as one). The order of
+rows *within* a series is unchanged where it matters (a clear new high always outranks what
+preceded it).
 
 Only the reported score habituates: the alert rule (:class:`~fleetml.models.anomaly_rule.
 AlertRule`) keeps running on the calibrated score, so ``is_anomaly`` pages exactly as before
@@ -46,16 +50,31 @@ class ScoreHabituation:
         Rows after which the remembered maximum has faded to half; must be positive.
     factor : float
         What a row that is not above the remembered maximum keeps of its score, in [0, 1).
+    margin : float
+        By how much (relatively) a row must exceed the remembered maximum to keep its score;
+        at least 0.
+    near_factor : float
+        What a row above the remembered maximum by less than ``margin`` keeps of its score, in
+        [``factor``, 1].
     """
 
     half_life: float = 1000.0
     factor: float = 0.5
+    margin: float = 0.05
+    near_factor: float = 0.55
 
     def __post_init__(self):
         if not (np.isfinite(self.half_life) and self.half_life > 0):
             raise ValueError(f"habituation half_life must be positive, got {self.half_life!r}")
         if not 0.0 <= self.factor < 1.0:
             raise ValueError(f"habituation factor must be in [0, 1), got {self.factor!r}")
+        if not (np.isfinite(self.margin) and self.margin >= 0.0):
+            raise ValueError(f"habituation margin must be at least 0, got {self.margin!r}")
+        if not self.factor <= self.near_factor <= 1.0:
+            raise ValueError(
+                f"habituation near_factor must be in [factor, 1] = [{self.factor}, 1], "
+                f"got {self.near_factor!r}"
+            )
 
     def apply(
         self,
@@ -97,10 +116,12 @@ class ScoreHabituation:
         running = np.maximum.accumulate(value + lift) - lift
         log_m = np.maximum(running, log_m0 - lam) - t * lam
         prev = np.where(new_series, log_m0, np.r_[_LOG_TINY, log_m[:-1]])
-        # strictly above, by more than rounding: a maximum carried between calls went through
-        # exp and log, and a repeated score (a saturated range check) must not count as new
-        keep = np.isfinite(c) & (logc > prev + _TIE)
-        out = np.where(keep, c, self.factor * c)
+        # above by the margin, and by more than rounding: a maximum carried between calls went
+        # through exp and log, and a repeated score (a saturated range check) must not count as
+        # new even without a margin
+        above = np.isfinite(c) & (logc > prev + _TIE)
+        keep = above & (logc > prev + np.log1p(self.margin) + _TIE)
+        out = np.where(keep, c, np.where(above, self.near_factor * c, self.factor * c))
         return out, np.exp(log_m)
 
     def apply_by_account(self, scores, accounts) -> np.ndarray:

@@ -34,6 +34,15 @@ _HABITUATION = click.option(
     "halves on samples not above it (default 1000; 0 reports the calibrated score). Alerts "
     "are unchanged: the rule runs on the calibrated score.",
 )
+_HABITUATION_MARGIN = click.option(
+    "--habituation-margin",
+    "habituation_margin",
+    type=click.FloatRange(min=0.0),
+    default=None,
+    help="How far (relatively) a sample must rise above that maximum to keep its full score "
+    "(default 0.05); a sample above it by less keeps 0.55 of it. 0: any sample above it keeps "
+    "its score.",
+)
 
 
 @click.command("anomaly")
@@ -58,6 +67,7 @@ _HABITUATION = click.option(
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @_HABITUATION
+@_HABITUATION_MARGIN
 @FEATURES_OPTION
 @PROGRESS_OPTION
 def train_anomaly(
@@ -69,6 +79,7 @@ def train_anomaly(
     max_alerts_per_account_day,
     seed,
     habituation_half_life,
+    habituation_margin,
     feature_config,
     progress,
 ) -> None:
@@ -106,6 +117,8 @@ def train_anomaly(
         config.tune_threshold = False
     if habituation_half_life is not None:
         config.habituation_half_life = habituation_half_life
+    if habituation_margin is not None:
+        config.habituation_margin = habituation_margin
     try:
         with StageProgress(STAGES, enabled=progress_enabled(progress), desc="train anomaly") as bar:
             result = run(
@@ -205,6 +218,7 @@ def score_anomaly(start, end, accounts, version, out) -> None:
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
 @_HABITUATION
+@_HABITUATION_MARGIN
 @FEATURES_OPTION
 def backtest_anomaly(
     start,
@@ -217,6 +231,7 @@ def backtest_anomaly(
     threshold,
     seed,
     habituation_half_life,
+    habituation_margin,
     feature_config,
 ) -> None:
     """Walk-forward, strictly causal replay of every account on its own.
@@ -245,6 +260,8 @@ def backtest_anomaly(
         config.threshold = threshold
     if habituation_half_life is not None:
         config.habituation_half_life = habituation_half_life
+    if habituation_margin is not None:
+        config.habituation_margin = habituation_margin
     t0 = time.perf_counter()
     try:
         data = load_data(engine, start=start, end=end, accounts=list(accounts) or None)

@@ -8,7 +8,7 @@ import pytest
 from fleetml.models.anomaly import ScoreHabituation
 
 
-def reference(scores, accounts, half_life, factor, start=None):
+def reference(scores, accounts, half_life, factor, start=None, margin=0.05, near_factor=0.55):
     """Row by row, as the docstring defines it."""
     d = 2.0 ** (-1.0 / half_life)
     out, maxima = [], []
@@ -19,25 +19,28 @@ def reference(scores, accounts, half_life, factor, start=None):
             out.append(np.nan)
             m = m_prev * d
         else:
-            out.append(c if c > m_prev else factor * c)
+            if c > m_prev * (1 + margin):
+                out.append(c)
+            else:
+                out.append(near_factor * c if c > m_prev else factor * c)
             m = max(c, m_prev * d)
         state[a] = m
         maxima.append(m)
     return np.array(out), np.array(maxima)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_vectorised_equals_the_row_by_row_definition(seed):
+@pytest.mark.parametrize("seed,margin", [(0, 0.05), (1, 0.05), (2, 0.0), (3, 0.3)])
+def test_vectorised_equals_the_row_by_row_definition(seed, margin):
     rng = np.random.default_rng(seed)
     n = 3000
     accounts = np.sort(rng.choice(["a", "b", "c", "d"], size=n))
     scores = rng.beta(0.5, 3.0, n)
     scores[rng.random(n) < 0.05] = np.nan
     scores[rng.random(n) < 0.05] = 0.0
-    hab = ScoreHabituation(half_life=50.0, factor=0.25)
+    hab = ScoreHabituation(half_life=50.0, factor=0.25, margin=margin, near_factor=0.4)
     first = np.r_[True, accounts[1:] != accounts[:-1]]
     got, m = hab.apply(scores, first)
-    want, want_m = reference(scores, accounts, 50.0, 0.25)
+    want, want_m = reference(scores, accounts, 50.0, 0.25, margin=margin, near_factor=0.4)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-12, equal_nan=True)
     np.testing.assert_allclose(m, want_m, rtol=1e-9, atol=1e-11)  # m floors at 1e-12
     assert (got < scores)[np.isfinite(scores) & (scores > 0)].any()  # some rows habituated
@@ -95,7 +98,32 @@ def test_carried_state_equals_one_call():
     assert start == pytest.approx(m_whole[-1])
 
 
-@pytest.mark.parametrize("kwargs", [{"half_life": 0}, {"half_life": -1}, {"factor": 1.0}])
+def test_a_slow_ramp_ranks_just_above_a_plateau_not_as_news():
+    """Each row of a slow ramp is a little above the last: without a margin every one was a new
+    high at full height; with it only a clear step keeps its score, the ramp keeps 0.55 of it."""
+    hab = ScoreHabituation(half_life=1000.0, factor=0.5, margin=0.05, near_factor=0.55)
+    ramp = np.r_[0.2, np.linspace(0.60, 0.66, 20), 0.9]
+    got = hab.apply_by_account(ramp, ["a"] * ramp.size)
+    assert got[0] == 0.2 and got[1] == 0.6 and got[-1] == 0.9  # clear new highs
+    np.testing.assert_allclose(got[2:-1], 0.55 * ramp[2:-1])  # 0.3 % steps: no news
+    flat = hab.apply_by_account(np.r_[0.6, 0.6], ["a", "a"])
+    assert flat[1] == 0.3  # not above at all: the plateau's factor
+    old = ScoreHabituation(half_life=1000.0, factor=0.5, margin=0.0)
+    assert (old.apply_by_account(ramp, ["a"] * ramp.size)[1:] == ramp[1:]).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"half_life": 0},
+        {"half_life": -1},
+        {"factor": 1.0},
+        {"margin": -0.01},
+        {"margin": float("nan")},
+        {"near_factor": 0.4},
+        {"near_factor": 1.1},
+    ],
+)
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="habituation"):
         ScoreHabituation(**kwargs)

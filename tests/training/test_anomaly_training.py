@@ -231,20 +231,23 @@ def test_backtest_cli_habituates_the_score_not_the_alerts(stored_fleet, tmp_path
 def test_the_habituation_setting_is_checked():
     with pytest.raises(ValueError, match="factor"):
         AnomalyTrainConfig(habituation_factor=1.5).habituation()
+    with pytest.raises(ValueError, match="margin"):
+        AnomalyTrainConfig(habituation_margin=-1.0).habituation()
     assert AnomalyTrainConfig(habituation_half_life=0).habituation() is None
 
 
 @pytest.mark.parametrize(
-    ("args", "threshold", "tuned", "half_life"),
+    ("args", "threshold", "tuned", "half_life", "margin"),
     [
-        ([], 0.5, True, 1000.0),
-        (["--threshold", "0.7"], 0.7, False, 1000.0),
-        (["--habituation-half-life", "500"], 0.5, True, 500.0),
-        (["--threshold", "0.6", "--habituation-half-life", "0"], 0.6, False, 0.0),
+        ([], 0.5, True, 1000.0, 0.05),
+        (["--threshold", "0.7"], 0.7, False, 1000.0, 0.05),
+        (["--habituation-half-life", "500"], 0.5, True, 500.0, 0.05),
+        (["--threshold", "0.6", "--habituation-half-life", "0"], 0.6, False, 0.0, 0.05),
+        (["--habituation-margin", "0"], 0.5, True, 1000.0, 0.0),
     ],
 )
 def test_train_cli_passes_threshold_and_habituation_apart(
-    monkeypatch, args, threshold, tuned, half_life
+    monkeypatch, args, threshold, tuned, half_life, margin
 ):
     """--threshold fixes the threshold (no tuning); --habituation-half-life only sets the
     habituation and leaves the threshold to be tuned."""
@@ -261,8 +264,9 @@ def test_train_cli_passes_threshold_and_habituation_apart(
     result = CliRunner().invoke(cli, ["train", "anomaly", *args], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     cfg = seen["config"]
-    assert (cfg.threshold, cfg.tune_threshold, cfg.habituation_half_life) == (
-        threshold,
-        tuned,
-        half_life,
-    )
+    assert (
+        cfg.threshold,
+        cfg.tune_threshold,
+        cfg.habituation_half_life,
+        cfg.habituation_margin,
+    ) == (threshold, tuned, half_life, margin)
