@@ -9,8 +9,9 @@
    suppression turn calibrated scores into ``is_anomaly``;
 4. habituation (:mod:`fleetml.models.anomaly_habituation`, optional): the reported
    ``anomaly_score`` is the calibrated score, halved on rows that are no more anomalous than the
-   account has looked lately (a decaying maximum), so it ranks new incidents above lasting
-   plateaus. The rule keeps running on the calibrated score.
+   account has looked lately (a decaying maximum) and kept at 0.55 on rows above it by less
+   than a 5 % margin, so it ranks new incidents above lasting plateaus and slow ramps. The rule
+   keeps running on the calibrated score.
 
 :class:`AnomalyModel` bundles feature building, detector (with its fitted calibrator) and rule;
 it is what MLflow stores and what serving runs. This module keeps every public name importable

@@ -63,6 +63,12 @@ class ScoreHabituation:
     margin: float = 0.05
     near_factor: float = 0.55
 
+    def __setstate__(self, state: dict) -> None:
+        """Unpickling: a bundle saved before the margin existed keeps its rule (no margin)."""
+        state = {"margin": 0.0, "near_factor": state.get("factor", 0.5), **state}
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+
     def __post_init__(self):
         if not (np.isfinite(self.half_life) and self.half_life > 0):
             raise ValueError(f"habituation half_life must be positive, got {self.half_life!r}")

@@ -13,7 +13,8 @@ class AnomalyOut(BaseModel):
     score: float | None = Field(
         description="Anomaly score in [0, 1], comparable across accounts and versions, for "
         "ranking: the calibrated score, halved on samples no more anomalous than the account "
-        "has looked lately (habituation; a lasting oddity ranks below a new one).",
+        "has looked lately and kept at 0.55 on samples above that by less than 5 % "
+        "(habituation; a lasting oddity or a slow ramp ranks below a new one).",
         examples=[0.12],
     )
     calibrated_score: float | None = Field(

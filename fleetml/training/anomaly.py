@@ -199,7 +199,8 @@ class AnomalyTrainConfig:
             half_life=self.habituation_half_life,
             factor=self.habituation_factor,
             margin=self.habituation_margin,
-            near_factor=self.habituation_near_factor,
+            # never below the plateau's factor (a larger factor set alone stays valid)
+            near_factor=max(self.habituation_near_factor, self.habituation_factor),
         )
 
     def params(self) -> dict[str, Any]:

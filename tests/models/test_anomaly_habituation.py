@@ -127,3 +127,17 @@ def test_a_slow_ramp_ranks_just_above_a_plateau_not_as_news():
 def test_bad_settings_are_refused(kwargs):
     with pytest.raises(ValueError, match="habituation"):
         ScoreHabituation(**kwargs)
+
+
+def test_a_bundle_pickled_before_the_margin_keeps_its_rule():
+    """A habituation unpickled from a bundle saved before the margin existed (its state has no
+    ``margin``) reports as it did then; one saved with it keeps its own settings."""
+    import pickle
+
+    old = ScoreHabituation.__new__(ScoreHabituation)
+    old.__setstate__({"half_life": 1000.0, "factor": 0.5})
+    assert (old.margin, old.near_factor) == (0.0, 0.5)
+    ramp = np.r_[0.2, np.linspace(0.60, 0.66, 20)]
+    assert (old.apply_by_account(ramp, ["a"] * ramp.size) == ramp).all()  # each row news
+    new = pickle.loads(pickle.dumps(ScoreHabituation(margin=0.1, near_factor=0.7)))
+    assert (new.margin, new.near_factor) == (0.1, 0.7)

@@ -132,6 +132,10 @@ def test_ticks_equal_a_batch_score_of_the_whole_history():
     assert flags.any()  # the incident on acc-1 is flagged: the comparison covers flags
     calibrated = np.array([d["calibrated_score"] for d in got.loc[warm, "detail"]])
     assert (got.loc[warm, "score"].to_numpy() < calibrated - 1e-6).any()  # some rows habituated
+    near = np.isclose(
+        got.loc[warm, "score"].to_numpy(), bundle.habituation.near_factor * calibrated
+    )
+    assert near.any()  # and some by the margin's near factor: the comparison covers it
     # restarted with the stored maxima, a new scorer reports what the old one would have
     last = frame[frame["ts"] == ts[-1]].copy()
     later = last.assign(ts=last["ts"] + pd.Timedelta("5min"))

@@ -233,6 +233,16 @@ def test_the_habituation_setting_is_checked():
         AnomalyTrainConfig(habituation_factor=1.5).habituation()
     with pytest.raises(ValueError, match="margin"):
         AnomalyTrainConfig(habituation_margin=-1.0).habituation()
+    # a plateau factor above the default near factor stays valid (the near factor follows it)
+    assert AnomalyTrainConfig(habituation_factor=0.75).habituation().near_factor == 0.75
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
+def test_a_non_finite_habituation_setting_is_refused_before_any_data_is_read(value):
+    result = CliRunner().invoke(
+        cli, ["backtest", "anomaly", "--out", "x.csv", "--habituation-margin", value]
+    )
+    assert result.exit_code == 2 and "--habituation-margin" in result.output
     assert AnomalyTrainConfig(habituation_half_life=0).habituation() is None
 
 
