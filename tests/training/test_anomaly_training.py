@@ -238,7 +238,10 @@ def test_the_habituation_setting_is_checked():
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-0.1"])
-def test_a_non_finite_habituation_setting_is_refused_before_any_data_is_read(value):
+def test_a_non_finite_habituation_setting_is_refused_before_any_data_is_read(
+    value, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # were it accepted, the backtest would write x.csv here
     result = CliRunner().invoke(
         cli, ["backtest", "anomaly", "--out", "x.csv", "--habituation-margin", value]
     )
