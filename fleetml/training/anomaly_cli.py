@@ -27,7 +27,7 @@ def _fail(exc: Exception) -> None:
     raise click.ClickException(str(exc)) from exc
 
 
-def _finite(param, value: float | None) -> float | None:
+def _finite(ctx, param, value: float | None) -> float | None:
     """FloatRange lets nan and inf through; refuse them before any data is read."""
     if value is not None and not math.isfinite(value):
         raise click.BadParameter(f"must be a finite number, got {value}", param=param)
@@ -39,7 +39,7 @@ _HABITUATION = click.option(
     "habituation_half_life",
     type=click.FloatRange(min=0.0),
     default=None,
-    callback=lambda ctx, param, value: _finite(param, value),
+    callback=_finite,
     help="Half-life in samples of each account's decaying maximum: the reported anomaly_score "
     "halves on samples not above it and keeps 0.55 on samples above it by less than the margin "
     "(default 1000; 0 reports the calibrated score). Alerts are unchanged: the rule runs on "
@@ -50,7 +50,7 @@ _HABITUATION_MARGIN = click.option(
     "habituation_margin",
     type=click.FloatRange(min=0.0),
     default=None,
-    callback=lambda ctx, param, value: _finite(param, value),
+    callback=_finite,
     help="How far (relatively) a sample must rise above that maximum to keep its full score "
     "(default 0.05); a sample above it by less keeps 0.55 of it. 0: any sample above it keeps "
     "its score.",

@@ -479,69 +479,46 @@ def test_a_restarted_worker_keeps_counting_the_envelopes_failovers(settings, eng
     assert not state.loc["m-g0", "in_rotation"] and not state.loc["m-g1", "in_rotation"]
 
 
+def _stored_failover(
+    engine, account, ts, key, horizon="30min", rule="risk_sustained", status="executed"
+):
+    from fleetml.decisions.contracts import Decision
+    from fleetml.store.decisions import write_decisions
+
+    d = Decision(
+        kind="failover", rule=rule, account_id=account, inputs={"horizon": horizon}, status=status
+    )
+    with engine.begin() as conn:
+        return d, write_decisions(conn, [d], ts_ms=ts, dedup_keys=[key])[0]
+
+
 def test_failovers_made_before_a_restart_still_get_their_outcome(settings, engine, fleet):
     """A failover whose policy is gone (a restart, a one-shot tick) is judged from the store by
     the next tick: needed when a technical fault of its account followed within its horizon,
     unneeded once the horizon ended without one, still open before that; a verdict is never
     written twice."""
-    from fleetml.decisions.contracts import Decision
     from fleetml.services.tick import LiveLoop
-    from fleetml.store.decisions import write_decisions
 
     now = T0 + 60 * MIN
-    made = [  # (decision, made this long before the tick)
-        (
-            Decision(
-                kind="failover",
-                rule="risk_sustained",
-                account_id="m-g0",
-                inputs={"horizon": "30min"},
-            ),
-            50 * MIN,
-        ),  # horizon over, no fault: unneeded
-        (
-            Decision(
-                kind="failover",
-                rule="risk_sustained",
-                account_id="m-g1",
-                inputs={"horizon": "30min"},
-            ),
-            50 * MIN,
-        ),  # a crash 20 min later: needed
-        (
-            Decision(
-                kind="failover",
-                rule="risk_sustained",
-                account_id="m-g0-s1",
-                inputs={"horizon": "6h"},
-            ),
-            50 * MIN,
-        ),  # horizon still running: open
-        (
-            Decision(
-                kind="failover",
-                rule="health_failed",
-                account_id="m-g1-s1",
-                inputs={"horizon": "6h"},
-            ),
-            50 * MIN,
-        ),  # reacting to a fault: needed
-        (
-            Decision(
-                kind="failover",
-                rule="envelope",
-                account_id="m-g1-s2",
-                inputs={"horizon": "30min"},
-                status="recommended",
-            ),
-            50 * MIN,
-        ),  # not tracked
+    made = [  # all made 50 min before the tick
+        ("m-g0", "30min", "risk_sustained"),  # horizon over, no fault: unneeded
+        ("m-g1", "30min", "risk_sustained"),  # a crash 20 min later: needed
+        ("m-g0-s1", "6h", "risk_sustained"),  # horizon still running: open
+        ("m-g1-s1", "6h", "health_failed"),  # reacting to a fault: needed
+        ("m-g1-s2", "30min", "envelope"),  # held back by the envelope: not tracked
     ]
-    with engine.begin() as conn:
-        ids = [
-            write_decisions(conn, [d], ts_ms=now - ago, dedup_keys=[f"old{i}"])[0]
-            for i, (d, ago) in enumerate(made)
-        ]
+    ids = [
+        _stored_failover(
+            engine,
+            a,
+            now - 50 * MIN,
+            f"old{i}",
+            horizon=h,
+            rule=rule,
+            status="recommended" if rule == "envelope" else "executed",
+        )[1]
+        for i, (a, h, rule) in enumerate(made)
+    ]
     event(engine, "m-g1", "crash", now - 30 * MIN)
     event(engine, "m-g0", "crash", now - 10 * MIN)  # after m-g0's horizon: does not count
     summary = LiveLoop(engine, settings_for(settings, "auto")).run(now_ms=now)
@@ -563,15 +540,6 @@ def test_failovers_made_before_a_restart_still_get_their_outcome(settings, engin
         i: first[i] for i in (ids[0], ids[1], ids[3])
     }
     assert rows[ids[4]]["outcome"] is None
-
-
-def _stored_failover(engine, account, ts, key, horizon="30min", rule="risk_sustained"):
-    from fleetml.decisions.contracts import Decision
-    from fleetml.store.decisions import write_decisions
-
-    d = Decision(kind="failover", rule=rule, account_id=account, inputs={"horizon": horizon})
-    with engine.begin() as conn:
-        return d, write_decisions(conn, [d], ts_ms=ts, dedup_keys=[key])[0]
 
 
 def test_a_replayed_tick_judges_only_by_what_it_could_have_seen(settings, engine, fleet):
