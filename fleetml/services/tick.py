@@ -81,7 +81,7 @@ class LiveLoop:
     def _fill(self, now_ms: int) -> np.ndarray:
         """First tick (or after the feature configs or the clock changed): the window from the
         store, read in slices so a large fleet's first read never holds every row twice."""
-        from fleetml.store.predictions import flagged_runs, habituation_maxima
+        from fleetml.store.predictions import anomaly_contexts, flagged_runs, habituation_maxima
 
         scorer = self.scorer
         # an hour before the window, so a counter's first sample in it has its previous one
@@ -99,10 +99,24 @@ class LiveLoop:
             contiguous=False,
         )
         scorer.restore_runs(flagged_runs(self.engine))
-        scorer.restore_habituation(habituation_maxima(self.engine))
+        maxima, contexts = habituation_maxima(self.engine), anomaly_contexts(self.engine)
+        scorer.restore_habituation(maxima)
+        scorer.restore_context(contexts)
         # The history before this process was scored by an earlier one (or never needs to be):
-        # score each account's newest sample; the rule and run counters were restored above.
-        return np.minimum(counts, 1)
+        # an account scored before gets the samples since its last scored one, as the earlier
+        # process's next tick would have scored them (the rule, the habituation and the
+        # calibration context continue from what was restored above), so a cron of one-shot
+        # ticks scores what a worker would; any other account its newest sample.
+        first = np.minimum(counts, 1)
+        held = pd.concat([maxima[["account_id", "until"]], contexts[["account_id", "until"]]])
+        if len(held):
+            until = held.groupby("account_id")["until"].max()
+            codes = scorer.window.codes_of(until.index.to_series())
+            inside = codes < counts.size
+            codes, until = codes[inside], until.to_numpy(dtype=np.int64)[inside]
+            newer = scorer.window.count_between(codes, until, scorer.window.newest[codes] + 1)
+            first[codes] = np.maximum(np.minimum(newer, counts[codes]), first[codes])
+        return first
 
     def _tail(self, now_ms: int) -> np.ndarray:
         """Later ticks, in one query and one merge: samples since the last read (with an

@@ -5,7 +5,9 @@ account, what makes a tick's answer equal to scoring the whole history at once:
 
 * the anomaly calibration's context: the account's last ``short_window - 1`` raw scores, so the
   likelihood's short average spans ticks (reset when the anomaly champion changes, since raw
-  scores of two forests are not comparable);
+  scores of two forests are not comparable); it is stored with each anomaly prediction
+  (``detail.context_raw``, with the row's own raw score) and restored after a restart, so the
+  first tick of a new process calibrates as the old one would have;
 * the alert rule's state: the run of consecutive scores over the threshold (minimum duration),
   whether the current episode was kept, and the samples since the last kept onset (suppression);
 * per risk horizon, the run of consecutive at-risk data points (the alerts' minimum duration);
@@ -45,6 +47,15 @@ def _grow(arr: np.ndarray, n: int, fill) -> np.ndarray:
     return np.concatenate([arr, np.full(pad_shape, fill, dtype=arr.dtype)])
 
 
+def _trailing_valid(values: np.ndarray) -> np.ndarray:
+    """Per row, how many of its last entries in a row are not NaN (a context is
+    right-aligned: its valid scores are the newest ones)."""
+    if not values.shape[1]:
+        return np.zeros(values.shape[0], dtype=np.int64)
+    missing = np.isnan(values[:, ::-1])
+    return np.where(missing.any(axis=1), missing.argmax(axis=1), values.shape[1]).astype(np.int64)
+
+
 class LiveScorer:
     """Per-account serving state plus the scoring of one tick (see the module docstring)."""
 
@@ -62,6 +73,11 @@ class LiveScorer:
         self.hab_max = np.zeros(0)  # M after the account's last scored row
         self.hab_prev = np.zeros(0)  # M before that row
         self.hab_until = np.zeros(0, dtype=np.int64)  # that row's time (-1: none)
+        # a calibration context read back from the store (restore_context): the raw scores
+        # before the stored row (used when that row itself is scored again) and that row's
+        # time (-1: the context in ctx_raw is this process's own)
+        self.ctx_before = np.zeros((0, 0))
+        self.ctx_until = np.zeros(0, dtype=np.int64)
         self.risk_run: dict[str, np.ndarray] = {}
         self.step_ms: int | None = None
         self._trimmed_at = 0
@@ -110,8 +126,12 @@ class LiveScorer:
         if self.ctx_raw.shape[1] != context:
             self.ctx_raw = np.full((self.ctx_raw.shape[0], context), np.nan)
             self.ctx_n = np.zeros_like(self.ctx_n)
+            self.ctx_before = np.full((self.ctx_before.shape[0], context), np.nan)
+            self.ctx_until = np.full_like(self.ctx_until, -1)
         self.ctx_raw = _grow(self.ctx_raw, n, np.nan)
         self.ctx_n = _grow(self.ctx_n, n, 0)
+        self.ctx_before = _grow(self.ctx_before, n, np.nan)
+        self.ctx_until = _grow(self.ctx_until, n, -1)
         self.run = _grow(self.run, n, 0)
         self.since = _grow(self.since, n, _BIG)
         self.kept = _grow(self.kept, n, False)
@@ -151,6 +171,38 @@ class LiveScorer:
         self.hab_prev[codes] = np.nan_to_num(maxima["prev"].to_numpy(dtype=float))
         self.hab_until[codes] = maxima["until"].to_numpy(dtype=np.int64)
 
+    def restore_context(self, contexts: pd.DataFrame) -> None:
+        """Seed each account's calibration context after a restart from its latest stored
+        anomaly prediction (``account_id``, ``version``: the anomaly model that scored it,
+        ``until``: the row's time in epoch ms, ``raw``: the ``context_rows`` raw scores before
+        that row, then the row's own), so the first row this process scores is calibrated over
+        the same earlier rows as in the process that stored it. A context of another model
+        version is ignored (raw scores of two forests are not comparable)."""
+        model = self.models.get("anomaly")
+        C = int(getattr(model, "context_rows", 0) or 0)
+        if model.fallback or not C or contexts is None or not len(contexts):
+            return
+        keep = [
+            i
+            for i, (version, raw) in enumerate(
+                zip(contexts["version"].tolist(), contexts["raw"].tolist(), strict=True)
+            )
+            if version == model.version and raw is not None and len(raw) == C + 1
+        ]
+        if not keep:
+            return
+        part = contexts.iloc[keep]
+        codes = self.window.codes_of(part["account_id"])
+        self._ensure(len(self.window.ids), C)
+        if self._anomaly_version != model.version:  # what this process held is of another model
+            self.ctx_n[:] = 0
+            self._anomaly_version = model.version
+        raw = np.array([[np.nan if v is None else float(v) for v in r] for r in part["raw"]])
+        self.ctx_raw[codes] = raw[:, 1:]
+        self.ctx_n[codes] = _trailing_valid(raw[:, 1:])
+        self.ctx_before[codes] = raw[:, :C]
+        self.ctx_until[codes] = part["until"].to_numpy(dtype=np.int64)
+
     # ------------------------------------------------------------------ a tick
     def score(
         self,
@@ -161,10 +213,11 @@ class LiveScorer:
         faults: pd.DataFrame | None = None,
         events: pd.DataFrame | None = None,
         masters: dict[str, str] | None = None,
+        families: tuple[str, ...] = ("anomaly", "risk"),
     ) -> pd.DataFrame:
         """Score the accounts with ``counts[code] > 0`` new samples; one row per (account,
         family, horizon) in :data:`PREDICTION_COLUMNS` (``ts`` of the newest sample scored as
-        ``data_until``, epoch ms).
+        ``data_until``, epoch ms), for the model ``families`` asked for.
 
         ``events``: stored fault and enforcement events reaching back
         :meth:`history_lookback_ms` before the newest sample, for the models whose features
@@ -179,9 +232,20 @@ class LiveScorer:
         anomaly = self.models.get("anomaly")
         risk = self.models.get("risk")
         self._ensure(len(self.window.ids), getattr(anomaly, "context_rows", 0))
-        feats = self._features(codes, counts, kinds, groups, anomaly, risk, events, masters)
+        feats = self._features(
+            codes,
+            counts,
+            kinds,
+            groups,
+            anomaly if "anomaly" in families else None,
+            risk if "risk" in families else None,
+            events,
+            masters,
+        )
         parts = []
         for family, model in (("anomaly", anomaly), ("risk", risk)):
+            if family not in families:
+                continue
             try:
                 parts.append(self._score_family(family, model, codes, counts, feats, faults))
             except Exception as exc:  # noqa: BLE001 - a broken model degrades, never fails
@@ -215,7 +279,7 @@ class LiveScorer:
         from fleetml.features.latest import latest_matrix
 
         out: list = []
-        models = [m for m in (anomaly, risk) if not m.fallback]
+        models = [m for m in (anomaly, risk) if m is not None and not m.fallback]
         configs = []
         for m in models:
             if m.feature_config not in configs:
@@ -320,6 +384,7 @@ class LiveScorer:
     def _anomaly(self, model, codes, counts, feats) -> pd.DataFrame:
         if self._anomaly_version != model.version:
             self.ctx_n[:] = 0  # raw scores of another forest are not comparable
+            self.ctx_until[:] = -1
             self._anomaly_version = model.version
         cols, values, row_code, row_ts, newest = _for_config(feats, model.feature_config)
         X = select_columns(values, cols, model.feature_columns)
@@ -330,6 +395,8 @@ class LiveScorer:
         n_new = np.bincount(np.searchsorted(codes, row_code), minlength=codes.size)
         ctx_n = np.minimum(self.ctx_n[codes], C)
         ctx_vals = self.ctx_raw[codes] if C else np.zeros((codes.size, 0))
+        if C:
+            ctx_n, ctx_vals = self._restored_context(codes, row_ts, n_new, ctx_n, ctx_vals)
         width = C + int(n_new.max())
         block = np.full((codes.size, width), np.nan)
         valid = np.zeros((codes.size, width), dtype=bool)
@@ -358,10 +425,24 @@ class LiveScorer:
             tail = np.take_along_axis(packed, np.clip(idx, 0, width - 1), axis=1)
             self.ctx_raw[codes] = np.where(idx >= 0, tail, np.nan)
             self.ctx_n[codes] = np.minimum(lengths, C)
+            # stored with the prediction (restore_context): the newest row's context, then its
+            # own raw score, so a restart can score that row again or the next one
+            idx = lengths[:, None] - (C + 1) + np.arange(C + 1)[None, :]
+            held = np.take_along_axis(packed, np.clip(idx, 0, width - 1), axis=1)
+            stored_ctx = np.where(idx >= 0, held, np.nan).tolist()
         flags, onset_any = self._rule(model.rule, codes, n_new, acc_i, j, calibrated)
         last = newest
+        end = np.flatnonzero(last)
         top = model.top_metrics(X[last], ids[row_code[last]], flags[last])
         reported, detail = calibrated, None
+        if C:
+            detail = [
+                {
+                    "calibrated_score": float(c),
+                    "context_raw": [None if v != v else float(v) for v in ctx],
+                }
+                for c, ctx in zip(calibrated[end].tolist(), stored_ctx, strict=True)
+            ]
         if model.habituation is not None:  # the rule above ran on the calibrated score
             first = np.r_[True, acc_i[1:] != acc_i[:-1]]
             # an account's first row here may be the row its maximum already holds (re-scored
@@ -377,11 +458,10 @@ class LiveScorer:
             skipped = np.where((until >= 0) & ~again, skipped, 0)
             start = start * 2.0 ** (-skipped / model.habituation.half_life)
             reported, m = model.habituation.apply(calibrated, first, start_max=start[acc_i])
-            end = np.flatnonzero(last)
             before = np.where(first[end], start, m[np.maximum(end - 1, 0)])
             self.hab_prev[codes], self.hab_max[codes] = before, m[end]
             self.hab_until[codes] = row_ts[end]
-            detail = [
+            habituation = [
                 {
                     "calibrated_score": float(c),
                     "habituation_max": float(x),
@@ -395,6 +475,9 @@ class LiveScorer:
                     row_ts[end].tolist(),
                     strict=True,
                 )
+            ]
+            detail = [
+                {**d, **h} for d, h in zip(detail or [{}] * len(end), habituation, strict=True)
             ]
         return pd.DataFrame(
             {
@@ -411,6 +494,25 @@ class LiveScorer:
                 "detail": detail,
             }
         )
+
+    def _restored_context(self, codes, row_ts, n_new, ctx_n, ctx_vals):
+        """The context of accounts whose context was read back from the store: the stored
+        row's own context when that row is scored again, the one after it when the first row
+        scored is the next held sample, and none when samples between were never scored here
+        (their raw scores are unknown). Used once: later ticks carry their own context."""
+        until = self.ctx_until[codes]
+        restored = until >= 0
+        if not restored.any():
+            return ctx_n, ctx_vals
+        first_ts = row_ts[np.r_[0, np.cumsum(n_new)[:-1]]]
+        again = restored & (first_ts == until)
+        gap = self.window.count_between(codes, until, first_ts)
+        lost = restored & ((first_ts < until) | ((first_ts > until) & (gap > 0)))
+        ctx_vals = ctx_vals.copy()
+        ctx_vals[again] = self.ctx_before[codes[again]]
+        ctx_n = np.where(again, _trailing_valid(ctx_vals), np.where(lost, 0, ctx_n))
+        self.ctx_until[codes] = -1
+        return ctx_n, ctx_vals
 
     def _rule(self, rule, codes, n_new, acc_i, j, scores):
         """The alert rule over each account's new scores, continuing its state."""

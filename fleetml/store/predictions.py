@@ -165,12 +165,17 @@ def latest_version(bind) -> tuple[int, int]:
     return int(row[0] or 0), int(row[1] or 0)
 
 
-def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
-    """For every (account, family, horizon) flagged in the latest table: how many of its newest
-    history rows in a row were flagged (the live scorer's run counters after a restart)."""
+def flagged_runs(
+    bind, *, limit_per_key: int = 500, accounts: Iterable[str] | None = None
+) -> pd.DataFrame:
+    """For every (account, family, horizon) flagged in the latest table (of ``accounts`` when
+    given): how many of its newest history rows in a row were flagged (the live scorer's run
+    counters after a restart)."""
     latest = sa.select(
         predictions_latest.c.account_id, predictions_latest.c.family, predictions_latest.c.horizon
     ).where(predictions_latest.c.flag.is_(True))
+    if accounts is not None:
+        latest = latest.where(predictions_latest.c.account_id.in_(list(accounts)))
     h = prediction_history
     out = []
     with connect(bind) as conn:
@@ -191,33 +196,77 @@ def flagged_runs(bind, *, limit_per_key: int = 500) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["account_id", "family", "horizon", "run", "flag"])
 
 
-def habituation_maxima(bind) -> pd.DataFrame:
+def _latest_anomaly_rows(bind, accounts: Iterable[str] | None) -> list[tuple]:
+    """``(account_id, data_until, model_version, fallback, flag, detail)`` of every latest
+    anomaly prediction with a readable detail (of ``accounts`` when given)."""
+    t = predictions_latest
+    query = sa.select(
+        t.c.account_id, t.c.data_until, t.c.model_version, t.c.fallback, t.c.flag, t.c.detail
+    ).where(t.c.family == "anomaly", t.c.detail.is_not(None))
+    if accounts is not None:
+        query = query.where(t.c.account_id.in_(list(accounts)))
+    rows = []
+    with connect(bind) as conn:
+        for account, until, version, fallback, flag, detail in conn.execute(query):
+            try:
+                if isinstance(detail, str | bytes):
+                    detail = orjson.loads(detail)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(detail, dict):
+                rows.append((str(account), until, version, bool(fallback), bool(flag), detail))
+    return rows
+
+
+def _maxima(rows: list[tuple]) -> pd.DataFrame:
+    out = []
+    for account, until, _, _, _, detail in rows:
+        top, prev = detail.get("habituation_max"), detail.get("habituation_prev", None)
+        held = detail.get("habituation_until")
+        if not _non_negative(top):
+            continue
+        prev = prev if _non_negative(prev) else top
+        # the row the maximum holds (a fallback tick keeps the model's state unchanged)
+        until = int(held) if isinstance(held, int) else int(until)
+        out.append((account, float(top), float(prev), until))
+    return pd.DataFrame(out, columns=["account_id", "max", "prev", "until"])
+
+
+def _contexts(rows: list[tuple]) -> pd.DataFrame:
+    out = []
+    for account, until, version, fallback, _, detail in rows:
+        raw = detail.get("context_raw")
+        ok = isinstance(raw, list) and all(
+            v is None or (isinstance(v, int | float) and bool(np.isfinite(v))) for v in raw
+        )
+        if ok and not fallback and until is not None and version is not None:
+            out.append((account, int(version), int(until), raw))
+    return pd.DataFrame(out, columns=["account_id", "version", "until", "raw"])
+
+
+def habituation_maxima(bind, *, accounts: Iterable[str] | None = None) -> pd.DataFrame:
     """Each account's habituation state as stored with its latest anomaly prediction:
     ``account_id``, ``max`` (``detail.habituation_max``), ``prev`` (``detail.habituation_prev``,
     the maximum before that row; ``max`` when absent) and ``until`` (the time of the row the
     maximum holds: ``detail.habituation_until``, else the prediction's ``data_until``).
-    Accounts without one are left out."""
-    t = predictions_latest
-    query = sa.select(t.c.account_id, t.c.data_until, t.c.detail).where(
-        t.c.family == "anomaly", t.c.detail.is_not(None)
-    )
-    rows = []
-    with connect(bind) as conn:
-        for account, until, detail in conn.execute(query):
-            try:
-                if isinstance(detail, str | bytes):
-                    detail = orjson.loads(detail)
-                top, prev = detail.get("habituation_max"), detail.get("habituation_prev", None)
-                held = detail.get("habituation_until")
-            except (orjson.JSONDecodeError, AttributeError):
-                continue
-            if not _non_negative(top):
-                continue
-            prev = prev if _non_negative(prev) else top
-            # the row the maximum holds (a fallback tick keeps the model's state unchanged)
-            until = int(held) if isinstance(held, int) else int(until)
-            rows.append((str(account), float(top), float(prev), until))
-    return pd.DataFrame(rows, columns=["account_id", "max", "prev", "until"])
+    Accounts without one are left out; ``accounts`` reads only those."""
+    return _maxima(_latest_anomaly_rows(bind, accounts))
+
+
+def anomaly_contexts(bind, *, accounts: Iterable[str] | None = None) -> pd.DataFrame:
+    """Each account's anomaly calibration context as stored with its latest anomaly prediction
+    (``detail.context_raw``): ``account_id``, ``version`` (the model that scored the row),
+    ``until`` (the row's time) and ``raw`` (the raw scores before the row, then its own; None
+    where a score was missing). Fallback rows, and rows without one or with a malformed one,
+    are left out."""
+    return _contexts(_latest_anomaly_rows(bind, accounts))
+
+
+def anomaly_state(bind, account_id: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+    """One account's stored anomaly state in one read: its :func:`habituation_maxima` and
+    :func:`anomaly_contexts` rows, and whether its latest anomaly prediction is flagged."""
+    rows = _latest_anomaly_rows(bind, [account_id])
+    return _maxima(rows), _contexts(rows), any(r[4] for r in rows)
 
 
 def _non_negative(value) -> bool:

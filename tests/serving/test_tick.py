@@ -150,9 +150,10 @@ def test_a_restarted_loop_keeps_each_accounts_habituation(engine, settings):
     maxima = stored["max"].to_dict()
     decay = 2.0 ** (-1.0 / bundle.habituation.half_life)
 
-    # a restart with no new sample re-scores each account's newest one (its calibrated score
-    # may differ: the new process has no short-window context); that row is judged against the
-    # maximum *before* it, which the old worker stored, not against one that already holds it
+    # a restart with no new sample re-scores each account's newest one (over the stored
+    # calibration context: test_a_restarted_loop_calibrates_over_the_stored_context); that row
+    # is judged against the maximum *before* it, which the old worker stored, not against one
+    # that already holds it
     again = LiveLoop(engine, settings, models=injected(settings, bundle))
     assert again.run(now_ms=ms(ts[-4]) + 1000)["scored"] == 3
     for account, detail in latest_details(engine).items():
@@ -164,10 +165,12 @@ def test_a_restarted_loop_keeps_each_accounts_habituation(engine, settings):
     maxima = habituation_maxima(engine).set_index("account_id")["max"].to_dict()
 
     restarted = LiveLoop(engine, settings, models=injected(settings, bundle))
+    # a backlog longer than a tick scores (max_rows; here 1): only the newest sample is scored
+    restarted.scorer.max_rows = 1
     store(engine, frame[frame["ts"] > ts[-4]])
     assert restarted.run(now_ms=ms(ts[-1]))["scored"] == 3  # each account's newest sample
-    # ts[-3] and ts[-2] arrived while no worker scored them: the maximum fades over them too,
-    # as a batch score (which counts rows) fades it, then over the scored row ts[-1]
+    # ts[-3] and ts[-2] arrived while no worker scored them and were left out: the maximum
+    # fades over them too, as a batch score (which counts rows) fades it, then over ts[-1]
     faded = decay**3
     carried = 0
     for account, detail in latest_details(engine).items():
@@ -175,3 +178,118 @@ def test_a_restarted_loop_keeps_each_accounts_habituation(engine, settings):
         assert m == pytest.approx(max(c, faded * maxima[account]), rel=1e-6)
         carried += faded * maxima[account] > c  # the stored maximum, not this row, sets it
     assert carried  # the check is not vacuous
+
+
+def test_a_restarted_loop_calibrates_over_the_stored_context(engine, settings):
+    """A row's calibrated score averages it with the account's earlier raw scores; those are
+    stored with each prediction, so a new worker scores the stored row again, and the next
+    sample, exactly as the old worker does (without them its first scores had no context)."""
+    from fleetml.store.predictions import anomaly_contexts
+
+    frame = small_fleet(n_accounts=3, hours=20)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    bundle = fit_anomaly(frame[frame["ts"] <= ts[-13]])
+    context_rows = ServedAnomaly(bundle, 1).context_rows
+    assert context_rows > 0  # the shipped calibration has a context
+    store(engine, frame[frame["ts"] <= ts[-4]])
+    loop = LiveLoop(engine, settings, models=injected(settings, bundle))
+    for t in ts[-12:-3]:
+        loop.run(now_ms=ms(t))
+    stored = anomaly_contexts(engine).set_index("account_id")
+    assert sorted(stored.index) == ["acc-0", "acc-1", "acc-2"]
+    assert (stored["until"] == ms(ts[-4])).all() and (stored["version"] == 1).all()
+    assert stored["raw"].map(len).eq(context_rows + 1).all()
+    old = latest_details(engine)
+
+    again = LiveLoop(engine, settings, models=injected(settings, bundle))
+    assert again.run(now_ms=ms(ts[-4]) + 1000)["scored"] == 3
+    for account, detail in latest_details(engine).items():
+        assert detail["calibrated_score"] == pytest.approx(old[account]["calibrated_score"])
+        assert detail["context_raw"] == pytest.approx(old[account]["context_raw"])
+
+    store(engine, frame[frame["ts"] == ts[-3]])
+    fresh = LiveLoop(engine, settings, models=injected(settings, bundle))
+    assert fresh.run(now_ms=ms(ts[-3]))["scored"] == 3
+    restarted = latest_details(engine)
+    loop.run(now_ms=ms(ts[-3]))  # the worker that never stopped, over the same new sample
+    kept_on = latest_details(engine)
+    for account, detail in restarted.items():
+        ref = kept_on[account]
+        assert detail["calibrated_score"] == pytest.approx(ref["calibrated_score"], rel=1e-9)
+        assert detail["habituation_max"] == pytest.approx(ref["habituation_max"], rel=1e-9)
+    moved = [
+        abs(kept_on[a]["calibrated_score"] - old[a]["calibrated_score"]) > 1e-6 for a in kept_on
+    ]
+    assert any(moved)  # the new sample changed the scores: the comparison is not of copies
+
+
+def test_a_stored_context_is_read_only_when_well_formed_and_of_the_served_model(engine):
+    """Malformed contexts are skipped, never raised on; a context of another model version or
+    of the wrong length does not seed the scorer (another forest's raw scores mean nothing)."""
+    from fleetml.serving.live import LiveScorer
+    from fleetml.store.predictions import anomaly_contexts, write_predictions
+
+    bundle = fit_anomaly(small_fleet(n_accounts=2, hours=20))
+    C = ServedAnomaly(bundle, 1).context_rows
+    good = [None] * 2 + [0.5] * (C - 1)
+    details = {
+        "ok": {"context_raw": good},
+        "other-version": {"context_raw": good},
+        "short": {"context_raw": good[1:]},
+        "text": {"context_raw": ["x"] * (C + 1)},
+        "not-a-list": {"context_raw": 0.5},
+        "none": {"calibrated_score": 0.5},
+        "fallback": {"context_raw": good},
+    }
+    frame = pd.DataFrame(
+        {
+            "account_id": list(details),
+            "family": "anomaly",
+            "horizon": "",
+            "data_until": 1_000,
+            "score": 0.1,
+            "flag": False,
+            "model_version": [2 if a == "other-version" else 1 for a in details],
+            "fallback": [a == "fallback" for a in details],
+            "top_metrics": "",
+            "detail": list(details.values()),
+        }
+    )
+    with engine.begin() as conn:
+        write_predictions(conn, frame, computed_at=2_000)
+    got = anomaly_contexts(engine).set_index("account_id")
+    assert sorted(got.index) == ["ok", "other-version", "short"]
+    assert got.loc["ok", "raw"] == good and got.loc["ok", "until"] == 1_000
+
+    scorer = LiveScorer(injected(None, bundle))
+    scorer.models.get = lambda family: ServedAnomaly(bundle, 1)
+    scorer.restore_context(got.reset_index())
+    codes = {a: scorer.window.code(a) for a in ("ok", "other-version", "short")}
+    seeded = {a for a, c in codes.items() if c is not None and scorer.ctx_until[c] >= 0}
+    assert seeded == {"ok"}
+    code = scorer.window.code("ok")
+    assert scorer.ctx_n[code] == C - 1  # right-aligned: the two missing scores are the oldest
+    assert scorer.ctx_raw[code].tolist()[-(C - 1) :] == [0.5] * (C - 1)
+
+
+def test_a_one_shot_tick_scores_the_samples_since_the_last_tick_as_a_worker_does(engine, settings):
+    """A new process (a restart, or each run of a cron of one-shot ``fleetml tick``) scores
+    every sample since the account's last scored one, continuing the stored rule, habituation
+    and calibration context: what a worker that never stopped stores for the same samples."""
+    frame = small_fleet(n_accounts=3, hours=20)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    bundle = fit_anomaly(frame[frame["ts"] <= ts[-13]])
+    store(engine, frame[frame["ts"] <= ts[-5]])
+    worker = LiveLoop(engine, settings, models=injected(settings, bundle))
+    for t in ts[-12:-4]:
+        worker.run(now_ms=ms(t))
+    store(engine, frame[frame["ts"] > ts[-5]])  # four samples each, none scored yet
+    one_shot = LiveLoop(engine, settings, models=injected(settings, bundle))
+    one_shot.run(now_ms=ms(ts[-1]))
+    got = latest_details(engine)
+    worker.run(now_ms=ms(ts[-1]))  # the same four samples in one tick of the running worker
+    want = latest_details(engine)
+    for account, ref in want.items():
+        for key in ("calibrated_score", "habituation_max", "habituation_prev"):
+            assert got[account][key] == pytest.approx(ref[key], rel=1e-9), (account, key)
+        assert got[account]["context_raw"] == pytest.approx(ref["context_raw"], rel=1e-9)
