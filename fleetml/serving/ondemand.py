@@ -4,11 +4,16 @@ The account's raw window comes from the store once, then only its new samples ar
 every ``refresh_s``); samples posted with the request are scored with it but never stored. Each
 API process keeps the windows of the accounts asked about most recently (LRU).
 
+The anomaly answer continues what the tick stored for the account (its calibration context of
+earlier raw scores, the habituation's maximum, the alert rule's run of flagged rows) over the
+samples the tick has not scored yet, through the tick's own :class:`~fleetml.serving.live.
+LiveScorer`: with nothing new it is the tick's answer, and over a new sample it is what the next
+tick will store. An account no tick has scored is scored over its last ``context_rows + 1``
+samples, so its newest row is calibrated over the rows before it, as a batch score does.
+
 What differs from the tick, by design: features that compare an account with its group's peers
 at the same instant are not available for a lone account (they count as missing, as for an
-account without peers), and the anomaly calibration has no earlier scores of this process as
-context (the detector widens its spread for a single row, as documented in
-:class:`fleetml.models.anomaly.IsolationForestDetector`).
+account without peers).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class OnDemandScorer:
         self._lock = threading.Lock()
         self._kinds: tuple[float, dict] | None = None
         self._features: dict[str, tuple] = {}
+        self._answers: dict[str, tuple] = {}
 
     def _config(self):
         from fleetml.features.config import FeatureConfig
@@ -116,30 +122,50 @@ class OnDemandScorer:
             while len(self._windows) > self.max_accounts:
                 gone, _ = self._windows.popitem(last=False)
                 self._features.pop(gone, None)
+                self._answers.pop(gone, None)
         return entry[0]
 
     def score(self, account_id: str, posted: pd.DataFrame | None = None, *, group=None) -> dict:
         """The account's prediction now (the API's prediction shape, ``on_demand: true``)."""
         from fleetml.features.latest import latest_matrix
+        from fleetml.store.predictions import anomaly_state
 
         window = self.window(account_id)
         if posted is not None and len(posted):
             window = window.copy()  # posted samples are scored, never kept
             window.merge(posted)
+        anomaly, risk = self.models.get("anomaly"), self.models.get("risk")
+        config = self._config()
+        # what the tick stored for the account, which the anomaly answer continues
+        stored = None if anomaly.fallback else anomaly_state(self.engine, account_id)
+        key = None
+        if posted is None:
+            # the same window, models and stored state give the same answer: it is kept for
+            # refresh_s (the event history risk reads may change without the window changing)
+            key = (
+                len(window),
+                int(window.newest.max(initial=-1)),
+                id(config),
+                anomaly.version,
+                risk.version,
+                _stored_key(stored),
+            )
+            hit = self._answers.get(account_id)
+            if hit is not None and hit[0] == key and time.monotonic() - hit[1] < self.refresh_s:
+                return hit[2]
         frame = window.frame(levels=True)
         if not len(frame):
             raise LookupError(f"account {account_id!r} has no stored or posted samples to score")
         frame["account_id"] = frame["account_id"].astype(str)
-        anomaly, risk = self.models.get("anomaly"), self.models.get("risk")
-        config = self._config()
         kinds = {}
         for m in (anomaly, risk):
             kinds.update(getattr(m, "metric_kinds", {}) or {})
         kinds = window.gauge_kinds(kinds)  # counters are held as their rates
         latest = None
-        if not (anomaly.fallback and risk.fallback):
-            # The account's features as of its window (its FeatureState): computed again only
-            # when the window changed or samples were posted.
+        if not risk.fallback:
+            # The account's features as of its window (its FeatureState) for risk: computed
+            # again only when the window changed or samples were posted. (Anomaly scoring
+            # continues the tick's state over the rows it has not scored: see _continued.)
             state = (len(window), int(window.newest.max(initial=-1)), id(config))
             cached = self._features.get(account_id)
             if posted is None and cached is not None and cached[0] == state:
@@ -155,7 +181,7 @@ class OnDemandScorer:
             "computed_at": iso(now_ms()),
             "data_until": iso(data_until),
             "stale": False,
-            "anomaly": self._anomaly(anomaly, frame, latest, account_id),
+            "anomaly": self._anomaly(anomaly, frame, window, account_id, kinds, stored),
             "risk": self._risk(
                 risk, frame, self._with_history(latest, config, account_id), account_id
             ),
@@ -163,10 +189,11 @@ class OnDemandScorer:
             "on_demand": True,
             "models": {"anomaly": anomaly.version, "risk": risk.version},
         }
+        if key is not None:
+            self._answers[account_id] = (key, time.monotonic(), result)
         return result
 
-    @staticmethod
-    def _anomaly(model, frame, latest, account_id) -> dict:
+    def _anomaly(self, model, frame, window: RawWindow, account_id: str, kinds, stored) -> dict:
         if model.fallback:
             out = model.predict_latest(frame)
             row = out.iloc[-1]
@@ -178,18 +205,46 @@ class OnDemandScorer:
                 "top_metrics": top,
                 "model_version": None,
             }
-        X = select_columns(latest.values, latest.columns, model.feature_columns)
-        accounts = np.asarray([account_id], dtype=object)
-        score = model.calibrate(model.raw_scores(X, accounts), accounts, X)
-        flag = bool(score[0] >= model.rule.threshold)
-        top = model.top_metrics(X, accounts, np.array([flag]))[0]
-        return {  # no earlier scores here: nothing to habituate to
-            "score": float(score[0]),
-            "calibrated_score": float(score[0]),
-            "is_anomaly": flag,
-            "top_metrics": [m for m in top.split(";") if m],
+        scorer, counts = self._continued(model, window, account_id, stored)
+        out = scorer.score(counts, kinds=kinds, groups={}, families=("anomaly",))
+        row = out.iloc[0]
+        detail = row["detail"] if isinstance(row["detail"], dict) else {}
+        score = float(row["score"])
+        return {
+            "score": score,
+            "calibrated_score": float(detail.get("calibrated_score", score)),
+            "is_anomaly": bool(row["flag"]),
+            "top_metrics": [m for m in str(row["top_metrics"]).split(";") if m],
             "model_version": model.version,
         }
+
+    def _continued(self, model, window: RawWindow, account_id: str, stored):
+        """A live scorer over the account's window that continues the tick's stored state for
+        it (the rule's run, the habituation's maximum, the calibration context), and the rows
+        to score: the samples the tick has not scored yet, else its newest sample again; an
+        account the tick never scored is scored over its last ``context_rows + 1`` samples,
+        so its newest row still has its calibration context."""
+        from fleetml.serving.live import LiveScorer
+        from fleetml.store.predictions import flagged_runs
+
+        scorer = LiveScorer(self.models)
+        scorer.window = window
+        code = window.code(account_id)
+        held = len(window.rows_of([code]))
+        maxima, contexts, flagged = stored
+        if flagged:  # the rule's run of flagged rows continues (the history is read only then)
+            runs = flagged_runs(self.engine, accounts=[account_id])
+            scorer.restore_runs(runs[runs["family"] == "anomaly"])
+        scorer.restore_habituation(maxima)
+        scorer.restore_context(contexts)
+        until = [*maxima["until"].tolist(), *contexts["until"].tolist()]
+        counts = np.zeros(len(window.ids), dtype=np.int64)
+        if until:
+            newer = window.count_between([code], [max(until)], [int(window.newest[code]) + 1])
+            counts[code] = max(int(newer[0]), 1)
+        else:
+            counts[code] = min(held, int(model.context_rows) + 1)
+        return scorer, counts
 
     def _with_history(self, latest, config, account_id: str):
         """``latest`` plus the event-history columns (the account's stored fault and
@@ -256,3 +311,15 @@ class OnDemandScorer:
                 item["enforcement_risk"] = float(wide[f"enforcement_{h}"][0])
             items.append(item)
         return items
+
+
+def _stored_key(stored) -> tuple | None:
+    """A comparable form of :func:`fleetml.store.predictions.anomaly_state`'s answer."""
+    if stored is None:
+        return None
+    maxima, contexts, flagged = stored
+    return (
+        tuple(maxima.itertuples(index=False, name=None)),
+        tuple((a, v, u, tuple(r)) for a, v, u, r in contexts.itertuples(index=False, name=None)),
+        flagged,
+    )

@@ -151,6 +151,88 @@ def test_score_on_demand_with_and_without_posted_samples(ticked):
     assert not stored.get("samples") and not stored.get("rows")
 
 
+def test_on_demand_scores_continue_the_ticks_state(api):
+    """On-demand scoring continues what the tick stored for the account (calibration context,
+    habituation, the rule's run): with nothing new it answers what the tick answered, and over
+    a sample the tick has not scored yet it answers what the next tick then stores. Before, it
+    calibrated the newest row alone and reported the calibrated score as the score, which could
+    be several times the tick's."""
+    from fleetml.ingest.files import import_metrics_frame
+    from fleetml.store.engine import get_engine
+    from fleetml.store.predictions import read_latest
+
+    frame, bundle = _fleet()
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    engine = get_engine(api.settings)
+    for k in range(4):
+        api.register(f"acc-{k}", group="g-even" if k % 2 == 0 else "g-odd")
+
+    def store(part):
+        with engine.begin() as conn:
+            import_metrics_frame(conn, part, register=False, actor="test")
+
+    models = ModelSet(
+        api.settings,
+        champion_version=lambda f: 1 if f == "anomaly" else None,
+        load=lambda f, v: ServedAnomaly(bundle, v),
+    )
+    state = api.client.app.state.fleetml
+    state.predictions.check_s = 0.0
+    state.models = state.ondemand.models = models
+    state.ondemand.refresh_s = 0.0
+    store(frame[frame["ts"] <= ts[-4]])
+    loop = LiveLoop(engine, api.settings, models=models)
+    for t in ts[-12:-3]:
+        loop.run(now_ms=int(t.value // 1_000_000))
+
+    def stored(account):
+        row = read_latest(engine, accounts=[account], families=["anomaly"]).iloc[0]
+        return float(row["score"]), row["detail"]["calibrated_score"], bool(row["flag"])
+
+    def on_demand(account):
+        resp = api.post(f"/v1/predictions/{account}/score", as_="runtime")
+        assert resp.status_code == 200, resp.text
+        got = resp.json()["anomaly"]
+        return got["score"], got["calibrated_score"], got["is_anomaly"]
+
+    accounts = ["acc-0", "acc-1", "acc-2", "acc-3"]
+    for account in accounts:  # nothing new since the tick: the tick's answer
+        assert on_demand(account) == pytest.approx(stored(account), rel=1e-9)
+    store(frame[frame["ts"] == ts[-3]])
+    ahead = {account: on_demand(account) for account in accounts}
+    loop.run(now_ms=int(ts[-3].value // 1_000_000))
+    for account in accounts:  # a sample the tick had not scored: the tick's next answer
+        assert ahead[account] == pytest.approx(stored(account), rel=1e-9)
+    assert any(ahead[a][0] < ahead[a][1] - 1e-6 for a in accounts)  # some score habituated
+
+
+def test_on_demand_scores_an_account_never_ticked_with_its_calibration_context(api):
+    """No tick has scored the account: its newest row is calibrated over the rows before it,
+    as a batch score of its history calibrates it (before, the row was calibrated alone)."""
+    from fleetml.ingest.files import import_metrics_frame
+    from fleetml.store.engine import get_engine
+
+    frame, bundle = _fleet()
+    engine = get_engine(api.settings)
+    for k in range(4):
+        api.register(f"acc-{k}", group="g-even" if k % 2 == 0 else "g-odd")
+    with engine.begin() as conn:
+        import_metrics_frame(conn, frame, register=False, actor="test")
+    models = ModelSet(
+        api.settings,
+        champion_version=lambda f: 1 if f == "anomaly" else None,
+        load=lambda f, v: ServedAnomaly(bundle, v),
+    )
+    state = api.client.app.state.fleetml
+    state.models = state.ondemand.models = models
+    batch = bundle.predict(frame).groupby("account_id").tail(1).set_index("account_id")
+    for account in ("acc-0", "acc-1"):
+        resp = api.post(f"/v1/predictions/{account}/score", as_="runtime")
+        assert resp.status_code == 200, resp.text
+        got = resp.json()["anomaly"]["calibrated_score"]
+        assert got == pytest.approx(batch.loc[account, "calibrated_score"], rel=1e-9)
+
+
 @pytest.mark.parametrize(
     ("body", "status", "words"),
     [
