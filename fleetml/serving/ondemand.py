@@ -45,14 +45,16 @@ class OnDemandScorer:
         self._features: dict[str, tuple] = {}
         self._answers: dict[str, tuple] = {}
 
-    def _config(self):
+    def _configs(self) -> list:
+        """The feature configs of the served models (each family scores with its own)."""
         from fleetml.features.config import FeatureConfig
 
+        configs = []
         for family in ("anomaly", "risk"):
             cfg = getattr(self.models.get(family), "feature_config", None)
-            if cfg is not None:
-                return cfg
-        return FeatureConfig()
+            if cfg is not None and cfg not in configs:
+                configs.append(cfg)
+        return configs or [FeatureConfig()]
 
     def _read(self, account_id: str, start_ms: int, end_ms: int | None) -> pd.DataFrame:
         from fleetml.store.metrics import read_metrics
@@ -95,8 +97,9 @@ class OnDemandScorer:
             entry = self._windows.get(account_id)
             if entry is not None:
                 self._windows.move_to_end(account_id)
-        config = self._config()
-        reach = max(tail_reach_ms(config), 86_400_000)
+        configs = self._configs()
+        reach = max([tail_reach_ms(c) for c in configs] + [86_400_000])
+        lags = sorted({lag for c in configs for lag in seasonal_lags_ms(c)})
         if entry is None:
             newest = self._newest(account_id)
             window = RawWindow()
@@ -104,7 +107,7 @@ class OnDemandScorer:
             if newest is not None:
                 # an hour more, so a counter's first sample in the window has a rate
                 window.merge(self._read(account_id, newest - reach - 3_600_000, newest))
-                for lag in seasonal_lags_ms(config):
+                for lag in lags:
                     window.merge(
                         self._read(account_id, newest - lag - 3_600_000, newest - lag + 3_600_000)
                     )
@@ -135,7 +138,8 @@ class OnDemandScorer:
             window = window.copy()  # posted samples are scored, never kept
             window.merge(posted)
         anomaly, risk = self.models.get("anomaly"), self.models.get("risk")
-        config = self._config()
+        # risk's own feature config (it may differ from anomaly's: a --features file)
+        config = getattr(risk, "feature_config", None) or self._configs()[-1]
         # what the tick stored for the account, which the anomaly answer continues
         stored = None if anomaly.fallback else anomaly_state(self.engine, account_id)
         key = None

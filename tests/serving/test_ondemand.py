@@ -52,3 +52,39 @@ def test_an_answer_is_reused_only_while_window_models_and_stored_state_are_uncha
     expired.score("acc-1")
     expired.score("acc-1")
     assert len(calls) == 6  # with no time to keep it, every call scores
+
+
+def test_risk_is_scored_with_its_own_feature_config_not_anomalys(engine):
+    """A risk model trained with a settings file (here a slow trend anomaly does not use) gets
+    its own columns on demand; before, on-demand risk was built with the anomaly model's
+    config, so those columns were missing and the trees took their missing-value branch."""
+    import numpy as np
+
+    from fleetml.features import FeatureConfig, build_features
+    from fleetml.training.risk import RiskTrainConfig, fit_risk
+
+    from .conftest import crash_faults
+    from .test_live import model_set
+
+    frame = small_fleet(n_accounts=3, hours=30)
+    faults = crash_faults(frame, seed=3)
+    risk_config = FeatureConfig(seasonal=False, trend_pairs=(("1h", "6h"),))
+    cfg = RiskTrainConfig(horizons=("1h", "6h"), feature_config=risk_config)
+    risk = fit_risk(frame, faults=faults, config=cfg).model
+    anomaly = fit_anomaly(frame)  # FeatureConfig(seasonal=False): no trend
+    assert anomaly.feature_config != risk.feature_config
+    store(engine, frame)
+    models = model_set(anomaly, risk)
+    served = models.get("risk")
+    trend = [j for j, c in enumerate(served.feature_columns) if "__trend_1h_6h" in c]
+    assert trend
+    seen = []
+    risk_of = served.risk_of
+    served.risk_of = lambda ids, ts_ms, X: seen.append(X) or risk_of(ids, ts_ms, X)
+    OnDemandScorer(engine, models).score("acc-1")
+    got = seen[-1][0, trend]
+    batch = build_features(frame, config=risk_config)
+    last = batch[batch["account_id"] == "acc-1"].iloc[-1]
+    want = last[[served.feature_columns[j] for j in trend]].to_numpy(dtype=float)
+    assert np.isfinite(want).all()
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
