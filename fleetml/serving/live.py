@@ -214,10 +214,13 @@ class LiveScorer:
         events: pd.DataFrame | None = None,
         masters: dict[str, str] | None = None,
         families: tuple[str, ...] = ("anomaly", "risk"),
+        latest: list | None = None,
     ) -> pd.DataFrame:
         """Score the accounts with ``counts[code] > 0`` new samples; one row per (account,
         family, horizon) in :data:`PREDICTION_COLUMNS` (``ts`` of the newest sample scored as
-        ``data_until``, epoch ms), for the model ``families`` asked for.
+        ``data_until``, epoch ms), for the model ``families`` asked for. ``latest``:
+        ``[(config, LatestMatrix)]`` the caller already built over the same window frame,
+        kinds and groups (used instead of building them again).
 
         ``events``: stored fault and enforcement events reaching back
         :meth:`history_lookback_ms` before the newest sample, for the models whose features
@@ -241,6 +244,7 @@ class LiveScorer:
             risk if "risk" in families else None,
             events,
             masters,
+            latest,
         )
         parts = []
         for family, model in (("anomaly", anomaly), ("risk", risk)):
@@ -270,7 +274,7 @@ class LiveScorer:
         return max([history_lookback_ms(c) for c in self.feature_configs()] or [0])
 
     def _features(
-        self, codes, counts, kinds, groups, anomaly, risk, events=None, masters=None
+        self, codes, counts, kinds, groups, anomaly, risk, events=None, masters=None, given=None
     ) -> dict:
         """Feature rows per distinct feature config: ``[(config, (columns, values, row_code,
         row_ts, newest_mask))]`` with the scored rows of each account in time order."""
@@ -291,9 +295,12 @@ class LiveScorer:
         frame = self._scoring_frame(codes, groups)
         multi = codes[counts > 1]
         for cfg in configs:
-            latest = latest_matrix(
-                frame, kinds=kinds, groups=groups or None, config=cfg, threads=self.threads
-            )
+            built = [m for c, m in (given or []) if c == cfg]
+            latest = built[0] if built else None
+            if latest is None:
+                latest = latest_matrix(
+                    frame, kinds=kinds, groups=groups or None, config=cfg, threads=self.threads
+                )
             where = {a: i for i, a in enumerate(latest.account_id)}
             ids = np.asarray(self.window.ids, dtype=object)
             take = np.array([where[ids[c]] for c in codes], dtype=np.int64)

@@ -166,10 +166,11 @@ class OnDemandScorer:
             kinds.update(getattr(m, "metric_kinds", {}) or {})
         kinds = window.gauge_kinds(kinds)  # counters are held as their rates
         latest = None
-        if not risk.fallback:
-            # The account's features as of its window (its FeatureState) for risk: computed
-            # again only when the window changed or samples were posted. (Anomaly scoring
-            # continues the tick's state over the rows it has not scored: see _continued.)
+        if not risk.fallback or (not anomaly.fallback and anomaly.feature_config == config):
+            # The account's features as of its window (its FeatureState), for risk and for
+            # the newest row anomaly scores: computed again only when the window changed or
+            # samples were posted. (Anomaly scoring continues the tick's state over the rows
+            # it has not scored: see _continued.)
             state = (len(window), int(window.newest.max(initial=-1)), id(config))
             cached = self._features.get(account_id)
             if posted is None and cached is not None and cached[0] == state:
@@ -185,7 +186,9 @@ class OnDemandScorer:
             "computed_at": iso(now_ms()),
             "data_until": iso(data_until),
             "stale": False,
-            "anomaly": self._anomaly(anomaly, frame, window, account_id, kinds, stored),
+            "anomaly": self._anomaly(
+                anomaly, frame, window, account_id, kinds, stored, [(config, latest)]
+            ),
             "risk": self._risk(
                 risk, frame, self._with_history(latest, config, account_id), account_id
             ),
@@ -197,7 +200,9 @@ class OnDemandScorer:
             self._answers[account_id] = (key, time.monotonic(), result)
         return result
 
-    def _anomaly(self, model, frame, window: RawWindow, account_id: str, kinds, stored) -> dict:
+    def _anomaly(
+        self, model, frame, window: RawWindow, account_id: str, kinds, stored, built
+    ) -> dict:
         if model.fallback:
             out = model.predict_latest(frame)
             row = out.iloc[-1]
@@ -210,7 +215,8 @@ class OnDemandScorer:
                 "model_version": None,
             }
         scorer, counts = self._continued(model, window, account_id, stored)
-        out = scorer.score(counts, kinds=kinds, groups={}, families=("anomaly",))
+        built = [(c, m) for c, m in built if m is not None]
+        out = scorer.score(counts, kinds=kinds, groups={}, families=("anomaly",), latest=built)
         row = out.iloc[0]
         detail = row["detail"] if isinstance(row["detail"], dict) else {}
         score = float(row["score"])
