@@ -102,7 +102,7 @@ def create_app(settings: Settings | None = None, *, engine=None) -> FastAPI:
         ingestor=ingestor,
         models=models,
         predictions=PredictionCache(engine, stale_after_s=settings.stale_after_s),
-        ondemand=OnDemandScorer(engine, models),
+        ondemand=OnDemandScorer(engine, models, max_rows=settings.score_max_rows),
         routes=RouteTable(engine, refresh_s=settings.route_refresh_s),
     )
     install_error_handlers(app)

@@ -195,7 +195,8 @@ class Slot:
     champion: int | None = None  # the registry's champion when last checked
 
 
-def _fallback(family: str, reason: str):
+def heuristic_model(family: str, reason: str):
+    """The heuristic that answers for ``family`` when its model is missing or failed."""
     return HeuristicAnomaly(reason) if family == "anomaly" else HeuristicRisk(reason)
 
 
@@ -270,7 +271,9 @@ class ModelSet:
         except Exception as exc:  # noqa: BLE001 - an unreachable registry must not stop serving
             reason = f"registry unreachable: {type(exc).__name__}: {exc}"[:300]
             if slot is None:
-                self._slots[family] = Slot(_fallback(family, reason), None, True, reason, now_s())
+                self._slots[family] = Slot(
+                    heuristic_model(family, reason), None, True, reason, now_s()
+                )
                 return True
             slot.reason = reason
             return False
@@ -282,7 +285,7 @@ class ModelSet:
             return False
         if champion is None:
             reason = f"{FAMILIES[family]} has no @champion yet; train one (fleetml train {family})"
-            new = Slot(_fallback(family, reason), None, True, reason, now_s(), champion)
+            new = Slot(heuristic_model(family, reason), None, True, reason, now_s(), champion)
         else:
             try:
                 model = self._load(family, champion)
@@ -297,7 +300,7 @@ class ModelSet:
                     slot.reason = reason + f"; still serving version {slot.version}"
                     slot.champion = champion
                     return False
-                new = Slot(_fallback(family, reason), None, True, reason, now_s(), champion)
+                new = Slot(heuristic_model(family, reason), None, True, reason, now_s(), champion)
         if slot is not None and slot.version == new.version and slot.fallback == new.fallback:
             slot.champion = champion
             slot.reason = new.reason
@@ -331,7 +334,7 @@ class ModelSet:
             slot = self._slots.get(family)
             champion = slot.champion if slot else None
             self._slots[family] = Slot(
-                _fallback(family, reason), None, True, reason, now_s(), champion
+                heuristic_model(family, reason), None, True, reason, now_s(), champion
             )
         return self._slots[family].model
 

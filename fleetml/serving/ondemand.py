@@ -18,6 +18,7 @@ account without peers).
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -26,19 +27,32 @@ import numpy as np
 import pandas as pd
 
 from fleetml.serving.cache import iso
-from fleetml.serving.models import ModelSet, select_columns
+from fleetml.serving.models import ModelSet, heuristic_model, select_columns
 from fleetml.serving.window import RawWindow, seasonal_lags_ms, tail_reach_ms
 from fleetml.timestamps import now_ms
+
+log = logging.getLogger(__name__)
 
 
 class OnDemandScorer:
     """Per-account windows (LRU) plus the models of this process."""
 
-    def __init__(self, engine, models: ModelSet, *, max_accounts: int = 2000, refresh_s=1.0):
+    def __init__(
+        self,
+        engine,
+        models: ModelSet,
+        *,
+        max_accounts: int = 2000,
+        refresh_s=1.0,
+        max_rows: int = 60,
+    ):
         self.engine = engine
         self.models = models
         self.max_accounts = int(max_accounts)
         self.refresh_s = float(refresh_s)
+        #: at most this many samples the tick has not scored are scored (the tick's own
+        #: FLEETML_SCORE_MAX_ROWS, so the answer is what the next tick stores)
+        self.max_rows = int(max_rows)
         self._windows: OrderedDict[str, tuple[RawWindow, float, int]] = OrderedDict()
         self._lock = threading.Lock()
         self._kinds: tuple[float, dict] | None = None
@@ -91,8 +105,10 @@ class OnDemandScorer:
         hi = time_range(self.engine)[1]
         return None if hi is None else int(hi.value // 1_000_000)
 
-    def window(self, account_id: str) -> RawWindow:
-        """The account's window, filled or brought up to date from the store."""
+    def window(self, account_id: str, *, until_ms: int | None = None) -> RawWindow:
+        """The account's window, filled or brought up to date from the store (at most every
+        ``refresh_s``, or at once when it does not reach ``until_ms``: a sample the tick
+        already scored)."""
         with self._lock:
             entry = self._windows.get(account_id)
             if entry is not None:
@@ -105,8 +121,9 @@ class OnDemandScorer:
             window = RawWindow()
             window.counters = self._counters()
             if newest is not None:
-                # an hour more, so a counter's first sample in the window has a rate
-                window.merge(self._read(account_id, newest - reach - 3_600_000, newest))
+                # an hour more, so a counter's first sample in the window has a rate; and up
+                # to the newest stored sample (the tick may not have scored the latest ones)
+                window.merge(self._read(account_id, newest - reach - 3_600_000, None))
                 for lag in lags:
                     window.merge(
                         self._read(account_id, newest - lag - 3_600_000, newest - lag + 3_600_000)
@@ -114,7 +131,11 @@ class OnDemandScorer:
             entry = (window, time.monotonic(), newest or 0)
         else:
             window, checked, _ = entry
-            if time.monotonic() - checked >= self.refresh_s:
+            code = window.code(account_id)
+            behind = (
+                until_ms is not None and code is not None and int(window.newest[code]) < until_ms
+            )
+            if behind or time.monotonic() - checked >= self.refresh_s:
                 code = window.code(account_id)
                 since = int(window.newest[code]) - 300_000 if code is not None else 0
                 window.merge(self._read(account_id, max(since, 0), None))
@@ -133,15 +154,17 @@ class OnDemandScorer:
         from fleetml.features.latest import latest_matrix
         from fleetml.store.predictions import anomaly_state
 
-        window = self.window(account_id)
-        if posted is not None and len(posted):
-            window = window.copy()  # posted samples are scored, never kept
-            window.merge(posted)
+        # the models of this request, pinned: a champion swapped meanwhile does not mix in
         anomaly, risk = self.models.get("anomaly"), self.models.get("risk")
         # risk's own feature config (it may differ from anomaly's: a --features file)
         config = getattr(risk, "feature_config", None) or self._configs()[-1]
-        # what the tick stored for the account, which the anomaly answer continues
+        # what the tick stored for the account, which the anomaly answer continues; the window
+        # must hold the row it stored (the window refreshes only every refresh_s otherwise)
         stored = None if anomaly.fallback else anomaly_state(self.engine, account_id)
+        window = self.window(account_id, until_ms=_stored_until(stored))
+        if posted is not None and len(posted):
+            window = window.copy()  # posted samples are scored, never kept
+            window.merge(posted)
         key = None
         if posted is None:
             # the same window, models and stored state give the same answer: it is kept for
@@ -187,22 +210,36 @@ class OnDemandScorer:
             "data_until": iso(data_until),
             "stale": False,
             "anomaly": self._anomaly(
-                anomaly, frame, window, account_id, kinds, stored, [(config, latest)]
+                anomaly, risk, frame, window, account_id, kinds, stored, [(config, latest)]
             ),
             "risk": self._risk(
                 risk, frame, self._with_history(latest, config, account_id), account_id
             ),
-            "fallback": bool(anomaly.fallback or risk.fallback),
+            "fallback": False,
             "on_demand": True,
             "models": {"anomaly": anomaly.version, "risk": risk.version},
         }
+        # what answered: a model that raised on this request answers with its heuristic
+        answered = result["anomaly"]["model_version"]
+        result["models"]["anomaly"] = answered
+        result["fallback"] = bool(answered is None or risk.fallback)
         if key is not None:
             self._answers[account_id] = (key, time.monotonic(), result)
         return result
 
     def _anomaly(
-        self, model, frame, window: RawWindow, account_id: str, kinds, stored, built
+        self, model, risk, frame, window: RawWindow, account_id: str, kinds, stored, built
     ) -> dict:
+        if not model.fallback:
+            try:
+                return self._continued_anomaly(
+                    model, risk, window, account_id, kinds, stored, built
+                )
+            except Exception as exc:  # noqa: BLE001 - this request answers with the heuristic
+                # (the tick marks a model failed for the process; one request does not)
+                reason = f"on-demand scoring with version {model.version} failed: {exc!r}"
+                log.warning("%s: %s", account_id, reason[:500])
+                model = heuristic_model("anomaly", reason[:500])
         if model.fallback:
             out = model.predict_latest(frame)
             row = out.iloc[-1]
@@ -214,7 +251,9 @@ class OnDemandScorer:
                 "top_metrics": top,
                 "model_version": None,
             }
-        scorer, counts = self._continued(model, window, account_id, stored)
+
+    def _continued_anomaly(self, model, risk, window, account_id, kinds, stored, built) -> dict:
+        scorer, counts = self._continued(model, risk, window, account_id, stored)
         built = [(c, m) for c, m in built if m is not None]
         out = scorer.score(counts, kinds=kinds, groups={}, families=("anomaly",), latest=built)
         row = out.iloc[0]
@@ -228,7 +267,7 @@ class OnDemandScorer:
             "model_version": model.version,
         }
 
-    def _continued(self, model, window: RawWindow, account_id: str, stored):
+    def _continued(self, model, risk, window: RawWindow, account_id: str, stored):
         """A live scorer over the account's window that continues the tick's stored state for
         it (the rule's run, the habituation's maximum, the calibration context), and the rows
         to score: the samples the tick has not scored yet, else its newest sample again; an
@@ -237,7 +276,8 @@ class OnDemandScorer:
         from fleetml.serving.live import LiveScorer
         from fleetml.store.predictions import flagged_runs
 
-        scorer = LiveScorer(self.models)
+        context = int(model.context_rows) + 1
+        scorer = LiveScorer(_Pinned(model, risk), max_rows=max(self.max_rows, context))
         scorer.window = window
         code = window.code(account_id)
         held = len(window.rows_of([code]))
@@ -253,7 +293,7 @@ class OnDemandScorer:
             newer = window.count_between([code], [max(until)], [int(window.newest[code]) + 1])
             counts[code] = max(int(newer[0]), 1)
         else:
-            counts[code] = min(held, int(model.context_rows) + 1)
+            counts[code] = min(held, context)
         return scorer, counts
 
     def _with_history(self, latest, config, account_id: str):
@@ -333,3 +373,26 @@ def _stored_key(stored) -> tuple | None:
         tuple((a, v, u, tuple(r)) for a, v, u, r in contexts.itertuples(index=False, name=None)),
         flagged,
     )
+
+
+def _stored_until(stored) -> int | None:
+    """The time of the newest row the tick stored anomaly state for (None: none)."""
+    if stored is None:
+        return None
+    until = [*stored[0]["until"].tolist(), *stored[1]["until"].tolist()]
+    return int(max(until)) if until else None
+
+
+class _Pinned:
+    """The models one on-demand request captured, as a :class:`ModelSet` to the live scorer:
+    a champion swapped meanwhile does not mix in, and a model that raises is not marked failed
+    for the whole process (it raises here, and the request answers with the heuristic)."""
+
+    def __init__(self, anomaly, risk):
+        self._models = {"anomaly": anomaly, "risk": risk}
+
+    def get(self, family: str):
+        return self._models[family]
+
+    def mark_failed(self, family: str, exc: BaseException):
+        raise exc

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
 from fleetml.serving.live import LiveScorer
 from fleetml.serving.ondemand import OnDemandScorer
+from fleetml.store.predictions import read_latest
 
 from .conftest import fit_anomaly, small_fleet
 from .test_tick import injected, ms, store
@@ -41,12 +43,19 @@ def test_an_answer_is_reused_only_while_window_models_and_stored_state_are_uncha
     assert len(calls) == 2  # posted samples are always scored
     assert scorer.score("acc-1") == first and len(calls) == 2  # and never kept
 
-    # the tick scores a new sample: the stored state changed, so the answer is computed again
-    # (the window itself is refreshed only every refresh_s, here an hour)
+    # the tick scores a new sample: the stored state changed, so the answer is computed again,
+    # over a window brought up to the stored row at once (it refreshes every refresh_s, here an
+    # hour, otherwise), and it is the tick's answer
     store(engine, frame[frame["ts"] == ts[-2]])
     loop.run(now_ms=ms(ts[-2]))  # (the tick's own scorer counts one call)
     again = scorer.score("acc-1")
     assert len(calls) == 4 and again["anomaly"] != first["anomaly"]
+    assert again["data_until"] == pd.Timestamp(ts[-2]).isoformat().replace("+00:00", "Z")
+    tick = read_latest(engine, accounts=["acc-1"], families=["anomaly"]).iloc[0]
+    assert again["anomaly"]["score"] == pytest.approx(tick["score"], rel=1e-9)
+    assert again["anomaly"]["calibrated_score"] == pytest.approx(
+        tick["detail"]["calibrated_score"], rel=1e-9
+    )
 
     expired = OnDemandScorer(engine, models, refresh_s=0.0)
     expired.score("acc-1")
@@ -88,3 +97,45 @@ def test_risk_is_scored_with_its_own_feature_config_not_anomalys(engine):
     want = last[[served.feature_columns[j] for j in trend]].to_numpy(dtype=float)
     assert np.isfinite(want).all()
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_a_backlog_longer_than_ten_samples_is_scored_as_the_tick_scores_it(engine, settings):
+    """On demand scores as many unscored samples as the tick does (FLEETML_SCORE_MAX_ROWS), so
+    over a long backlog it still answers what the next tick stores."""
+    from fleetml.services.tick import LiveLoop
+
+    frame = small_fleet(n_accounts=2, hours=20)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    bundle = fit_anomaly(frame[frame["ts"] <= ts[-40]])
+    models = injected(settings, bundle)
+    store(engine, frame[frame["ts"] <= ts[-30]])
+    loop = LiveLoop(engine, settings, models=models)
+    for t in ts[-34:-29]:
+        loop.run(now_ms=ms(t))
+    store(engine, frame[frame["ts"] > ts[-30]])  # 29 samples each, none scored
+    scorer = OnDemandScorer(engine, models, refresh_s=0.0, max_rows=settings.score_max_rows)
+    ahead = {a: scorer.score(a)["anomaly"] for a in ("acc-0", "acc-1")}
+    loop.run(now_ms=ms(ts[-1]))
+    for account, got in ahead.items():
+        tick = read_latest(engine, accounts=[account], families=["anomaly"]).iloc[0]
+        assert got["score"] == pytest.approx(tick["score"], rel=1e-9)
+        assert got["is_anomaly"] == bool(tick["flag"])
+
+
+def test_a_model_that_raises_on_demand_answers_with_the_heuristic_for_that_request_only(
+    engine, settings, monkeypatch
+):
+    """One failed on-demand request does not switch the process to the heuristic (the tick
+    and other requests keep the champion), and its answer says it came from the heuristic."""
+    frame = small_fleet(n_accounts=2, hours=20)
+    bundle = fit_anomaly(frame)
+    models = injected(settings, bundle)
+    store(engine, frame)
+    served = models.get("anomaly")
+    monkeypatch.setattr(served, "calibrate", lambda *a, **k: 1 / 0)
+    got = OnDemandScorer(engine, models).score("acc-1")
+    assert got["anomaly"]["model_version"] is None and got["models"]["anomaly"] is None
+    assert "anomaly" not in models.degraded() and models.get("anomaly") is served
+    monkeypatch.undo()
+    fine = OnDemandScorer(engine, models).score("acc-1")
+    assert fine["anomaly"]["model_version"] == 1 and fine["models"]["anomaly"] == 1
