@@ -8,6 +8,7 @@ same samples overwrites instead of duplicating.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
@@ -236,9 +237,7 @@ def _contexts(rows: list[tuple]) -> pd.DataFrame:
     out = []
     for account, until, version, fallback, _, detail in rows:
         raw = detail.get("context_raw")
-        ok = isinstance(raw, list) and all(
-            v is None or (isinstance(v, int | float) and bool(np.isfinite(v))) for v in raw
-        )
+        ok = isinstance(raw, list) and all(v is None or _finite(v) for v in raw)
         if ok and not fallback and until is not None and version is not None:
             out.append((account, int(version), int(until), raw))
     return pd.DataFrame(out, columns=["account_id", "version", "until", "raw"])
@@ -269,8 +268,18 @@ def anomaly_state(bind, account_id: str) -> tuple[pd.DataFrame, pd.DataFrame, bo
     return _maxima(rows), _contexts(rows), any(r[4] for r in rows)
 
 
+def _finite(value) -> bool:
+    """A JSON number that is a finite float (not a bool, not an integer past float's range)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
 def _non_negative(value) -> bool:
-    return isinstance(value, int | float) and bool(np.isfinite(value)) and value >= 0
+    return _finite(value) and value >= 0
 
 
 def read_history(

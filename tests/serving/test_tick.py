@@ -257,6 +257,13 @@ def test_a_stored_context_is_read_only_when_well_formed_and_of_the_served_model(
     )
     with engine.begin() as conn:
         write_predictions(conn, frame, computed_at=2_000)
+        # a number no float holds (orjson cannot write one; another writer could)
+        huge = '{"context_raw": [' + ", ".join(["1" + "0" * 400] * (C + 1)) + "]}"
+        value = "CAST(:d AS JSON)" if conn.dialect.name == "postgresql" else ":d"
+        conn.execute(
+            sa.text(f"UPDATE predictions_latest SET detail = {value} WHERE account_id = 'none'"),
+            {"d": huge},
+        )
     got = anomaly_contexts(engine).set_index("account_id")
     assert sorted(got.index) == ["ok", "other-version", "short"]
     assert got.loc["ok", "raw"] == good and got.loc["ok", "until"] == 1_000
