@@ -81,7 +81,12 @@ class LiveLoop:
     def _fill(self, now_ms: int) -> np.ndarray:
         """First tick (or after the feature configs or the clock changed): the window from the
         store, read in slices so a large fleet's first read never holds every row twice."""
-        from fleetml.store.predictions import anomaly_contexts, flagged_runs, habituation_maxima
+        from fleetml.store.predictions import (
+            anomaly_contexts,
+            anomaly_rule_states,
+            flagged_runs,
+            habituation_maxima,
+        )
 
         scorer = self.scorer
         # an hour before the window, so a counter's first sample in it has its previous one
@@ -99,6 +104,8 @@ class LiveLoop:
             contiguous=False,
         )
         scorer.restore_runs(flagged_runs(self.engine))
+        rules = anomaly_rule_states(self.engine)
+        scorer.restore_rule(rules)
         maxima, contexts = habituation_maxima(self.engine), anomaly_contexts(self.engine)
         scorer.restore_habituation(maxima)
         scorer.restore_context(contexts)
@@ -108,7 +115,9 @@ class LiveLoop:
         # calibration context continue from what was restored above), so a cron of one-shot
         # ticks scores what a worker would; any other account its newest sample.
         first = np.minimum(counts, 1)
-        held = pd.concat([maxima[["account_id", "until"]], contexts[["account_id", "until"]]])
+        held = pd.concat(
+            [f[["account_id", "until"]] for f in (maxima, contexts, rules)], ignore_index=True
+        )
         if len(held):
             until = held.groupby("account_id")["until"].max()
             codes = scorer.window.codes_of(until.index.to_series())

@@ -10,6 +10,8 @@ account, what makes a tick's answer equal to scoring the whole history at once:
   first tick of a new process calibrates as the old one would have;
 * the alert rule's state: the run of consecutive scores over the threshold (minimum duration),
   whether the current episode was kept, and the samples since the last kept onset (suppression);
+  stored with each anomaly prediction (``detail.rule_before`` and ``detail.rule_after``) and
+  restored after a restart, so a cron of one-shot ticks pages as a worker does;
 * per risk horizon, the run of consecutive at-risk data points (the alerts' minimum duration);
 * the habituation's decaying maximum of the account's calibrated scores (one float), when the
   anomaly champion habituates its reported score; it is stored with each anomaly prediction
@@ -78,6 +80,12 @@ class LiveScorer:
         # time (-1: the context in ctx_raw is this process's own)
         self.ctx_before = np.zeros((0, 0))
         self.ctx_until = np.zeros(0, dtype=np.int64)
+        # the alert rule's state read back from the store (restore_rule): before the stored row
+        # (run, since, kept; used when that row itself is scored again) and that row's time
+        self.rule_before = np.zeros((0, 3), dtype=np.int64)
+        self.rule_until = np.zeros(0, dtype=np.int64)
+        #: the rule's state before each scored account's newest row, kept by _rule for storing
+        self._rule_prev = np.zeros((0, 3), dtype=np.int64)
         self.risk_run: dict[str, np.ndarray] = {}
         self.step_ms: int | None = None
         self._trimmed_at = 0
@@ -132,6 +140,8 @@ class LiveScorer:
         self.ctx_n = _grow(self.ctx_n, n, 0)
         self.ctx_before = _grow(self.ctx_before, n, np.nan)
         self.ctx_until = _grow(self.ctx_until, n, -1)
+        self.rule_before = _grow(self.rule_before, n, 0)
+        self.rule_until = _grow(self.rule_until, n, -1)
         self.run = _grow(self.run, n, 0)
         self.since = _grow(self.since, n, _BIG)
         self.kept = _grow(self.kept, n, False)
@@ -202,6 +212,23 @@ class LiveScorer:
         self.ctx_n[codes] = _trailing_valid(raw[:, 1:])
         self.ctx_before[codes] = raw[:, :C]
         self.ctx_until[codes] = part["until"].to_numpy(dtype=np.int64)
+
+    def restore_rule(self, states: pd.DataFrame) -> None:
+        """Seed the anomaly alert rule's state after a restart from each account's latest
+        stored anomaly prediction (``account_id``, ``until``: the row's time, ``before`` and
+        ``after``: ``[run, since, kept]`` before and after that row): the run of rows above the
+        threshold (also one shorter than the minimum duration), the rows since the last episode
+        (suppression) and whether the episode was kept, so a new process pages as the old one
+        would have. Overrides what :meth:`restore_runs` read for the anomaly family."""
+        if states is None or not len(states):
+            return
+        codes = self.window.codes_of(states["account_id"])
+        self._ensure(len(self.window.ids), self.ctx_raw.shape[1])
+        after = np.array(states["after"].tolist(), dtype=np.int64).reshape(-1, 3)
+        self.run[codes], self.since[codes] = after[:, 0], after[:, 1]
+        self.kept[codes] = after[:, 2].astype(bool)
+        self.rule_before[codes] = np.array(states["before"].tolist(), dtype=np.int64).reshape(-1, 3)
+        self.rule_until[codes] = states["until"].to_numpy(dtype=np.int64)
 
     # ------------------------------------------------------------------ a tick
     def score(
@@ -437,19 +464,27 @@ class LiveScorer:
             idx = lengths[:, None] - (C + 1) + np.arange(C + 1)[None, :]
             held = np.take_along_axis(packed, np.clip(idx, 0, width - 1), axis=1)
             stored_ctx = np.where(idx >= 0, held, np.nan).tolist()
+        self._restored_rule(codes, row_ts, n_new)
         flags, onset_any = self._rule(model.rule, codes, n_new, acc_i, j, calibrated)
         last = newest
         end = np.flatnonzero(last)
         top = model.top_metrics(X[last], ids[row_code[last]], flags[last])
-        reported, detail = calibrated, None
+        reported = calibrated
+        # stored with the prediction (restore_rule): the rule's state before and after the row
+        after = np.stack([self.run[codes], self.since[codes], self.kept[codes]], axis=1)
+        detail = [
+            {
+                "calibrated_score": float(c),
+                "rule_before": [int(v) for v in b],
+                "rule_after": [int(v) for v in a],
+            }
+            for c, b, a in zip(
+                calibrated[end].tolist(), self._rule_prev.tolist(), after.tolist(), strict=True
+            )
+        ]
         if C:
-            detail = [
-                {
-                    "calibrated_score": float(c),
-                    "context_raw": [None if v != v else float(v) for v in ctx],
-                }
-                for c, ctx in zip(calibrated[end].tolist(), stored_ctx, strict=True)
-            ]
+            for d, ctx in zip(detail, stored_ctx, strict=True):
+                d["context_raw"] = [None if v != v else float(v) for v in ctx]
         if model.habituation is not None:  # the rule above ran on the calibrated score
             first = np.r_[True, acc_i[1:] != acc_i[:-1]]
             # an account's first row here may be the row its maximum already holds (re-scored
@@ -483,9 +518,7 @@ class LiveScorer:
                     strict=True,
                 )
             ]
-            detail = [
-                {**d, **h} for d, h in zip(detail or [{}] * len(end), habituation, strict=True)
-            ]
+            detail = [{**d, **h} for d, h in zip(detail, habituation, strict=True)]
         return pd.DataFrame(
             {
                 "account_id": ids[codes].astype(str),
@@ -528,10 +561,13 @@ class LiveScorer:
         flags = np.zeros(scores.size, dtype=bool)
         onset_any = np.zeros(codes.size, dtype=bool)
         run, since, kept = self.run[codes], self.since[codes], self.kept[codes]
+        prev = np.zeros((codes.size, 3), dtype=np.int64)
         for step in range(int(n_new.max())):
             rows = np.flatnonzero(j == step)
             a = acc_i[rows]
             s = scores[rows]
+            last = a[n_new[a] - 1 == step]  # accounts whose newest row this step scores
+            prev[last] = np.stack([run[last], since[last], kept[last]], axis=1)
             above = np.nan_to_num(s, nan=-np.inf) >= rule.threshold
             prev_cand = run[a] >= md
             run[a] = np.where(above, run[a] + 1, 0)
@@ -546,7 +582,22 @@ class LiveScorer:
             flags[rows] = cand & kept[a]
             onset_any[a] |= keep
         self.run[codes], self.since[codes], self.kept[codes] = run, since, kept
+        self._rule_prev = prev
         return flags, onset_any
+
+    def _restored_rule(self, codes, row_ts, n_new) -> None:
+        """Accounts whose rule state was read back from the store and whose stored row is
+        scored again start from the state before that row (used once, as the context is)."""
+        until = self.rule_until[codes]
+        restored = until >= 0
+        if not restored.any():
+            return
+        first_ts = row_ts[np.r_[0, np.cumsum(n_new)[:-1]]]
+        again = codes[restored & (first_ts == until)]
+        before = self.rule_before[again]
+        self.run[again], self.since[again] = before[:, 0], before[:, 1]
+        self.kept[again] = before[:, 2].astype(bool)
+        self.rule_until[codes] = -1
 
     def _anomaly_fallback(self, model, codes) -> pd.DataFrame:
         frame = self.window.frame(self.window.rows_of(codes), levels=True)

@@ -281,16 +281,18 @@ class OnDemandScorer:
         scorer.window = window
         code = window.code(account_id)
         held = len(window.rows_of([code]))
-        maxima, contexts, flagged = stored
-        if flagged:  # the rule's run of flagged rows continues (the history is read only then)
+        maxima, contexts, flagged, rules = stored
+        if flagged and not len(rules):
+            # a prediction stored before the rule's state was: its run of flagged rows
             runs = flagged_runs(self.engine, accounts=[account_id])
             scorer.restore_runs(runs[runs["family"] == "anomaly"])
+        scorer.restore_rule(rules)
         scorer.restore_habituation(maxima)
         scorer.restore_context(contexts)
-        until = [*maxima["until"].tolist(), *contexts["until"].tolist()]
+        until = _stored_until(stored)
         counts = np.zeros(len(window.ids), dtype=np.int64)
-        if until:
-            newer = window.count_between([code], [max(until)], [int(window.newest[code]) + 1])
+        if until is not None:
+            newer = window.count_between([code], [until], [int(window.newest[code]) + 1])
             counts[code] = max(int(newer[0]), 1)
         else:
             counts[code] = min(held, context)
@@ -367,11 +369,14 @@ def _stored_key(stored) -> tuple | None:
     """A comparable form of :func:`fleetml.store.predictions.anomaly_state`'s answer."""
     if stored is None:
         return None
-    maxima, contexts, flagged = stored
+    maxima, contexts, flagged, rules = stored
     return (
         tuple(maxima.itertuples(index=False, name=None)),
         tuple((a, v, u, tuple(r)) for a, v, u, r in contexts.itertuples(index=False, name=None)),
         flagged,
+        tuple(
+            (a, u, tuple(b), tuple(x)) for a, u, b, x in rules.itertuples(index=False, name=None)
+        ),
     )
 
 
@@ -380,6 +385,7 @@ def _stored_until(stored) -> int | None:
     if stored is None:
         return None
     until = [*stored[0]["until"].tolist(), *stored[1]["until"].tolist()]
+    until += stored[3]["until"].tolist()
     return int(max(until)) if until else None
 
 

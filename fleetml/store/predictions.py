@@ -243,6 +243,29 @@ def _contexts(rows: list[tuple]) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["account_id", "version", "until", "raw"])
 
 
+def _rules(rows: list[tuple]) -> pd.DataFrame:
+    out = []
+    for account, until, _, fallback, _, detail in rows:
+        before, after = detail.get("rule_before"), detail.get("rule_after")
+        ok = all(
+            isinstance(state, list)
+            and len(state) == 3
+            and all(_non_negative(v) and float(v) == int(v) for v in state)
+            for state in (before, after)
+        )
+        if ok and not fallback and until is not None:
+            out.append((account, int(until), [int(v) for v in before], [int(v) for v in after]))
+    return pd.DataFrame(out, columns=["account_id", "until", "before", "after"])
+
+
+def anomaly_rule_states(bind, *, accounts: Iterable[str] | None = None) -> pd.DataFrame:
+    """Each account's anomaly alert-rule state as stored with its latest anomaly prediction
+    (``detail.rule_before`` and ``detail.rule_after``: ``[run, since, kept]`` before and after
+    the row): ``account_id``, ``until`` (the row's time), ``before``, ``after``. Fallback rows
+    and malformed states are left out."""
+    return _rules(_latest_anomaly_rows(bind, accounts))
+
+
 def habituation_maxima(bind, *, accounts: Iterable[str] | None = None) -> pd.DataFrame:
     """Each account's habituation state as stored with its latest anomaly prediction:
     ``account_id``, ``max`` (``detail.habituation_max``), ``prev`` (``detail.habituation_prev``,
@@ -261,11 +284,12 @@ def anomaly_contexts(bind, *, accounts: Iterable[str] | None = None) -> pd.DataF
     return _contexts(_latest_anomaly_rows(bind, accounts))
 
 
-def anomaly_state(bind, account_id: str) -> tuple[pd.DataFrame, pd.DataFrame, bool]:
+def anomaly_state(bind, account_id: str) -> tuple[pd.DataFrame, pd.DataFrame, bool, pd.DataFrame]:
     """One account's stored anomaly state in one read: its :func:`habituation_maxima` and
-    :func:`anomaly_contexts` rows, and whether its latest anomaly prediction is flagged."""
+    :func:`anomaly_contexts` rows, whether its latest anomaly prediction is flagged, and its
+    :func:`anomaly_rule_states` row."""
     rows = _latest_anomaly_rows(bind, [account_id])
-    return _maxima(rows), _contexts(rows), any(r[4] for r in rows)
+    return _maxima(rows), _contexts(rows), any(r[4] for r in rows), _rules(rows)
 
 
 def _finite(value) -> bool:

@@ -293,10 +293,56 @@ def test_a_one_shot_tick_scores_the_samples_since_the_last_tick_as_a_worker_does
     store(engine, frame[frame["ts"] > ts[-5]])  # four samples each, none scored yet
     one_shot = LiveLoop(engine, settings, models=injected(settings, bundle))
     one_shot.run(now_ms=ms(ts[-1]))
-    got = latest_details(engine)
+    got, got_rows = latest_details(engine), latest_rows(engine)
     worker.run(now_ms=ms(ts[-1]))  # the same four samples in one tick of the running worker
-    want = latest_details(engine)
+    want, want_rows = latest_details(engine), latest_rows(engine)
+    for account, (score, flag, _) in want_rows.items():
+        assert got_rows[account][0] == pytest.approx(score, rel=1e-9)
+        assert got_rows[account][1] == flag
     for account, ref in want.items():
         for key in ("calibrated_score", "habituation_max", "habituation_prev"):
             assert got[account][key] == pytest.approx(ref[key], rel=1e-9), (account, key)
         assert got[account]["context_raw"] == pytest.approx(ref["context_raw"], rel=1e-9)
+
+
+def latest_rows(engine) -> dict:
+    """Every account's latest anomaly prediction: (score, flag, detail)."""
+    t = predictions_latest
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(t.c.account_id, t.c.score, t.c.flag, t.c.detail).where(
+                t.c.family == "anomaly"
+            )
+        )
+        return {a: (score, bool(flag), detail) for a, score, flag, detail in rows}
+
+
+def test_a_cron_of_one_shot_ticks_pages_as_a_worker_does_across_an_incident(engine, settings):
+    """Each one-shot tick restores the alert rule's state (the run below the minimum
+    duration, the rows since the last episode, whether it was kept) with the scores', so a
+    cron of ``fleetml tick`` flags the incident when and as a worker does; before, only a run
+    of flagged rows came back, and the cron never paged."""
+    frame = small_fleet(n_accounts=3, hours=20)
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    incident = int(len(ts) * 0.85)  # acc-1's incident starts here (small_fleet)
+    bundle = fit_anomaly(frame[frame["ts"] < ts[incident - 12]])
+    assert bundle.rule.min_duration > 1  # a run below it must come back too
+    store(engine, frame[frame["ts"] <= ts[incident - 8]])
+    worker = LiveLoop(engine, settings, models=injected(settings, bundle))
+    for t in ts[incident - 12 : incident - 7]:
+        worker.run(now_ms=ms(t))
+    flags = {"cron": [], "worker": []}
+    for t in ts[incident - 7 : incident + 14]:
+        store(engine, frame[frame["ts"] == t])
+        LiveLoop(engine, settings, models=injected(settings, bundle)).run(now_ms=ms(t))
+        cron = latest_rows(engine)
+        worker.run(now_ms=ms(t))
+        kept_on = latest_rows(engine)
+        for account, (score, flag, detail) in kept_on.items():
+            got = cron[account]
+            assert got[0] == pytest.approx(score, rel=1e-9), (t, account)
+            assert got[1] == flag, (t, account)
+            assert got[2]["rule_after"] == detail["rule_after"], (t, account)
+        flags["cron"].append(cron["acc-1"][1])
+        flags["worker"].append(kept_on["acc-1"][1])
+    assert any(flags["worker"])  # the incident is flagged: the comparison covers flags
