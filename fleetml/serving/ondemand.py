@@ -136,9 +136,12 @@ class OnDemandScorer:
                 until_ms is not None and code is not None and int(window.newest[code]) < until_ms
             )
             if behind or time.monotonic() - checked >= self.refresh_s:
-                code = window.code(account_id)
                 since = int(window.newest[code]) - 300_000 if code is not None else 0
-                window.merge(self._read(account_id, max(since, 0), None))
+                fresh = self._read(account_id, max(since, 0), None)
+                if len(fresh):
+                    # copy on write: other requests may be scoring the cached window now
+                    window = window.copy()
+                    window.merge(fresh)
                 entry = (window, time.monotonic(), entry[2])
         with self._lock:
             self._windows[account_id] = entry

@@ -139,3 +139,44 @@ def test_a_model_that_raises_on_demand_answers_with_the_heuristic_for_that_reque
     monkeypatch.undo()
     fine = OnDemandScorer(engine, models).score("acc-1")
     assert fine["anomaly"]["model_version"] == 1 and fine["models"]["anomaly"] == 1
+
+
+def test_requests_scoring_an_account_while_its_window_refreshes_never_fail(engine, settings):
+    """The cached window is shared by the request threads: a refresh builds a new one instead
+    of inserting into the one others are reading (which raised IndexError and ValueError, so
+    500s, while samples arrived)."""
+    import threading
+
+    import numpy as np
+
+    frame = small_fleet(n_accounts=2, hours=30, step="1min")
+    ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
+    bundle = fit_anomaly(frame[frame["ts"] <= ts[-600]])
+    models = injected(settings, bundle)
+    start = len(ts) - 300
+    store(engine, frame[frame["ts"] <= ts[start]])
+    scorer = OnDemandScorer(engine, models, refresh_s=0.0)
+    scorer.score("acc-1")
+    errors, done, answers = [], threading.Event(), []
+
+    def requests():
+        while not done.is_set():
+            try:
+                answers.append(scorer.score("acc-1")["data_until"])
+            except Exception as exc:  # noqa: BLE001 - what the test looks for
+                errors.append(repr(exc)[:200])
+
+    threads = [threading.Thread(target=requests) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for i in range(start + 1, start + 60):
+            store(engine, frame[frame["ts"] == ts[i]])
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert not errors, sorted(set(errors))[:3]
+    assert len(set(answers)) > 1  # the windows did refresh while requests ran
+    window = scorer._windows["acc-1"][0]
+    assert np.all(np.diff(window.key) > 0)
