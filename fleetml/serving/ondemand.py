@@ -179,6 +179,7 @@ class OnDemandScorer:
                 anomaly.version,
                 risk.version,
                 _stored_key(stored),
+                group,
             )
             hit = self._answers.get(account_id)
             if hit is not None and hit[0] == key and time.monotonic() - hit[1] < self.refresh_s:
