@@ -217,7 +217,11 @@ class OnDemandScorer:
                 anomaly, risk, frame, window, account_id, kinds, stored, [(config, latest)]
             ),
             "risk": self._risk(
-                risk, frame, self._with_history(latest, config, account_id), account_id
+                risk,
+                frame,
+                # the heuristic reads no features: no event history to read for it
+                None if risk.fallback else self._with_history(latest, config, account_id),
+                account_id,
             ),
             "fallback": False,
             "on_demand": True,
