@@ -81,12 +81,7 @@ class LiveLoop:
     def _fill(self, now_ms: int) -> np.ndarray:
         """First tick (or after the feature configs or the clock changed): the window from the
         store, read in slices so a large fleet's first read never holds every row twice."""
-        from fleetml.store.predictions import (
-            anomaly_contexts,
-            anomaly_rule_states,
-            flagged_runs,
-            habituation_maxima,
-        )
+        from fleetml.store.predictions import anomaly_states, flagged_runs
 
         scorer = self.scorer
         # an hour before the window, so a counter's first sample in it has its previous one
@@ -104,22 +99,18 @@ class LiveLoop:
             contiguous=False,
         )
         scorer.restore_runs(flagged_runs(self.engine))
-        rules = anomaly_rule_states(self.engine)
-        scorer.restore_rule(rules)
-        maxima, contexts = habituation_maxima(self.engine), anomaly_contexts(self.engine)
-        scorer.restore_habituation(maxima)
-        scorer.restore_context(contexts)
+        stored = anomaly_states(self.engine)
+        scorer.restore_rule(stored.rules)
+        scorer.restore_habituation(stored.maxima)
+        scorer.restore_context(stored.contexts)
         # The history before this process was scored by an earlier one (or never needs to be):
         # an account scored before gets the samples since its last scored one, as the earlier
         # process's next tick would have scored them (the rule, the habituation and the
         # calibration context continue from what was restored above), so a cron of one-shot
         # ticks scores what a worker would; any other account its newest sample.
         first = np.minimum(counts, 1)
-        held = pd.concat(
-            [f[["account_id", "until"]] for f in (maxima, contexts, rules)], ignore_index=True
-        )
-        if len(held):
-            until = held.groupby("account_id")["until"].max()
+        until = stored.until()
+        if len(until):
             codes = scorer.window.codes_of(until.index.to_series())
             inside = codes < counts.size
             codes, until = codes[inside], until.to_numpy(dtype=np.int64)[inside]

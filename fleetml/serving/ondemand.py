@@ -155,7 +155,7 @@ class OnDemandScorer:
     def score(self, account_id: str, posted: pd.DataFrame | None = None, *, group=None) -> dict:
         """The account's prediction now (the API's prediction shape, ``on_demand: true``)."""
         from fleetml.features.latest import latest_matrix
-        from fleetml.store.predictions import anomaly_state
+        from fleetml.store.predictions import anomaly_states
 
         # the models of this request, pinned: a champion swapped meanwhile does not mix in
         anomaly, risk = self.models.get("anomaly"), self.models.get("risk")
@@ -163,7 +163,7 @@ class OnDemandScorer:
         config = getattr(risk, "feature_config", None) or self._configs()[-1]
         # what the tick stored for the account, which the anomaly answer continues; the window
         # must hold the row it stored (the window refreshes only every refresh_s otherwise)
-        stored = None if anomaly.fallback else anomaly_state(self.engine, account_id)
+        stored = None if anomaly.fallback else anomaly_states(self.engine, accounts=[account_id])
         window = self.window(account_id, until_ms=_stored_until(stored))
         if posted is not None and len(posted):
             window = window.copy()  # posted samples are scored, never kept
@@ -289,14 +289,13 @@ class OnDemandScorer:
         scorer.window = window
         code = window.code(account_id)
         held = len(window.rows_of([code]))
-        maxima, contexts, flagged, rules = stored
-        if flagged and not len(rules):
+        if stored.flagged and not len(stored.rules):
             # a prediction stored before the rule's state was: its run of flagged rows
             runs = flagged_runs(self.engine, accounts=[account_id])
             scorer.restore_runs(runs[runs["family"] == "anomaly"])
-        scorer.restore_rule(rules)
-        scorer.restore_habituation(maxima)
-        scorer.restore_context(contexts)
+        scorer.restore_rule(stored.rules)
+        scorer.restore_habituation(stored.maxima)
+        scorer.restore_context(stored.contexts)
         until = _stored_until(stored)
         counts = np.zeros(len(window.ids), dtype=np.int64)
         if until is not None:
@@ -374,27 +373,22 @@ class OnDemandScorer:
 
 
 def _stored_key(stored) -> tuple | None:
-    """A comparable form of :func:`fleetml.store.predictions.anomaly_state`'s answer."""
+    """A comparable form of an :class:`~fleetml.store.predictions.AnomalyState`."""
     if stored is None:
         return None
-    maxima, contexts, flagged, rules = stored
-    return (
-        tuple(maxima.itertuples(index=False, name=None)),
-        tuple((a, v, u, tuple(r)) for a, v, u, r in contexts.itertuples(index=False, name=None)),
-        flagged,
+    return tuple(
         tuple(
-            (a, u, tuple(b), tuple(x)) for a, u, b, x in rules.itertuples(index=False, name=None)
-        ),
-    )
+            tuple(tuple(v) if isinstance(v, list) else v for v in row)
+            for row in frame.itertuples(index=False, name=None)
+        )
+        for frame in (stored.maxima, stored.contexts, stored.rules)
+    ) + (stored.flagged,)
 
 
 def _stored_until(stored) -> int | None:
     """The time of the newest row the tick stored anomaly state for (None: none)."""
-    if stored is None:
-        return None
-    until = [*stored[0]["until"].tolist(), *stored[1]["until"].tolist()]
-    until += stored[3]["until"].tolist()
-    return int(max(until)) if until else None
+    until = None if stored is None else stored.until()
+    return int(until.max()) if until is not None and len(until) else None
 
 
 class _Pinned:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import orjson
@@ -284,12 +285,31 @@ def anomaly_contexts(bind, *, accounts: Iterable[str] | None = None) -> pd.DataF
     return _contexts(_latest_anomaly_rows(bind, accounts))
 
 
-def anomaly_state(bind, account_id: str) -> tuple[pd.DataFrame, pd.DataFrame, bool, pd.DataFrame]:
-    """One account's stored anomaly state in one read: its :func:`habituation_maxima` and
-    :func:`anomaly_contexts` rows, whether its latest anomaly prediction is flagged, and its
-    :func:`anomaly_rule_states` row."""
-    rows = _latest_anomaly_rows(bind, [account_id])
-    return _maxima(rows), _contexts(rows), any(r[4] for r in rows), _rules(rows)
+@dataclass(frozen=True)
+class AnomalyState:
+    """The anomaly state stored with the latest anomaly predictions (one read): the
+    :func:`habituation_maxima`, :func:`anomaly_contexts` and :func:`anomaly_rule_states` rows,
+    and the accounts whose latest anomaly prediction is flagged."""
+
+    maxima: pd.DataFrame
+    contexts: pd.DataFrame
+    rules: pd.DataFrame
+    flagged: frozenset[str]
+
+    def until(self) -> pd.Series:
+        """Per account, the time of the newest row any of its state was stored for."""
+        held = pd.concat(
+            [f[["account_id", "until"]] for f in (self.maxima, self.contexts, self.rules)],
+            ignore_index=True,
+        )
+        return held.groupby("account_id")["until"].max()
+
+
+def anomaly_states(bind, *, accounts: Iterable[str] | None = None) -> AnomalyState:
+    """Every account's (or ``accounts``') :class:`AnomalyState`, in one read."""
+    rows = _latest_anomaly_rows(bind, accounts)
+    flagged = frozenset(r[0] for r in rows if r[4])
+    return AnomalyState(_maxima(rows), _contexts(rows), _rules(rows), flagged)
 
 
 def _finite(value) -> bool:

@@ -16,28 +16,39 @@ def _fleet():
     return frame, fit_anomaly(frame)
 
 
-@pytest.fixture
-def ticked(api):
-    """The API after one tick over a stored 4-account fleet (two groups)."""
+def _fleet_store(api, bundle):
+    """Register the 4 accounts (two groups) and serve ``bundle`` as the anomaly champion in
+    the API process; returns the engine, the models and a function storing samples."""
     from fleetml.ingest.files import import_metrics_frame
     from fleetml.store.engine import get_engine
 
-    frame, bundle = _fleet()
     engine = get_engine(api.settings)
     for k in range(4):
         api.register(f"acc-{k}", group="g-even" if k % 2 == 0 else "g-odd")
-    with engine.begin() as conn:
-        import_metrics_frame(conn, frame, register=False, actor="test")
+
+    def store(part):
+        with engine.begin() as conn:
+            import_metrics_frame(conn, part, register=False, actor="test")
+
     models = ModelSet(
         api.settings,
         champion_version=lambda f: 1 if f == "anomaly" else None,
         load=lambda f, v: ServedAnomaly(bundle, v),
     )
-    now = int(frame["ts"].max().value // 1_000_000)
-    LiveLoop(engine, api.settings, models=models).run(now_ms=now)
     state = api.client.app.state.fleetml
     state.predictions.check_s = 0.0
     state.models = state.ondemand.models = models
+    return engine, models, store
+
+
+@pytest.fixture
+def ticked(api):
+    """The API after one tick over a stored 4-account fleet (two groups)."""
+    frame, bundle = _fleet()
+    engine, models, store = _fleet_store(api, bundle)
+    store(frame)
+    now = int(frame["ts"].max().value // 1_000_000)
+    LiveLoop(engine, api.settings, models=models).run(now_ms=now)
     return api, frame, now
 
 
@@ -157,29 +168,12 @@ def test_on_demand_scores_continue_the_ticks_state(api):
     a sample the tick has not scored yet it answers what the next tick then stores. Before, it
     calibrated the newest row alone and reported the calibrated score as the score, which could
     be several times the tick's."""
-    from fleetml.ingest.files import import_metrics_frame
-    from fleetml.store.engine import get_engine
     from fleetml.store.predictions import read_latest
 
     frame, bundle = _fleet()
     ts = pd.DatetimeIndex(frame["ts"].unique()).sort_values()
-    engine = get_engine(api.settings)
-    for k in range(4):
-        api.register(f"acc-{k}", group="g-even" if k % 2 == 0 else "g-odd")
-
-    def store(part):
-        with engine.begin() as conn:
-            import_metrics_frame(conn, part, register=False, actor="test")
-
-    models = ModelSet(
-        api.settings,
-        champion_version=lambda f: 1 if f == "anomaly" else None,
-        load=lambda f, v: ServedAnomaly(bundle, v),
-    )
-    state = api.client.app.state.fleetml
-    state.predictions.check_s = 0.0
-    state.models = state.ondemand.models = models
-    state.ondemand.refresh_s = 0.0
+    engine, models, store = _fleet_store(api, bundle)
+    api.client.app.state.fleetml.ondemand.refresh_s = 0.0
     store(frame[frame["ts"] <= ts[-4]])
     loop = LiveLoop(engine, api.settings, models=models)
     for t in ts[-12:-3]:
@@ -209,22 +203,9 @@ def test_on_demand_scores_continue_the_ticks_state(api):
 def test_on_demand_scores_an_account_never_ticked_with_its_calibration_context(api):
     """No tick has scored the account: its newest row is calibrated over the rows before it,
     as a batch score of its history calibrates it (before, the row was calibrated alone)."""
-    from fleetml.ingest.files import import_metrics_frame
-    from fleetml.store.engine import get_engine
-
     frame, bundle = _fleet()
-    engine = get_engine(api.settings)
-    for k in range(4):
-        api.register(f"acc-{k}", group="g-even" if k % 2 == 0 else "g-odd")
-    with engine.begin() as conn:
-        import_metrics_frame(conn, frame, register=False, actor="test")
-    models = ModelSet(
-        api.settings,
-        champion_version=lambda f: 1 if f == "anomaly" else None,
-        load=lambda f, v: ServedAnomaly(bundle, v),
-    )
-    state = api.client.app.state.fleetml
-    state.models = state.ondemand.models = models
+    _, _, store = _fleet_store(api, bundle)
+    store(frame)
     batch = bundle.predict(frame).groupby("account_id").tail(1).set_index("account_id")
     for account in ("acc-0", "acc-1"):
         resp = api.post(f"/v1/predictions/{account}/score", as_="runtime")
